@@ -1,0 +1,88 @@
+"""Ingest stage: synthetic or Databento DBN files in the landing folder -> `raw_mbp10` Delta table."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+import dagster as dg
+from pydantic import Field
+
+from phoenix_assets.defs.ingest.checks import RAW_CHECK_SPECS, raw_check_results
+from phoenix_assets.defs.partitions import trade_date_partitions
+from phoenix_assets.defs.resources import DatabentoResource, LakeResource, LandingResource, QualityThresholds
+from phoenix_assets.lib.dbn_reader import scan_dbn_files
+from phoenix_assets.lib.mbp10_schema import RAW_MBP10_SCHEMA
+from phoenix_assets.lib.raw_ingest import RAW_TABLE, ingest_partition, select_files
+
+
+class RawMbp10Config(dg.Config):
+    source: Literal["landing", "databento"] = Field(
+        default="landing", description="landing: DBN files already in the landing folder; databento: download first"
+    )
+    chunk_records: int = Field(default=262_144, description="Records decoded per chunk (bounds memory)")
+    strict_landing: bool = Field(
+        default=True, description="Fail on DBN files of another schema/dataset overlapping the day (else skip them)"
+    )
+
+
+def _iso(ns: int | None) -> str:
+    return "n/a" if ns is None else dt.datetime.fromtimestamp(ns / 1e9, tz=dt.UTC).isoformat()
+
+
+def _table_schema() -> dg.TableSchema:
+    return dg.TableSchema(columns=[dg.TableColumn(f.name, str(f.type)) for f in RAW_MBP10_SCHEMA])
+
+
+@dg.asset(
+    partitions_def=trade_date_partitions,
+    group_name="ingest",
+    kinds={"deltalake", "python"},
+    check_specs=RAW_CHECK_SPECS,
+    metadata={"dagster/column_schema": _table_schema(), "table": RAW_TABLE},
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL),
+    description=(
+        "Every Databento MBP-10 record of one CME trade date (16:00 CT D-1 to 16:00 CT D), lossless: prices "
+        "int64 fixed-point 1e-9 with undefined -> null, timestamps int64 ns UTC. Partitioned by trade_date; "
+        "re-materializing replaces the partition in one Delta transaction."
+    ),
+)
+def raw_mbp10(
+    context: dg.AssetExecutionContext,
+    config: RawMbp10Config,
+    lake: LakeResource,
+    landing: LandingResource,
+    databento: DatabentoResource,
+    quality: QualityThresholds,
+) -> dg.MaterializeResult:
+    trade_date = dt.date.fromisoformat(context.partition_key)
+    folder = landing.folder()
+    if config.source == "databento":
+        path = databento.download_day(trade_date, folder)
+        context.log.info(f"downloaded {path}")
+    infos, unreadable = scan_dbn_files(folder)
+    for path, reason in unreadable:
+        context.log.warning(f"landing: not a DBN file, ignored: {reason}")
+    files, notes = select_files(infos, trade_date, landing.dataset, config.strict_landing)
+    for note in notes:
+        context.log.warning(note)
+    context.log.info(f"partition {trade_date}: ingesting {[str(f.path) for f in files]}")
+    the_lake = lake.lake()
+    stats, version = ingest_partition(the_lake, files, trade_date, config.chunk_records)
+    rate = stats.rows / stats.seconds if stats.seconds else 0.0
+    context.log.info(f"partition {trade_date}: {stats.rows} records in {stats.seconds:.2f}s ({rate:,.0f}/s)")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": stats.rows,
+            "first_ts_recv": _iso(stats.first_ts_recv),
+            "last_ts_recv": _iso(stats.last_ts_recv),
+            "instruments": sorted(stats.instruments),
+            "symbols": sorted(stats.symbols),
+            "bytes_read": stats.bytes_read,
+            "records_per_second": round(rate),
+            "files": dg.MetadataValue.json(stats.rows_per_file),
+            "delta_version": version,
+            "table_uri": dg.MetadataValue.path(the_lake.table_uri(RAW_TABLE)),
+        },
+        check_results=raw_check_results(the_lake, trade_date, stats, quality),
+    )

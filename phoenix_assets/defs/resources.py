@@ -1,0 +1,129 @@
+"""Resources: where the lake and the landing folder are, and how to reach Databento.
+
+Values left empty are resolved when a run starts (never at import): first from the environment
+(`PHOENIX_LAKE_URI`, `PHOENIX_LANDING_DIR`, `DATABENTO_API_KEY`), then from a default inside the
+repository, so the embedded default needs no configuration and no credentials. Any field can also
+be set in code or from the Dagster launchpad.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from phoenix_assets.lib import cme_calendar as cal
+from phoenix_assets.lib.lake import Lake
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _setting(value: str | None, env: str, default: str | None) -> str | None:
+    if value:
+        return value
+    return os.environ.get(env) or default
+
+
+class LakeResource(dg.ConfigurableResource):
+    """The Delta lake root: a local folder or `s3://bucket/prefix` (tables at `<root>/<table>`)."""
+
+    uri: str | None = Field(default=None, description="Lake root; empty -> $PHOENIX_LAKE_URI -> <repo>/lake")
+    storage_options: dict[str, str] = Field(
+        default_factory=dict,
+        description="deltalake/object_store options (e.g. AWS_ENDPOINT_URL, AWS_REGION); AWS_* env vars apply too",
+    )
+
+    def lake(self) -> Lake:
+        root = _setting(self.uri, "PHOENIX_LAKE_URI", str(REPO_ROOT / "lake"))
+        assert root is not None
+        if not root.startswith(("s3://", "s3a://", "gs://", "az://", "abfss://")):
+            root = str(Path(root).expanduser().resolve())
+            Path(root).mkdir(parents=True, exist_ok=True)
+        return Lake(root=root, storage_options=dict(self.storage_options))
+
+
+class LandingResource(dg.ConfigurableResource):
+    """The folder where DBN files land (recognised by their metadata, not their names)."""
+
+    path: str | None = Field(default=None, description="Landing folder; empty -> $PHOENIX_LANDING_DIR -> <repo>/landing")
+    dataset: str = Field(default="GLBX.MDP3", description="Only files of this Databento dataset are ingested")
+
+    def folder(self) -> Path:
+        folder = Path(_setting(self.path, "PHOENIX_LANDING_DIR", str(REPO_ROOT / "landing")) or ".")
+        folder = folder.expanduser().resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+
+class DatabentoError(RuntimeError):
+    """The Databento source cannot be used (no key, too expensive, request failed)."""
+
+
+class DatabentoResource(dg.ConfigurableResource):
+    """Databento historical API as a second source of MBP-10 days, with a cost guard."""
+
+    api_key: str | None = Field(default=None, description="Empty -> $DATABENTO_API_KEY")
+    dataset: str = "GLBX.MDP3"
+    symbols: list[str] = Field(default_factory=lambda: ["MNQ.v.0"])
+    stype_in: str = "continuous"
+    max_cost_usd: float = Field(default=5.0, description="Refuse any single request estimated above this")
+
+    def _key(self) -> str:
+        key = _setting(self.api_key, "DATABENTO_API_KEY", None)
+        if not key:
+            raise DatabentoError(
+                "No Databento API key: set DATABENTO_API_KEY (or the resource's api_key) to download from "
+                "Databento, or put DBN files in the landing folder and use source='landing'."
+            )
+        return key
+
+    def client(self) -> Any:
+        """A `databento.Historical` client (tests substitute their own by overriding this)."""
+        import databento as db
+
+        return db.Historical(self._key())
+
+    def download_day(self, trade_date: dt.date, dest_folder: Path) -> Path:
+        """Download one trade date of MBP-10 into `dest_folder` after checking its cost."""
+        start, end = cal.trade_date_window(trade_date)
+        client = self.client()
+        request: dict[str, Any] = {
+            "dataset": self.dataset,
+            "symbols": self.symbols,
+            "schema": "mbp-10",
+            "stype_in": self.stype_in,
+            "start": start,
+            "end": end,
+        }
+        try:
+            cost = float(client.metadata.get_cost(**request))
+        except Exception as exc:
+            raise DatabentoError(f"partition {trade_date}: Databento cost query failed: {exc}") from exc
+        if cost > self.max_cost_usd:
+            raise DatabentoError(
+                f"partition {trade_date}: Databento estimates ${cost:.2f} for {self.symbols} mbp-10, above the "
+                f"limit max_cost_usd=${self.max_cost_usd:.2f}; raise the limit to download it."
+            )
+        dest_folder.mkdir(parents=True, exist_ok=True)
+        name = f"{self.dataset.lower().replace('.', '-')}-{'_'.join(self.symbols)}-{trade_date:%Y%m%d}.mbp-10.dbn.zst"
+        target = dest_folder / name
+        partial = target.with_suffix(".part")
+        try:
+            client.timeseries.get_range(**request, path=str(partial))
+        except Exception as exc:
+            partial.unlink(missing_ok=True)
+            raise DatabentoError(f"partition {trade_date}: Databento download failed: {exc}") from exc
+        partial.replace(target)
+        return target
+
+
+class QualityThresholds(dg.ConfigurableResource):
+    """Thresholds of the raw data-quality checks."""
+
+    tick_size: float = Field(default=0.25, description="Price grid of the instrument (MNQ/NQ/ES: 0.25)")
+    max_crossed_share: float = Field(default=0.001, description="Crossed/locked share of in-session book states")
+    max_gap_minutes: float = Field(default=15.0, description="Longest allowed silence inside continuous trading")

@@ -1,0 +1,59 @@
+"""The `raw_mbp10` table schema: Databento's MBP-10 record, lossless, in Delta-compatible types.
+
+Prices stay exact as int64 fixed-point (1 unit = 1e-9, `PRICE_SCALE`); Databento's undefined price
+(i64::MAX) becomes null. Timestamps stay int64 nanoseconds since the UNIX epoch (UTC): Delta's
+timestamp type is microseconds and would drop the nanoseconds. Delta has no unsigned integers, so
+each unsigned DBN field is widened to the next signed type that holds every value.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+PRICE_SCALE = 1_000_000_000
+UNDEF_PRICE = 2**63 - 1
+N_LEVELS = 10
+RTYPE_MBP10 = 10
+RECORD_LENGTH_WORDS = 92  # DBN `length` field: 368 bytes / 4
+
+F_LAST = 0x80  # last record of an event: the book is consistent only here
+F_TOB = 0x40
+F_SNAPSHOT = 0x20  # book re-statement, not order flow
+F_MBP = 0x10
+F_BAD_TS_RECV = 0x08
+F_MAYBE_BAD_BOOK = 0x04
+
+LEVEL_FIELDS = ("bid_px", "ask_px", "bid_sz", "ask_sz", "bid_ct", "ask_ct")
+
+
+def level_columns(field: str) -> list[str]:
+    """`bid_px` -> ['bid_px_00', ..., 'bid_px_09']."""
+    return [f"{field}_{i:02d}" for i in range(N_LEVELS)]
+
+
+PRICE_COLUMNS = ["price", *level_columns("bid_px"), *level_columns("ask_px")]
+
+_HEADER: list[tuple[str, pa.DataType]] = [
+    ("ts_recv", pa.int64()),
+    ("ts_event", pa.int64()),
+    ("rtype", pa.int16()),
+    ("publisher_id", pa.int32()),
+    ("instrument_id", pa.int64()),
+    ("action", pa.string()),
+    ("side", pa.string()),
+    ("depth", pa.int16()),
+    ("price", pa.int64()),
+    ("size", pa.int64()),
+    ("flags", pa.int16()),
+    ("ts_in_delta", pa.int32()),
+    ("sequence", pa.int64()),
+]
+_LEVELS: list[tuple[str, pa.DataType]] = [
+    (name, pa.int64()) for field in LEVEL_FIELDS for name in level_columns(field)
+]
+_TAIL: list[tuple[str, pa.DataType]] = [("symbol", pa.string()), ("trade_date", pa.date32())]
+
+RAW_MBP10_SCHEMA = pa.schema(
+    [pa.field(n, t, nullable=(n in PRICE_COLUMNS or n == "symbol")) for n, t in _HEADER + _LEVELS + _TAIL]
+)
+RAW_COLUMNS: list[str] = RAW_MBP10_SCHEMA.names

@@ -1,0 +1,49 @@
+"""Shared fixtures: the real Databento files in ../shared/data, temporary lakes and Dagster homes."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from phoenix_assets.lib.lake import Lake
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+ESH4_MBP10 = SHARED_DATA / "glbx-mdp3-esh4-20231225.mbp-10.derived-from-mbo.dbn.zst"  # trade date 2023-12-26
+ESM4_MBP10 = SHARED_DATA / "glbx-mdp3-esm4-20240508T000000-000002.mbp-10.derived-from-mbo.dbn.zst"  # 2024-05-08
+ESH1_MBP10 = SHARED_DATA / "glbx-mdp3-esh1-20201228.mbp-10.fixture.dbn.zst"  # trade date 2020-12-28
+ESH1_TRADES = SHARED_DATA / "glbx-mdp3-esh1-20201228.trades.fixture.dbn.zst"
+MBP10_FIXTURES = sorted(p for p in SHARED_DATA.glob("*.dbn*") if ".mbp-10." in p.name)
+
+
+@pytest.fixture
+def lake(tmp_path: Path) -> Lake:
+    root = tmp_path / "lake"
+    root.mkdir()
+    return Lake(str(root))
+
+
+@pytest.fixture
+def landing(tmp_path: Path) -> Path:
+    folder = tmp_path / "landing"
+    folder.mkdir()
+    return folder
+
+
+def land(folder: Path, *files: Path) -> None:
+    for f in files:
+        shutil.copy(f, folder / f.name)
+
+
+@pytest.fixture
+def instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dg.DagsterInstance]:
+    """A real Dagster instance in a temporary DAGSTER_HOME."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with dg.instance_for_test(temp_dir=str(home)) as inst:
+        yield inst
