@@ -27,10 +27,10 @@ from tests.conftest import ESH1_TRADES, ESH4_MBP10, MBP10_FIXTURES, SHARED_DATA
 def decode_all(path: Path, chunk: int) -> pa.Table:
     info = inspect_dbn(path)
     resolver = SymbolResolver(info)
-    batches = [
-        mbp10_batch(c, resolver.resolve(c["instrument_id"], c["ts_recv"]), dt.date(2000, 1, 3))
-        for c in iter_mbp10_arrays(info, chunk)
-    ]
+    batches, offset = [], 0
+    for c in iter_mbp10_arrays(info, chunk):
+        batches.append(mbp10_batch(c, resolver.resolve(c["instrument_id"], c["ts_recv"]), dt.date(2000, 1, 3), offset))
+        offset += len(c)
     return pa.Table.from_batches(batches, schema=RAW_MBP10_SCHEMA)
 
 

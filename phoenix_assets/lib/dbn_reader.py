@@ -172,8 +172,11 @@ def _prices(values: np.ndarray) -> pa.Array:
     return pa.array(raw, mask=raw == UNDEF_PRICE, type=pa.int64())
 
 
-def mbp10_batch(chunk: np.ndarray, symbols: pa.Array, trade_date: dt.date) -> pa.RecordBatch:
-    """One structured MBP-10 chunk -> an Arrow batch in the `raw_mbp10` schema (lossless)."""
+def mbp10_batch(chunk: np.ndarray, symbols: pa.Array, trade_date: dt.date, first_index: int = 0) -> pa.RecordBatch:
+    """One structured MBP-10 chunk -> an Arrow batch in the `raw_mbp10` schema (lossless).
+
+    `first_index` is the `record_index` of the chunk's first record within its trade date.
+    """
     n = len(chunk)
     columns: dict[str, pa.Array] = {
         "ts_recv": pa.array(chunk["ts_recv"].astype(np.int64)),
@@ -194,6 +197,7 @@ def mbp10_batch(chunk: np.ndarray, symbols: pa.Array, trade_date: dt.date) -> pa
         for name in level_columns(field):
             values = chunk[name]
             columns[name] = _prices(values) if field.endswith("_px") else pa.array(values.astype(np.int64))
+    columns["record_index"] = pa.array(np.arange(first_index, first_index + n, dtype=np.int64))
     columns["symbol"] = symbols
     columns["trade_date"] = pa.array(np.full(n, np.datetime64(trade_date, "D")), type=pa.date32())
     return pa.record_batch([columns[f.name] for f in RAW_MBP10_SCHEMA], schema=RAW_MBP10_SCHEMA)

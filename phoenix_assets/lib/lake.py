@@ -43,8 +43,13 @@ class Lake:
         """Lazy polars scan of a table (filters on partition columns prune files)."""
         return pl.scan_delta(self.table_uri(table), storage_options=self.options())
 
-    def read_partition(self, table: str, trade_date: dt.date, columns: list[str] | None = None) -> pl.DataFrame:
+    def read_partition(
+        self, table: str, trade_date: dt.date, columns: list[str] | None = None, order_by: str | None = None
+    ) -> pl.DataFrame:
+        """One trade date of a table. Delta keeps no row order: pass `order_by` when order matters."""
         frame = self.scan(table).filter(pl.col("trade_date") == trade_date)
+        if order_by is not None:
+            frame = frame.sort(order_by)
         if columns is not None:
             frame = frame.select(columns)
         return frame.collect()

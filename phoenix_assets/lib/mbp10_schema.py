@@ -51,7 +51,14 @@ _HEADER: list[tuple[str, pa.DataType]] = [
 _LEVELS: list[tuple[str, pa.DataType]] = [
     (name, pa.int64()) for field in LEVEL_FIELDS for name in level_columns(field)
 ]
-_TAIL: list[tuple[str, pa.DataType]] = [("symbol", pa.string()), ("trade_date", pa.date32())]
+# Phoenix additions: `record_index` is the record's position in the trade date's stream (files in time
+# order, records in file order). Delta does not keep row order, and records of one event can share
+# ts_recv and sequence, so readers sort by it to recover the exact feed order (F_LAST last in its event).
+_TAIL: list[tuple[str, pa.DataType]] = [
+    ("record_index", pa.int64()),
+    ("symbol", pa.string()),
+    ("trade_date", pa.date32()),
+]
 
 RAW_MBP10_SCHEMA = pa.schema(
     [pa.field(n, t, nullable=(n in PRICE_COLUMNS or n == "symbol")) for n, t in _HEADER + _LEVELS + _TAIL]

@@ -12,6 +12,7 @@ import datetime as dt
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -22,6 +23,7 @@ from phoenix_assets.lib.lake import Lake
 from phoenix_assets.lib.mbp10_schema import F_LAST, RAW_MBP10_SCHEMA, UNDEF_PRICE
 
 RAW_TABLE = "raw_mbp10"
+RAW_ORDER = "record_index"  # sort by this to read a partition in feed order
 
 
 class LandingError(ValueError):
@@ -126,6 +128,16 @@ def select_files(
     return chosen, notes
 
 
+def reject_unreadable(unreadable: list[tuple[Path, str]], trade_date: dt.date) -> None:
+    """A file named like DBN that does not decode is an error, not something to skip silently."""
+    bad = [reason for path, reason in unreadable if path.name.endswith((".dbn", ".dbn.zst"))]
+    if bad:
+        raise LandingError(
+            f"partition {trade_date}: the landing folder holds unreadable DBN file(s): {'; '.join(bad)}. "
+            "Re-download or remove them (or set strict_landing=false to skip them)."
+        )
+
+
 def raw_batches(
     files: list[DbnFileInfo], trade_date: dt.date, chunk_records: int, stats: IngestStats
 ) -> Iterator[pa.RecordBatch]:
@@ -141,10 +153,11 @@ def raw_batches(
             day = chunk[(ts >= start) & (ts < end)]
             if len(day) == 0:
                 continue
+            first_index = stats.rows
             stats.update(day, session_open)
             symbols = resolver.resolve(day["instrument_id"], day["ts_recv"])
             stats.symbols.update(s for s in symbols.unique().to_pylist() if s is not None)
-            yield mbp10_batch(day, symbols, trade_date)
+            yield mbp10_batch(day, symbols, trade_date, first_index)
         stats.bytes_read += info.nbytes
         stats.rows_per_file[str(info.path)] = stats.rows - kept_before
     stats.seconds = time.perf_counter() - t0

@@ -13,7 +13,7 @@ from phoenix_assets.defs.partitions import trade_date_partitions
 from phoenix_assets.defs.resources import DatabentoResource, LakeResource, LandingResource, QualityThresholds
 from phoenix_assets.lib.dbn_reader import scan_dbn_files
 from phoenix_assets.lib.mbp10_schema import RAW_MBP10_SCHEMA
-from phoenix_assets.lib.raw_ingest import RAW_TABLE, ingest_partition, select_files
+from phoenix_assets.lib.raw_ingest import RAW_TABLE, ingest_partition, reject_unreadable, select_files
 
 
 class RawMbp10Config(dg.Config):
@@ -61,7 +61,9 @@ def raw_mbp10(
         path = databento.download_day(trade_date, folder)
         context.log.info(f"downloaded {path}")
     infos, unreadable = scan_dbn_files(folder)
-    for path, reason in unreadable:
+    if config.strict_landing:
+        reject_unreadable(unreadable, trade_date)
+    for _, reason in unreadable:
         context.log.warning(f"landing: not a DBN file, ignored: {reason}")
     files, notes = select_files(infos, trade_date, landing.dataset, config.strict_landing)
     for note in notes:
