@@ -60,7 +60,20 @@ class LandingResource(dg.ConfigurableResource):
 
 
 class DatabentoError(RuntimeError):
-    """The Databento source cannot be used (no key, too expensive, request failed)."""
+    """The Databento source cannot be used (no key, too expensive, request failed).
+
+    `transient` marks failures worth retrying (server errors, timeouts, dropped connections).
+    """
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+def _is_transient(exc: Exception) -> bool:
+    from databento.common.error import BentoServerError
+
+    return isinstance(exc, BentoServerError | ConnectionError | TimeoutError)
 
 
 class DatabentoResource(dg.ConfigurableResource):
@@ -102,7 +115,9 @@ class DatabentoResource(dg.ConfigurableResource):
         try:
             cost = float(client.metadata.get_cost(**request))
         except Exception as exc:
-            raise DatabentoError(f"partition {trade_date}: Databento cost query failed: {exc}") from exc
+            raise DatabentoError(
+                f"partition {trade_date}: Databento cost query failed: {exc}", transient=_is_transient(exc)
+            ) from exc
         if cost > self.max_cost_usd:
             raise DatabentoError(
                 f"partition {trade_date}: Databento estimates ${cost:.2f} for {self.symbols} mbp-10, above the "
@@ -116,7 +131,9 @@ class DatabentoResource(dg.ConfigurableResource):
             client.timeseries.get_range(**request, path=str(partial))
         except Exception as exc:
             partial.unlink(missing_ok=True)
-            raise DatabentoError(f"partition {trade_date}: Databento download failed: {exc}") from exc
+            raise DatabentoError(
+                f"partition {trade_date}: Databento download failed: {exc}", transient=_is_transient(exc)
+            ) from exc
         partial.replace(target)
         return target
 

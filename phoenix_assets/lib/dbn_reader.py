@@ -29,6 +29,8 @@ from phoenix_assets.lib.mbp10_schema import (
 )
 
 UNDEF_TIMESTAMP = 2**64 - 1
+VALID_ACTIONS = np.array([b"A", b"C", b"M", b"R", b"T", b"F", b"N"], dtype="S1")
+VALID_SIDES = np.array([b"A", b"B", b"N"], dtype="S1")
 
 
 class DbnFileError(ValueError):
@@ -135,6 +137,11 @@ def _validate_chunk(info: DbnFileInfo, chunk: np.ndarray, offset: int) -> None:
             f"corrupt record #{offset + i}: rtype={chunk['rtype'][i]} length={chunk['length'][i]} "
             f"(expected MBP-10 rtype {RTYPE_MBP10}, length {RECORD_LENGTH_WORDS})",
         )
+    for name, allowed in (("action", VALID_ACTIONS), ("side", VALID_SIDES)):
+        bad = np.flatnonzero(~np.isin(chunk[name], allowed))
+        if bad.size:
+            i = int(bad[0])
+            raise DbnFileError(info.path, f"corrupt record #{offset + i}: {name}={chunk[name][i]!r}")
     ts = chunk["ts_recv"].astype(np.int64)
     end = info.end_ns if info.end_ns is not None else np.iinfo(np.int64).max
     outside = np.flatnonzero((ts < info.start_ns) | (ts >= end))

@@ -1,6 +1,5 @@
 """Ingest stage: synthetic or Databento DBN files in the landing folder -> `raw_mbp10` Delta table."""
 
-from __future__ import annotations
 
 import datetime as dt
 from typing import Literal
@@ -10,7 +9,7 @@ from pydantic import Field
 
 from phoenix_assets.defs.ingest.checks import RAW_CHECK_SPECS, raw_check_results
 from phoenix_assets.defs.partitions import trade_date_partitions
-from phoenix_assets.defs.resources import DatabentoResource, LakeResource, LandingResource, QualityThresholds
+from phoenix_assets.defs.resources import DatabentoError, DatabentoResource, LakeResource, LandingResource, QualityThresholds
 from phoenix_assets.lib.dbn_reader import scan_dbn_files
 from phoenix_assets.lib.mbp10_schema import RAW_MBP10_SCHEMA
 from phoenix_assets.lib.raw_ingest import RAW_TABLE, ingest_partition, reject_unreadable, select_files
@@ -21,6 +20,9 @@ class RawMbp10Config(dg.Config):
         default="landing", description="landing: DBN files already in the landing folder; databento: download first"
     )
     chunk_records: int = Field(default=262_144, description="Records decoded per chunk (bounds memory)")
+    retry_base_seconds: float = Field(
+        default=15.0, description="First back-off after a transient Databento error (doubles per retry, 3 retries)"
+    )
     strict_landing: bool = Field(
         default=True, description="Fail on DBN files of another schema/dataset overlapping the day (else skip them)"
     )
@@ -40,7 +42,6 @@ def _table_schema() -> dg.TableSchema:
     kinds={"deltalake", "python"},
     check_specs=RAW_CHECK_SPECS,
     metadata={"dagster/column_schema": _table_schema(), "table": RAW_TABLE},
-    retry_policy=dg.RetryPolicy(max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL),
     description=(
         "Every Databento MBP-10 record of one CME trade date (16:00 CT D-1 to 16:00 CT D), lossless: prices "
         "int64 fixed-point 1e-9 with undefined -> null, timestamps int64 ns UTC. Partitioned by trade_date; "
@@ -58,7 +59,12 @@ def raw_mbp10(
     trade_date = dt.date.fromisoformat(context.partition_key)
     folder = landing.folder()
     if config.source == "databento":
-        path = databento.download_day(trade_date, folder)
+        try:
+            path = databento.download_day(trade_date, folder)
+        except DatabentoError as exc:
+            if exc.transient:  # retry with exponential back-off; data errors are not retried
+                raise dg.RetryRequested(max_retries=3, seconds_to_wait=config.retry_base_seconds * 2**context.retry_number) from exc
+            raise
         context.log.info(f"downloaded {path}")
     infos, unreadable = scan_dbn_files(folder)
     if config.strict_landing:

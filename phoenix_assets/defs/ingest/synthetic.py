@@ -4,7 +4,6 @@ Real DBN files (not a shortcut past the reader), so `raw_mbp10` ingests them exa
 Databento downloads. See `phoenix_assets.lib.synthetic` for the market model and its planted edge.
 """
 
-from __future__ import annotations
 
 import datetime as dt
 

@@ -1,0 +1,87 @@
+"""The lake on S3 (`PHOENIX_LAKE_URI=s3://bucket/prefix`) against a real moto S3 server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+
+from phoenix_assets.defs.resources import LakeResource
+from phoenix_assets.lib import raw_quality as q
+from phoenix_assets.lib.raw_ingest import RAW_ORDER, RAW_TABLE
+from tests.conftest import ESH4_MBP10, land
+from tests.test_raw_ingest import ESH4_DAY, ingest
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield endpoint
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_ALLOW_HTTP": "true",
+    }.items():
+        monkeypatch.setenv(key, value)
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="phoenix-lake")
+    return s3_endpoint
+
+
+def test_raw_partition_round_trips_through_s3(
+    s3_env: str, landing: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PHOENIX_LAKE_URI", "s3://phoenix-lake/research")
+    lake = LakeResource().lake()
+    assert lake.table_uri(RAW_TABLE) == "s3://phoenix-lake/research/raw_mbp10"
+    land(landing, ESH4_MBP10)
+    stats, version = ingest(lake, landing, ESH4_DAY)
+    _, version2 = ingest(lake, landing, ESH4_DAY)  # idempotent on S3 too
+    assert (version, version2) == (0, 1)
+    stored = lake.read_partition(RAW_TABLE, ESH4_DAY, order_by=RAW_ORDER)
+    assert stored.height == stats.rows == 43_717
+    assert stored["record_index"].to_list() == list(range(43_717))
+    keys = boto3.client("s3", endpoint_url=s3_env).list_objects_v2(Bucket="phoenix-lake", Prefix="research/raw_mbp10/")
+    names = [o["Key"] for o in keys["Contents"]]
+    assert any("_delta_log/00000000000000000001.json" in n for n in names)
+    assert any("trade_date=2023-12-26/" in n for n in names)
+    for outcome in (
+        q.check_schema(lake),
+        q.check_no_duplicates(lake, ESH4_DAY),
+        q.check_prices_on_grid(lake, ESH4_DAY, 0.25),
+        q.check_expectations(lake, ESH4_DAY),
+    ):
+        assert outcome.passed, outcome.description
