@@ -17,19 +17,24 @@ from phoenix_assets.lib import cme_calendar as cal
 
 DEMO_START = dt.date(2024, 3, 13)
 DEMO_END = dt.date(2024, 3, 15)  # the synthetic contract rolls on 2024-03-15
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the table below is the report
 
 
 def run_demo(start: dt.date, end: dt.date, instance: dg.DagsterInstance) -> bool:
     """Land and ingest each trade date; True when every run and blocking check succeeded."""
-    synthetic_job = defs.get_job_def("synthetic_landing_job")
-    ingest_job = defs.get_job_def("ingest_job")
+    synthetic_job = defs.resolve_job_def("synthetic_landing_job")
+    ingest_job = defs.resolve_job_def("ingest_job")
     ok = True
     print(f"{'partition':<12}{'step':<22}{'result':<10}detail")
     for day in cal.trade_dates_between(start, end):
         key = day.isoformat()
-        landed = synthetic_job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
+        landed = synthetic_job.execute_in_process(
+            partition_key=key, instance=instance, raise_on_error=False, run_config=QUIET
+        )
         print(f"{key:<12}{'synthetic landing':<22}{'ok' if landed.success else 'FAILED':<10}")
-        ingested = ingest_job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False)
+        ingested = ingest_job.execute_in_process(
+            partition_key=key, instance=instance, raise_on_error=False, run_config=QUIET
+        )
         rows = "?"
         for mat in ingested.get_asset_materialization_events():
             rows = mat.materialization.metadata["dagster/row_count"].value

@@ -61,7 +61,9 @@ def test_no_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 
 def test_cost_above_the_limit_is_refused_before_downloading(tmp_path: Path) -> None:
     source = OfflineDatabento(api_key="db-test", cost=12.5, max_cost_usd=5.0)
-    with pytest.raises(DatabentoError, match=r"partition 2023-12-26: Databento estimates \$12.50 .* max_cost_usd=\$5.00"):
+    with pytest.raises(
+        DatabentoError, match=r"partition 2023-12-26: Databento estimates \$12.50 .* max_cost_usd=\$5.00"
+    ):
         source.download_day(ESH4_DAY, tmp_path)
     calls = [name for name, _ in OfflineDatabento.last_client.requests]  # type: ignore[attr-defined]
     assert calls == ["get_cost"]
@@ -91,7 +93,10 @@ def test_asset_downloads_then_ingests(tmp_path: Path, lake: Lake, landing: Path)
             run_config={"ops": {"raw_mbp10": {"config": {"source": "databento"}}}},
         )
     assert result.success
-    assert result.get_asset_materialization_events()[0].materialization.metadata["dagster/row_count"].value == 43_717
+    assert (
+        result.get_asset_materialization_events()[0].materialization.metadata["dagster/row_count"].value
+        == 43_717
+    )
     assert dt.date(2023, 12, 26) == ESH4_DAY
 
 
@@ -119,7 +124,9 @@ def test_server_errors_are_transient_and_retried(tmp_path: Path, lake: Lake, lan
             partition_key=ESH4_DAY.isoformat(),
             resources=res,
             instance=instance,
-            run_config={"ops": {"raw_mbp10": {"config": {"source": "databento", "retry_base_seconds": 0.01}}}},
+            run_config={
+                "ops": {"raw_mbp10": {"config": {"source": "databento", "retry_base_seconds": 0.01}}}
+            },
             raise_on_error=False,
         )
     assert not result.success

@@ -13,9 +13,9 @@ import dagster as dg
 import numpy as np
 import pytest
 
+from phoenix_assets.definitions import defs
 from phoenix_assets.defs.ingest.assets import raw_mbp10
 from phoenix_assets.defs.resources import DatabentoResource, LakeResource, LandingResource, QualityThresholds
-from phoenix_assets.definitions import defs
 from phoenix_assets.lib.lake import Lake
 from phoenix_assets.lib.raw_ingest import RAW_TABLE
 from tests.conftest import ESH4_MBP10, REPO, land
@@ -31,7 +31,14 @@ def resources(lake: Lake, landing: Path, **databento: Any) -> dict[str, Any]:
     }
 
 
-def run(instance: dg.DagsterInstance, lake: Lake, landing: Path, day: dt.date, config: dict | None = None, **db: Any):
+def run(
+    instance: dg.DagsterInstance,
+    lake: Lake,
+    landing: Path,
+    day: dt.date,
+    config: dict | None = None,
+    **db: Any,
+):
     return dg.materialize(
         [raw_mbp10],
         partition_key=day.isoformat(),
@@ -81,7 +88,9 @@ def test_real_day_materializes_with_checks_and_metadata(
     assert lake.scan(RAW_TABLE).sort("record_index").collect().equals(first)
 
 
-def test_blocking_check_fails_on_out_of_order_records(instance: dg.DagsterInstance, lake: Lake, landing: Path) -> None:
+def test_blocking_check_fails_on_out_of_order_records(
+    instance: dg.DagsterInstance, lake: Lake, landing: Path
+) -> None:
     meta, recs = dbn_bytes(ESH4_MBP10)
     i = int(np.flatnonzero(np.diff(recs["ts_recv"].astype(np.int64)) > 0)[-1])
     recs[[i, i + 1]] = recs[[i + 1, i]]
@@ -93,7 +102,9 @@ def test_blocking_check_fails_on_out_of_order_records(instance: dg.DagsterInstan
     assert spec.blocking
 
 
-def test_bad_input_fails_with_a_message_naming_the_file(instance: dg.DagsterInstance, lake: Lake, landing: Path) -> None:
+def test_bad_input_fails_with_a_message_naming_the_file(
+    instance: dg.DagsterInstance, lake: Lake, landing: Path
+) -> None:
     land(landing, ESH4_MBP10)
     (landing / "half.dbn").write_bytes(b"DBN\x03" + b"\x00" * 40)
     result = run(instance, lake, landing, ESH4_DAY)

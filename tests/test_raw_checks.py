@@ -44,7 +44,9 @@ def test_all_checks_pass_on_the_real_day(landed: tuple[Lake, IngestStats]) -> No
         q.check_expectations(lake, ESH4_DAY),
     ]
     assert all(o.passed for o in outcomes), [o.description for o in outcomes if not o.passed]
-    assert q.check_no_duplicates(lake, ESH4_DAY).metadata["identical_trade_records (split fills, allowed)"] == 15
+    assert (
+        q.check_no_duplicates(lake, ESH4_DAY).metadata["identical_trade_records (split fills, allowed)"] == 15
+    )
 
 
 def test_duplicated_book_records_fail(landed: tuple[Lake, IngestStats]) -> None:
@@ -59,7 +61,10 @@ def test_off_grid_and_negative_prices_fail(landed: tuple[Lake, IngestStats]) -> 
     lake, _ = landed
     frame = lake.read_partition(RAW_TABLE, ESH4_DAY, order_by=RAW_ORDER).with_row_index("i")
     frame = frame.with_columns(
-        pl.when(pl.col("i") == 10).then(pl.col("bid_px_03") + 10_000_000).otherwise(pl.col("bid_px_03")).alias("bid_px_03"),
+        pl.when(pl.col("i") == 10)
+        .then(pl.col("bid_px_03") + 10_000_000)
+        .otherwise(pl.col("bid_px_03"))
+        .alias("bid_px_03"),
         pl.when(pl.col("i") == 11).then(-pl.col("price")).otherwise(pl.col("price")).alias("price"),
     ).drop("i")
     rewrite(lake, frame)

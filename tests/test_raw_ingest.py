@@ -16,7 +16,14 @@ from phoenix_assets.lib import cme_calendar as cal
 from phoenix_assets.lib.dbn_reader import DbnFileError, scan_dbn_files
 from phoenix_assets.lib.lake import Lake
 from phoenix_assets.lib.mbp10_schema import RAW_COLUMNS, UNDEF_PRICE
-from phoenix_assets.lib.raw_ingest import RAW_ORDER, RAW_TABLE, LandingError, ingest_partition, reject_unreadable, select_files
+from phoenix_assets.lib.raw_ingest import (
+    RAW_ORDER,
+    RAW_TABLE,
+    LandingError,
+    ingest_partition,
+    reject_unreadable,
+    select_files,
+)
 from tests.conftest import ESH1_MBP10, ESH1_TRADES, ESH4_MBP10, ESM4_MBP10, land
 
 ESH4_DAY = dt.date(2023, 12, 26)  # records 22:00-24:00 UTC on 12-25 = 16:00-18:00 CT -> trade date 12-26
@@ -94,7 +101,9 @@ def test_records_outside_the_declared_range_are_refused(lake: Lake, landing: Pat
     meta, recs = dbn_bytes(ESH4_MBP10)
     recs["ts_recv"][-10:] += np.uint64(3 * cal.NS_PER_DAY)  # days after the file's declared end
     (landing / "liar.dbn").write_bytes(meta + recs.tobytes())
-    with pytest.raises(DbnFileError, match=r"liar\.dbn: record #43707 received at .* outside the file's declared"):
+    with pytest.raises(
+        DbnFileError, match=r"liar\.dbn: record #43707 received at .* outside the file's declared"
+    ):
         ingest(lake, landing, ESH4_DAY)
     assert not lake.exists(RAW_TABLE)
 
@@ -111,7 +120,7 @@ def test_empty_day_is_an_error_and_writes_nothing(lake: Lake, landing: Path) -> 
 def test_empty_day_does_not_wipe_an_existing_partition(lake: Lake, landing: Path, tmp_path: Path) -> None:
     land(landing, ESH4_MBP10)
     ingest(lake, landing, ESH4_DAY)
-    meta, recs = dbn_bytes(ESH4_MBP10)
+    meta, _ = dbn_bytes(ESH4_MBP10)
     (landing / ESH4_MBP10.name).unlink()
     (landing / "empty.dbn").write_bytes(meta)  # header only, no records
     with pytest.raises(LandingError, match="no MBP-10 records received"):

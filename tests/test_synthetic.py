@@ -268,6 +268,22 @@ def test_records_per_day_is_roughly_honoured(tmp_path: Path) -> None:
         assert 0.7 * cfg.records_per_day <= n <= 1.3 * cfg.records_per_day, (path.name, n)
 
 
+def test_flow_is_normalised_at_any_activity() -> None:
+    """flow/scale has RMS about 1 whatever records_per_day is, so ofi_strength means the same thing."""
+    for n in (10_000, 300_000):
+        diag = synthetic._day_diagnostics(DAY, SyntheticMarketConfig(records_per_day=n))
+        assert 0.8 < diag["flow_z_rms"] < 1.25, (n, diag)
+        assert diag["price_decisions"] > 0.04 * diag["events"]
+
+
+def test_iter_day_records_matches_the_file(day_file: Path, recs: np.ndarray) -> None:
+    chunks = list(
+        synthetic.iter_day_records(DAY, SyntheticMarketConfig(records_per_day=12_000, chunk_records=5_000))
+    )
+    assert len(chunks) > 1 and all(c.dtype == MBP10_DTYPE for c in chunks)
+    np.testing.assert_array_equal(np.concatenate(chunks), recs)
+
+
 # --- roll, determinism, errors ----------------------------------------------------------------------
 
 

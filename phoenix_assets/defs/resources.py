@@ -49,7 +49,9 @@ class LakeResource(dg.ConfigurableResource):
 class LandingResource(dg.ConfigurableResource):
     """The folder where DBN files land (recognised by their metadata, not their names)."""
 
-    path: str | None = Field(default=None, description="Landing folder; empty -> $PHOENIX_LANDING_DIR -> <repo>/landing")
+    path: str | None = Field(
+        default=None, description="Landing folder; empty -> $PHOENIX_LANDING_DIR -> <repo>/landing"
+    )
     dataset: str = Field(default="GLBX.MDP3", description="Only files of this Databento dataset are ingested")
 
     def folder(self) -> Path:
@@ -142,5 +144,9 @@ class QualityThresholds(dg.ConfigurableResource):
     """Thresholds of the raw data-quality checks."""
 
     tick_size: float = Field(default=0.25, description="Price grid of the instrument (MNQ/NQ/ES: 0.25)")
-    max_crossed_share: float = Field(default=0.001, description="Crossed/locked share of in-session book states")
-    max_gap_minutes: float = Field(default=15.0, description="Longest allowed silence inside continuous trading")
+    max_crossed_share: float = Field(
+        default=0.001, description="Crossed/locked share of in-session book states"
+    )
+    max_gap_minutes: float = Field(
+        default=15.0, description="Longest allowed silence inside continuous trading"
+    )

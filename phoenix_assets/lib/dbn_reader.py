@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import databento as db
-from databento.common.error import BentoWarning
 import numpy as np
 import pyarrow as pa
+from databento.common.error import BentoWarning
 from databento.common.symbology import InstrumentMap
 
 from phoenix_assets.lib.mbp10_schema import (
@@ -168,7 +168,9 @@ class SymbolResolver:
     def resolve(self, instrument_id: np.ndarray, ts_recv: np.ndarray) -> pa.Array:
         days = ts_recv.astype("datetime64[ns]").astype("datetime64[D]")
         pairs, inverse = np.unique(
-            np.stack([instrument_id.astype(np.int64), days.astype(np.int64)], axis=1), axis=0, return_inverse=True
+            np.stack([instrument_id.astype(np.int64), days.astype(np.int64)], axis=1),
+            axis=0,
+            return_inverse=True,
         )
         resolved = self._map.resolve_many(pairs[:, 0].astype(np.uint32), pairs[:, 1].astype("datetime64[D]"))
         return pa.array(np.asarray(resolved, dtype=object)[inverse.ravel()], type=pa.string())
@@ -179,7 +181,9 @@ def _prices(values: np.ndarray) -> pa.Array:
     return pa.array(raw, mask=raw == UNDEF_PRICE, type=pa.int64())
 
 
-def mbp10_batch(chunk: np.ndarray, symbols: pa.Array, trade_date: dt.date, first_index: int = 0) -> pa.RecordBatch:
+def mbp10_batch(
+    chunk: np.ndarray, symbols: pa.Array, trade_date: dt.date, first_index: int = 0
+) -> pa.RecordBatch:
     """One structured MBP-10 chunk -> an Arrow batch in the `raw_mbp10` schema (lossless).
 
     `first_index` is the `record_index` of the chunk's first record within its trade date.

@@ -99,7 +99,9 @@ def check_prices_on_grid(lake: Lake, trade_date: dt.date, tick_size: float) -> C
 
 def check_ordering(stats: IngestStats) -> CheckOutcome:
     n = stats.out_of_order
-    return CheckOutcome(n == 0, f"{n} records out of ts_recv order within their instrument", {"out_of_order": n})
+    return CheckOutcome(
+        n == 0, f"{n} records out of ts_recv order within their instrument", {"out_of_order": n}
+    )
 
 
 def check_crossed_share(stats: IngestStats, max_share: float) -> CheckOutcome:
@@ -192,4 +194,3 @@ def check_expectations(lake: Lake, trade_date: dt.date, batch_rows: int = 1_000_
             "great_expectations_version": gx.__version__,
         },
     )
-

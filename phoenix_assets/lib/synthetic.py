@@ -12,24 +12,31 @@ Files and metadata
     record `continuous_symbol`. Written to a hidden temp name and renamed: never a half file.
 
 Book
-    10 levels a side, tick 0.25 points (250_000_000 in DBN's 1e-9 fixed point), integer sizes that
-    mean-revert to 4 + 3*level (thicker deeper), order counts 1 <= ct <= size. In continuous trading each
+    10 levels a side, tick 0.25 points (250_000_000 in DBN's 1e-9 fixed point), integer sizes (fresh
+    levels drawn around 4 + 3*level, deeper levels mean-revert to that: thicker deeper; the best level's
+    size random-walks between price moves), order counts 1 <= ct <= size. In continuous trading each
     side's levels sit on consecutive ticks and the spread on F_LAST records is 1 tick, sometimes 2 ticks
     for a few events (a half-done price move, see below); never locked or crossed.
 
 Records and events
     An event is 1+ records sharing ts_event and ts_recv; F_LAST (0x80) is set on the last record of an
     event only, and every record carries the full book after that record is applied (so only F_LAST
-    records show a consistent book, as in real data).
-    - add `A` / cancel `C` (size = quantity added/removed; a cancel never empties a level) and modify `M`
-      (size = |change|), at depth 0-9, one record each.
-    - trade: `T` (flags 0, side = aggressor `B`/`A`, price = best opposite price, depth 0, book
-      unchanged) then `C` of that quantity at depth 0 with F_LAST; a trade never empties the level.
-    - price move up: optional `T` of the whole best ask (60 %, else no trade), `C` of the whole best
-      ask (the ask ladder shifts, a new level 9 appears; the spread is now 2 ticks), then `A` of one
-      order at best bid + 1 tick (bid ladder shifts, level 9 drops) with F_LAST. In 20 % of moves the
-      `A` is left out: the `C` carries F_LAST and the book rests with a 2-tick spread until a later
-      one-record "gap fill" event adds a level inside the spread (on either side). Symmetric down.
+    records show a consistent book, as in real data). Continuous events (shares of all events):
+    - add `A` / cancel `C` (size = quantity added/removed) and modify `M` (size = |change|), 78 % and
+      6 %, one record each at depth 0-9 (level weights 30 % at the best level, falling to 4 % at level
+      9). Below the best level, add-vs-cancel mean-reverts the size (P(add) = target/(target+size)).
+      At the best level the flow is state-independent: a fair-sign +-q (CKS sign) with
+      q = 1 + floor(Exp*1.0); a cancel (or downward modify) that would empty the level instead arrives
+      as an add of q on the other side's best level, which has the same OFI sign. Never empties a level.
+    - trade, 10 %: `T` (flags 0, side = aggressor `B`/`A`, price = best opposite price, size q =
+      1 + floor(Exp*0.8), depth 0, book unchanged) then `C` of q at depth 0 with F_LAST. A trade that
+      would take the whole level arrives instead as an add of q on the aggressor's own best level.
+    - price move, 6 %: up = optional `T` of the whole best ask (60 % of moves, else no trade), `C` of
+      the whole best ask (the ask ladder shifts in, a new level 9 appears; the spread is now 2 ticks),
+      then `A` of one order at best bid + 1 tick (the bid ladder shifts out, level 9 drops) with F_LAST.
+      In 20 % of moves the `A` is left out: the `C` carries F_LAST and the book rests with a 2-tick
+      spread until a one-record gap fill (any move, or 25 % of other events, while the gap is open)
+      opens a level inside it, on the bid (up) or the ask (down). Symmetric down.
     - flags: 0 or F_LAST, plus the one F_SNAPSHOT record. Sequence numbers are shared by the records of
       one event and grow between events by 1 or more (other instruments share the channel).
 
@@ -37,12 +44,14 @@ Planted edge (the thing the models should find)
     `flow` is an exponentially decaying sum (half-life `flow_halflife_s`) of the signed best-level
     order flow of the random add/cancel/modify/trade events, with the Cont-Kukanov-Stoikov signs (bid
     adds, ask cancels, buyer-initiated trades positive; ask adds, bid cancels, seller-initiated trades
-    negative). Price moves and gap fills are not counted in `flow`. Moves happen at their own rate
-    (6 % of events) and go up with probability 0.5 + 0.5 * ofi_strength * tanh(flow / scale), where
-    scale is the stationary standard deviation of `flow` at the current event rate
-    (sqrt(rate * FLOW_VAR_PER_EVENT / (2 * ln2 / half-life))), so |flow/scale| is about 1 at any time
-    of day or records_per_day. Past OFI therefore predicts future mid moves; with ofi_strength = 0 the
-    moves are fair coin flips and nothing predicts them. (A move adds OFI mechanically as it happens.)
+    negative). Price moves and gap fills are not counted in `flow`. Because the best-level flow is
+    fair-sign whatever the book looks like, `flow` has no drift after a move (a size-dependent rule
+    would refill the new best levels in the direction of the move and feed back into the moves). Moves
+    and gap fills go up with probability 0.5 + 0.5 * ofi_strength * tanh(flow / scale), where scale is
+    the stationary standard deviation of `flow` at the current event rate, sqrt(rate *
+    FLOW_VAR_PER_EVENT / (2 ln2 / half-life)), so flow/scale has RMS about 1 at any time of day and any
+    records_per_day. Past OFI therefore predicts future mid moves; with ofi_strength = 0 the moves are
+    fair coin flips and nothing predicts them. (A move adds OFI mechanically as it happens.)
 
 CME day (America/Chicago)
     16:00-16:45 halt: no records. 16:45:00.000: one snapshot record (flags F_SNAPSHOT|F_LAST = 0xA0,
@@ -252,6 +261,7 @@ def write_day(
     fd, tmp_name = tempfile.mkstemp(dir=out_dir, prefix=f".{path.name}.", suffix=".tmp")
     tmp = Path(tmp_name)
     try:
+        os.fchmod(fd, 0o644)  # mkstemp creates 0600; the landing folder is shared with readers
         with os.fdopen(fd, "wb") as raw:
             compressor = zstandard.ZstdCompressor(level=3)
             with compressor.stream_writer(raw, closefd=False) as zw:
@@ -691,7 +701,7 @@ def _simulate(
     hdr[5] = publisher_id
     n = 0
     e = 0
-    while e < draws.shape[0] and n + 3 <= cap:
+    while e < draws.shape[0] and n + MAX_RECORDS_PER_EVENT <= cap:
         phase = state[S_PHASE]
         if phase == PH_DONE:
             break

@@ -1,6 +1,5 @@
 """Ingest stage: synthetic or Databento DBN files in the landing folder -> `raw_mbp10` Delta table."""
 
-
 import datetime as dt
 from typing import Literal
 
@@ -9,7 +8,13 @@ from pydantic import Field
 
 from phoenix_assets.defs.ingest.checks import RAW_CHECK_SPECS, raw_check_results
 from phoenix_assets.defs.partitions import trade_date_partitions
-from phoenix_assets.defs.resources import DatabentoError, DatabentoResource, LakeResource, LandingResource, QualityThresholds
+from phoenix_assets.defs.resources import (
+    DatabentoError,
+    DatabentoResource,
+    LakeResource,
+    LandingResource,
+    QualityThresholds,
+)
 from phoenix_assets.lib.dbn_reader import scan_dbn_files
 from phoenix_assets.lib.mbp10_schema import RAW_MBP10_SCHEMA
 from phoenix_assets.lib.raw_ingest import RAW_TABLE, ingest_partition, reject_unreadable, select_files
@@ -17,14 +22,17 @@ from phoenix_assets.lib.raw_ingest import RAW_TABLE, ingest_partition, reject_un
 
 class RawMbp10Config(dg.Config):
     source: Literal["landing", "databento"] = Field(
-        default="landing", description="landing: DBN files already in the landing folder; databento: download first"
+        default="landing",
+        description="landing: DBN files already in the landing folder; databento: download first",
     )
     chunk_records: int = Field(default=262_144, description="Records decoded per chunk (bounds memory)")
     retry_base_seconds: float = Field(
-        default=15.0, description="First back-off after a transient Databento error (doubles per retry, 3 retries)"
+        default=15.0,
+        description="First back-off after a transient Databento error (doubles per retry, 3 retries)",
     )
     strict_landing: bool = Field(
-        default=True, description="Fail on DBN files of another schema/dataset overlapping the day (else skip them)"
+        default=True,
+        description="Fail on DBN files of another schema/dataset overlapping the day (else skip them)",
     )
 
 
@@ -63,7 +71,9 @@ def raw_mbp10(
             path = databento.download_day(trade_date, folder)
         except DatabentoError as exc:
             if exc.transient:  # retry with exponential back-off; data errors are not retried
-                raise dg.RetryRequested(max_retries=3, seconds_to_wait=config.retry_base_seconds * 2**context.retry_number) from exc
+                raise dg.RetryRequested(
+                    max_retries=3, seconds_to_wait=config.retry_base_seconds * 2**context.retry_number
+                ) from exc
             raise
         context.log.info(f"downloaded {path}")
     infos, unreadable = scan_dbn_files(folder)

@@ -27,9 +27,9 @@ _BLOCKING = {
 }
 _WARN = {"session_gaps": "No silence longer than the limit inside continuous trading"}
 
-RAW_CHECK_SPECS = [dg.AssetCheckSpec(name, asset=ASSET, description=d, blocking=True) for name, d in _BLOCKING.items()] + [
-    dg.AssetCheckSpec(name, asset=ASSET, description=d) for name, d in _WARN.items()
-]
+RAW_CHECK_SPECS = [
+    dg.AssetCheckSpec(name, asset=ASSET, description=d, blocking=True) for name, d in _BLOCKING.items()
+] + [dg.AssetCheckSpec(name, asset=ASSET, description=d) for name, d in _WARN.items()]
 
 
 def raw_check_results(

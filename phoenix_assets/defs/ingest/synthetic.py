@@ -4,7 +4,6 @@ Real DBN files (not a shortcut past the reader), so `raw_mbp10` ingests them exa
 Databento downloads. See `phoenix_assets.lib.synthetic` for the market model and its planted edge.
 """
 
-
 import datetime as dt
 
 import dagster as dg
@@ -21,8 +20,12 @@ class SyntheticMarketRunConfig(dg.Config):
     """Launchpad mirror of `SyntheticMarketConfig` (the generator's own dataclass)."""
 
     seed: int = _DEFAULT.seed
-    records_per_day: int = Field(default=_DEFAULT.records_per_day, description="Approximate records per trade date")
-    ofi_strength: float = Field(default=_DEFAULT.ofi_strength, description="Planted OFI -> future mid link; 0 = none")
+    records_per_day: int = Field(
+        default=_DEFAULT.records_per_day, description="Approximate records per trade date"
+    )
+    ofi_strength: float = Field(
+        default=_DEFAULT.ofi_strength, description="Planted OFI -> future mid link; 0 = none"
+    )
     roll_date: str | None = Field(
         default=_DEFAULT.roll_date.isoformat() if _DEFAULT.roll_date else None,
         description="Trade dates from this one on trade the next contract (new instrument_id)",
@@ -37,7 +40,9 @@ class SyntheticMarketRunConfig(dg.Config):
         )
 
 
-@dg.op(description="Write one trade date of synthetic MNQ MBP-10 records as a .dbn.zst file into the landing folder")
+@dg.op(
+    description="Write one trade date of synthetic MNQ MBP-10 records as a .dbn.zst file into the landing folder"
+)
 def write_synthetic_day(
     context: dg.OpExecutionContext, config: SyntheticMarketRunConfig, landing: LandingResource
 ) -> str:
