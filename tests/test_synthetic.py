@@ -1,12 +1,14 @@
 """The synthetic MNQ market: real DBN files that decode with databento and keep real data's invariants.
 
-Every check reads the files back through `databento.DBNStore`, never through the generator's own
-arrays, so what is tested is what downstream stages will see.
+The invariants are checked on files read back through `databento.DBNStore`, not on the generator's
+own arrays, so what is tested is what downstream stages will see.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
 
 import databento as db
@@ -28,9 +30,7 @@ from phoenix_assets.lib.synthetic import (
 
 DAY = dt.date(2024, 3, 12)  # a Tuesday, before the default roll date
 SMALL = SyntheticMarketConfig(records_per_day=12_000)
-BOOK_COLUMNS = [
-    c for f in ("bid_px", "ask_px", "bid_sz", "ask_sz", "bid_ct", "ask_ct") for c in level_columns(f)
-]
+BOOK_COLUMNS = [c for f in ("bid_px", "ask_px", "bid_sz", "ask_sz", "bid_ct", "ask_ct") for c in level_columns(f)]
 NS_MIN = cal.NS_PER_MINUTE
 
 
@@ -211,9 +211,7 @@ def test_pre_open_and_opening_uncross(recs: np.ndarray) -> None:
     pre = recs[ts < open_ns]
     assert len(pre) > 10 and not np.any(pre["action"] == b"T")
     for i in range(5, 10):
-        assert np.all(i64(pre[f"bid_px_{i:02d}"]) == UNDEF_PRICE) and np.all(
-            i64(pre[f"ask_px_{i:02d}"]) == UNDEF_PRICE
-        )
+        assert np.all(i64(pre[f"bid_px_{i:02d}"]) == UNDEF_PRICE) and np.all(i64(pre[f"ask_px_{i:02d}"]) == UNDEF_PRICE)
         for f in ("bid_sz", "ask_sz", "bid_ct", "ask_ct"):
             assert np.all(pre[f"{f}_{i:02d}"] == 0)
     for i in range(5):
@@ -222,6 +220,7 @@ def test_pre_open_and_opening_uncross(recs: np.ndarray) -> None:
     assert len(uncross) == 2
     trade, book = uncross
     assert (trade["action"], trade["side"], trade["flags"]) == (b"T", b"N", 0) and trade["size"] > 0
+    assert int(trade["price"]) == round(synthetic.opening_price_points(DAY, SMALL) * 1e9)
     assert book["flags"] == F_LAST and book["bid_px_00"] == trade["price"]
     assert book["ask_px_00"] - book["bid_px_00"] == TICK
     assert all(int(book[f"{s}_px_{i:02d}"]) != UNDEF_PRICE for s in ("bid", "ask") for i in range(10))
@@ -277,9 +276,7 @@ def test_flow_is_normalised_at_any_activity() -> None:
 
 
 def test_iter_day_records_matches_the_file(day_file: Path, recs: np.ndarray) -> None:
-    chunks = list(
-        synthetic.iter_day_records(DAY, SyntheticMarketConfig(records_per_day=12_000, chunk_records=5_000))
-    )
+    chunks = list(synthetic.iter_day_records(DAY, dataclasses.replace(SMALL, chunk_records=5_000)))
     assert len(chunks) > 1 and all(c.dtype == MBP10_DTYPE for c in chunks)
     np.testing.assert_array_equal(np.concatenate(chunks), recs)
 
@@ -302,6 +299,17 @@ def test_roll_switches_the_contract(tmp_path: Path) -> None:
     assert abs(open_on - open_before - cfg.roll_spread_points) < 0.06 * open_before
 
 
+def test_opening_prices_follow_a_daily_walk_keyed_by_seed_and_date() -> None:
+    cfg = SyntheticMarketConfig(roll_date=None)
+    days = cal.trade_dates_between(dt.date(2023, 1, 2), dt.date(2024, 12, 31))
+    opens = np.array([synthetic.opening_price_points(d, cfg) for d in days])
+    assert np.all(opens % 0.25 == 0) and opens[days.index(synthetic.WALK_ANCHOR)] == cfg.start_price
+    daily = np.diff(np.log(opens))
+    assert 0.8 * synthetic.DAILY_VOL < daily.std() < 1.2 * synthetic.DAILY_VOL
+    assert synthetic.opening_price_points(DAY, dataclasses.replace(cfg, records_per_day=999)) == opens[days.index(DAY)]
+    assert synthetic.opening_price_points(DAY, dataclasses.replace(cfg, seed=8)) != opens[days.index(DAY)]
+
+
 def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
     cfg = SyntheticMarketConfig(records_per_day=5_000)
     a = write_day(DAY, tmp_path / "a", cfg).read_bytes()
@@ -320,13 +328,9 @@ def test_a_day_alone_equals_the_same_day_in_a_range(tmp_path: Path) -> None:
 
 def test_records_do_not_depend_on_the_chunk_size(tmp_path: Path) -> None:
     big = write_day(DAY, tmp_path / "big", SyntheticMarketConfig(records_per_day=5_000))
-    small = write_day(
-        DAY, tmp_path / "small", SyntheticMarketConfig(records_per_day=5_000, chunk_records=777)
-    )
+    small = write_day(DAY, tmp_path / "small", SyntheticMarketConfig(records_per_day=5_000, chunk_records=777))
     unzip = zstandard.ZstdDecompressor()
-    assert unzip.decompressobj().decompress(big.read_bytes()) == unzip.decompressobj().decompress(
-        small.read_bytes()
-    )
+    assert unzip.decompressobj().decompress(big.read_bytes()) == unzip.decompressobj().decompress(small.read_bytes())
 
 
 @pytest.mark.parametrize("day", [dt.date(2024, 3, 9), dt.date(2024, 3, 10)])
@@ -340,7 +344,7 @@ def test_weekend_raises(day: dt.date, tmp_path: Path) -> None:
 def test_a_failed_write_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real = synthetic._iter_record_bytes
 
-    def crash_midway(trade_date: dt.date, cfg: SyntheticMarketConfig):  # type: ignore[no-untyped-def]
+    def crash_midway(trade_date: dt.date, cfg: SyntheticMarketConfig) -> Iterator[np.ndarray]:
         for i, chunk in enumerate(real(trade_date, cfg)):
             if i == 2:
                 raise RuntimeError("disk on fire")
@@ -382,13 +386,19 @@ def minute_ofi_and_next_mid_change(path: Path, trade_date: dt.date) -> tuple[np.
 
 @pytest.mark.slow
 def test_past_ofi_predicts_the_next_minute_only_when_planted(tmp_path: Path) -> None:
+    """Pooled over three 200k-record days (~4,100 minutes). Across seeds 7-26 this correlation was
+    0.28 +- 0.025 (min 0.24) with ofi_strength=0.8 and 0.00 +- 0.02 (max |0.045|) with 0."""
+    days = [dt.date(2024, 3, 5), dt.date(2024, 3, 6), dt.date(2024, 3, 7)]
     corr = {}
     for strength in (0.8, 0.0):
         cfg = SyntheticMarketConfig(records_per_day=200_000, ofi_strength=strength)
-        ofi, mid_change = minute_ofi_and_next_mid_change(write_day(DAY, tmp_path / str(strength), cfg), DAY)
-        corr[strength] = float(np.corrcoef(ofi[:-1], mid_change[1:])[0, 1])
-        # contemporaneous OFI always explains the mid (moves add OFI mechanically)
-        assert np.corrcoef(ofi, mid_change)[0, 1] > 0.5
-    # across 20 seeds: 0.28 +- 0.05 with the link, -0.01 +- 0.03 without
+        past_ofi, next_change = [], []
+        for day in days:
+            ofi, mid_change = minute_ofi_and_next_mid_change(write_day(day, tmp_path / str(strength), cfg), day)
+            # contemporaneous OFI always explains the mid (a move adds OFI mechanically)
+            assert np.corrcoef(ofi, mid_change)[0, 1] > 0.5
+            past_ofi.append(ofi[:-1])
+            next_change.append(mid_change[1:])
+        corr[strength] = float(np.corrcoef(np.concatenate(past_ofi), np.concatenate(next_change))[0, 1])
     assert corr[0.8] > 0.15, corr
-    assert abs(corr[0.0]) < 0.1, corr
+    assert abs(corr[0.0]) < 0.08, corr

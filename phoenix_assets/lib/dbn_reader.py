@@ -166,14 +166,21 @@ class SymbolResolver:
         self._map.insert_metadata(_open(info.path).metadata)
 
     def resolve(self, instrument_id: np.ndarray, ts_recv: np.ndarray) -> pa.Array:
-        days = ts_recv.astype("datetime64[ns]").astype("datetime64[D]")
-        pairs, inverse = np.unique(
-            np.stack([instrument_id.astype(np.int64), days.astype(np.int64)], axis=1),
-            axis=0,
-            return_inverse=True,
+        days = (ts_recv.astype(np.int64) // 86_400_000_000_000).astype(np.int64)
+        keys = instrument_id.astype(np.int64) * 1_000_000 + days  # a handful of distinct values a day
+        unique, inverse = np.unique(keys, return_inverse=True)
+        resolved = self._map.resolve_many(
+            (unique // 1_000_000).astype(np.uint32), (unique % 1_000_000).astype("datetime64[D]")
         )
-        resolved = self._map.resolve_many(pairs[:, 0].astype(np.uint32), pairs[:, 1].astype("datetime64[D]"))
-        return pa.array(np.asarray(resolved, dtype=object)[inverse.ravel()], type=pa.string())
+        return pa.array(np.asarray(resolved, dtype=object), type=pa.string()).take(pa.array(inverse.ravel()))
+
+
+def _chars(values: np.ndarray) -> pa.Array:
+    """A one-byte DBN char column ('S1') as an Arrow string array, without a Python object per row."""
+    n = len(values)
+    offsets = np.arange(n + 1, dtype=np.int32)
+    data = np.ascontiguousarray(values).view(np.uint8)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
 
 
 def _prices(values: np.ndarray) -> pa.Array:
@@ -195,8 +202,8 @@ def mbp10_batch(
         "rtype": pa.array(chunk["rtype"].astype(np.int16)),
         "publisher_id": pa.array(chunk["publisher_id"].astype(np.int32)),
         "instrument_id": pa.array(chunk["instrument_id"].astype(np.int64)),
-        "action": pa.array(chunk["action"].astype("U1"), type=pa.string()),
-        "side": pa.array(chunk["side"].astype("U1"), type=pa.string()),
+        "action": _chars(chunk["action"]),
+        "side": _chars(chunk["side"]),
         "depth": pa.array(chunk["depth"].astype(np.int16)),
         "price": _prices(chunk["price"]),
         "size": pa.array(chunk["size"].astype(np.int64)),

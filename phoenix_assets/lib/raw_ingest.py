@@ -156,7 +156,8 @@ def raw_batches(
         kept_before = stats.rows
         for chunk in iter_mbp10_arrays(info, chunk_records):
             ts = chunk["ts_recv"].astype(np.int64)
-            day = chunk[(ts >= start) & (ts < end)]
+            inside = (ts >= start) & (ts < end)
+            day = chunk if inside.all() else chunk[inside]  # copy only when the file spans other days
             if len(day) == 0:
                 continue
             first_index = stats.rows

@@ -25,7 +25,7 @@ class RawMbp10Config(dg.Config):
         default="landing",
         description="landing: DBN files already in the landing folder; databento: download first",
     )
-    chunk_records: int = Field(default=262_144, description="Records decoded per chunk (bounds memory)")
+    chunk_records: int = Field(default=65_536, description="Records decoded per chunk (bounds memory)")
     retry_base_seconds: float = Field(
         default=15.0,
         description="First back-off after a transient Databento error (doubles per retry, 3 retries)",
