@@ -334,7 +334,7 @@ def _accumulate(ist: np.ndarray, fst: np.ndarray, book: np.ndarray, t: np.int64)
     status = ist[I_STATUS]
     if status == ST_NONE:
         return
-    d = (t - t0) * 1e-9
+    d = (t - t0) / 1e9
     fst[F_BOOK_S] += d
     if status == ST_CROSSED:
         fst[F_CROSSED_S] += d
@@ -622,6 +622,8 @@ class BookOfiState:
     open second and resets the state, so the object can start another stream.
     """
 
+    _row_limit = 1 << 20  # output rows per kernel call; more are produced by resuming the call
+
     def __init__(self) -> None:
         self._ist = np.zeros(N_ISTATE, dtype=np.int64)
         self._fst = np.zeros(N_FSTATE, dtype=np.float64)
@@ -645,7 +647,7 @@ class BookOfiState:
         self._ensure_bounds(lo, max(hi, int(self._ist[I_LAST_TS])))
         # one row per second spanned plus a few run changes; the loop below grows it if not enough
         first = min(lo, int(self._ist[I_BUCKET_SEC])) if self._ist[I_BUCKET_OPEN] else lo
-        cap = min(max(16, (hi - first) // NS_PER_SECOND + 8), 1 << 20)
+        cap = min(max(16, (hi - first) // NS_PER_SECOND + 8), self._row_limit)
         parts_i: list[np.ndarray] = []
         parts_f: list[np.ndarray] = []
         i = 0
