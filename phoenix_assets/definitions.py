@@ -6,6 +6,7 @@ import dagster as dg
 
 from phoenix_assets.defs.ingest.assets import raw_mbp10
 from phoenix_assets.defs.ingest.synthetic import synthetic_landing_job
+from phoenix_assets.defs.microstructure.assets import book_snapshots_1s, ofi_bars_1m
 from phoenix_assets.defs.resources import DatabentoResource, LakeResource, LandingResource, QualityThresholds
 
 
@@ -19,14 +20,14 @@ def resources() -> dict[str, dg.ConfigurableResource]:
     }
 
 
-ingest_job = dg.define_asset_job(
-    "ingest_job",
-    selection=dg.AssetSelection.groups("ingest"),
-    description="Ingest landed DBN files into raw_mbp10 for a trade-date partition (with checks)",
+daily_job = dg.define_asset_job(
+    "daily_job",
+    selection=dg.AssetSelection.groups("ingest", "microstructure"),
+    description="One trade date: landed DBN files -> raw_mbp10 -> book_snapshots_1s -> ofi_bars_1m (with checks)",
 )
 
 defs = dg.Definitions(
-    assets=[raw_mbp10],
-    jobs=[synthetic_landing_job, ingest_job],
+    assets=[raw_mbp10, book_snapshots_1s, ofi_bars_1m],
+    jobs=[synthetic_landing_job, daily_job],
     resources=resources(),
 )

@@ -23,7 +23,7 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the ta
 def run_demo(start: dt.date, end: dt.date, instance: dg.DagsterInstance) -> bool:
     """Land and ingest each trade date; True when every run and blocking check succeeded."""
     synthetic_job = defs.resolve_job_def("synthetic_landing_job")
-    ingest_job = defs.resolve_job_def("ingest_job")
+    daily_job = defs.resolve_job_def("daily_job")
     ok = True
     print(f"{'partition':<12}{'step':<22}{'result':<10}detail")
     for day in cal.trade_dates_between(start, end):
@@ -32,19 +32,23 @@ def run_demo(start: dt.date, end: dt.date, instance: dg.DagsterInstance) -> bool
             partition_key=key, instance=instance, raise_on_error=False, run_config=QUIET
         )
         print(f"{key:<12}{'synthetic landing':<22}{'ok' if landed.success else 'FAILED':<10}")
-        ingested = ingest_job.execute_in_process(
+        ingested = daily_job.execute_in_process(
             partition_key=key, instance=instance, raise_on_error=False, run_config=QUIET
         )
-        rows = "?"
-        for mat in ingested.get_asset_materialization_events():
-            rows = mat.materialization.metadata["dagster/row_count"].value
         checks = ingested.get_asset_check_evaluations()
-        failed = [c.check_name for c in checks if not c.passed]
-        print(
-            f"{key:<12}{'raw_mbp10':<22}{'ok' if ingested.success else 'FAILED':<10}"
-            f"{rows} records, checks {len(checks) - len(failed)}/{len(checks)} passed"
-            + (f" (failed: {', '.join(failed)})" if failed else "")
-        )
+        for mat in ingested.get_asset_materialization_events():
+            asset = mat.asset_key.to_user_string()
+            rows = mat.materialization.metadata["dagster/row_count"].value
+            mine = [c for c in checks if c.asset_key == mat.asset_key]
+            failed = [c.check_name for c in mine if not c.passed]
+            extra = mat.materialization.metadata.get("ofi_contemporaneous_r2")
+            print(
+                f"{key:<12}{asset:<22}{'ok':<10}{rows:>8} rows, checks {len(mine) - len(failed)}/{len(mine)} passed"
+                + (f" (failed: {', '.join(failed)})" if failed else "")
+                + (f", OFI->mid R² {extra.value:.2f}" if extra is not None and extra.value is not None else "")
+            )
+        if not ingested.success:
+            print(f"{key:<12}{'daily_job':<22}FAILED")
         blocking_failed = [c for c in checks if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR]
         ok = ok and landed.success and ingested.success and not blocking_failed
     return ok

@@ -143,4 +143,4 @@ def test_definitions_load_from_workspace_yaml(tmp_path: Path) -> None:
     assert listed.returncode == 0, listed.stderr
     assert "raw_mbp10" in listed.stdout.split()
     job_names = {j.name for j in defs.resolve_all_job_defs()}
-    assert {"synthetic_landing_job", "ingest_job"} <= job_names
+    assert {"synthetic_landing_job", "daily_job"} <= job_names

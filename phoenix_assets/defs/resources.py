@@ -144,9 +144,5 @@ class QualityThresholds(dg.ConfigurableResource):
     """Thresholds of the raw data-quality checks."""
 
     tick_size: float = Field(default=0.25, description="Price grid of the instrument (MNQ/NQ/ES: 0.25)")
-    max_crossed_share: float = Field(
-        default=0.001, description="Crossed/locked share of in-session book states"
-    )
-    max_gap_minutes: float = Field(
-        default=15.0, description="Longest allowed silence inside continuous trading"
-    )
+    max_crossed_share: float = Field(default=0.001, description="Crossed/locked share of in-session book states")
+    max_gap_minutes: float = Field(default=15.0, description="Longest allowed silence inside continuous trading")

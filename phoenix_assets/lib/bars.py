@@ -254,6 +254,11 @@ def _state_index(spread_ticks: pl.Expr, imbalance: pl.Expr, n_imb: int, max_spre
     return pl.when((s >= 1) & (s <= max_spread)).then((s - 1) * n_imb + b)
 
 
+def _mirror(x: pl.Expr, n_imb: int) -> pl.Expr:
+    """State index with the imbalance bucket mirrored (b -> n - 1 - b), spread kept."""
+    return x - x % n_imb + (n_imb - 1 - x % n_imb)
+
+
 def fit_stoikov_adjustment(
     train_1s: pl.DataFrame,
     *,
@@ -272,9 +277,11 @@ def fit_stoikov_adjustment(
     G1 = (1 - Q)^-1 R and B = (1 - Q)^-1 T, and g* = sum_i B^i G1 (the expected mid change until
     the mid's long-run value, iterated until the terms fall below `tol`). The data are symmetrised
     (I -> 1 - I, dM -> -dM) as in the paper, so g*(I) = -g*(1 - I).
+    Sampling at 1-second steps (not at every quote change as in the paper) keeps it on the dense grid.
 
     Pass only data that precedes whatever the table is applied to (point in time): the caller picks
-    the training window. Returns one row per state: spread_ticks, imbalance_bucket, imbalance_lo,
+    the training window. Symmetrising mirrors imbalance buckets (b -> n - 1 - b), so g* is exactly
+    antisymmetric in the bucket index. Returns one row per state: spread_ticks, imbalance_bucket, imbalance_lo,
     imbalance_hi, adjustment_ticks, n_obs (observed transitions out of the state, before symmetrising).
     """
     n, smax = n_imbalance_buckets, max_spread_ticks
@@ -287,20 +294,16 @@ def fit_stoikov_adjustment(
             "ts",
             *run,
             x=_state_index(pl.col("spread_ticks_close"), pl.col("imbalance_close"), n, smax),
-            xm=_state_index(pl.col("spread_ticks_close"), 1.0 - pl.col("imbalance_close"), n, smax),
             mid=pl.col("mid_close"),
         )
+        .with_columns(xm=_mirror(pl.col("x"), n))  # the same state with bid and ask swapped
         .with_columns(
             y=pl.col("x").shift(-1).over(run),
             ym=pl.col("xm").shift(-1).over(run),
             dm=((pl.col("mid").shift(-1).over(run) - pl.col("mid")) / tick_size),
             step=pl.col("ts").shift(-1).over(run) - pl.col("ts"),
         )
-        .filter(
-            pl.col("x").is_not_null()
-            & pl.col("y").is_not_null()
-            & (pl.col("step") == pl.duration(seconds=1))
-        )
+        .filter(pl.col("x").is_not_null() & pl.col("y").is_not_null() & (pl.col("step") == pl.duration(seconds=1)))
     )
     x = np.concatenate([f["x"].to_numpy(), f["xm"].to_numpy()])
     y = np.concatenate([f["y"].to_numpy(), f["ym"].to_numpy()])
@@ -353,13 +356,9 @@ def apply_stoikov_adjustment(
     lookup = table.select(
         _key=(pl.col("spread_ticks") - 1) * n + pl.col("imbalance_bucket"), _adj=pl.col("adjustment_ticks")
     )
-    keyed = frame.with_columns(
-        _key=_state_index(pl.col("spread_ticks_close"), pl.col("imbalance_close"), n, smax)
-    )
+    keyed = frame.with_columns(_key=_state_index(pl.col("spread_ticks_close"), pl.col("imbalance_close"), n, smax))
     joined = keyed.join(lookup, on="_key", how="left", maintain_order="left")
-    return joined.with_columns((pl.col("mid_close") + pl.col("_adj") * tick_size).alias(out)).drop(
-        "_key", "_adj"
-    )
+    return joined.with_columns((pl.col("mid_close") + pl.col("_adj") * tick_size).alias(out)).drop("_key", "_adj")
 
 
 # --- what the OFI explains -----------------------------------------------------------------------------

@@ -93,7 +93,8 @@ ST_NONE, ST_VALID, ST_CROSSED, ST_ONE_SIDED = 0, 1, 2, 3
 _ACTION_CODES = {c: ord(c) for c in "ACMRTFN"}
 _SIDE_CODES = {c: ord(c) for c in "ABN"}
 
-# --- state slots: int64 scalars ------------------------------------------------------------------------
+# --- state slots ---------------------------------------------------------------------------------------
+# int64 scalars that live across seconds
 (
     I_HAS_RUN,
     I_IID,
@@ -104,7 +105,15 @@ _SIDE_CODES = {c: ord(c) for c in "ABN"}
     I_PENDING_SNAPSHOT,
     I_BUCKET_OPEN,
     I_BUCKET_SEC,
-    I_TW_T,
+    I_TW_T,  # the top of book's time integrals are done up to here
+    I_RESETS_INSTRUMENT,
+    I_RESETS_SESSION,
+    I_TS_CLAMPED,
+) = range(13)
+I_DEP_T = 13  # 10 slots: level m's size integrals are done up to here
+# int64 sums of the open second (zeroed when it opens), in output order; time integrals in ns
+I_SUMS = I_DEP_T + N_LEVELS
+(
     I_N_RECORDS,
     I_N_EVENTS,
     I_N_SNAPSHOTS,
@@ -113,22 +122,19 @@ _SIDE_CODES = {c: ord(c) for c in "ABN"}
     I_VOLUME,
     I_BUY_VOLUME,
     I_SELL_VOLUME,
-    I_RESETS_INSTRUMENT,
-    I_RESETS_SESSION,
-    I_TS_CLAMPED,
-) = range(21)
-I_OFI = 21  # 10 slots
-N_ISTATE = I_OFI + N_LEVELS
-
-# --- state slots: float64 scalars ----------------------------------------------------------------------
+) = range(I_SUMS, I_SUMS + 8)
+I_OFI = I_SUMS + 8  # 10 slots
+I_BOOK_NS = I_OFI + N_LEVELS
+I_VALID_NS = I_BOOK_NS + 1
+I_CROSSED_NS = I_BOOK_NS + 2
+I_TW_BID = I_BOOK_NS + 3  # 10 slots, contracts x ns over valid time
+I_TW_ASK = I_TW_BID + N_LEVELS  # 10 slots
+N_ISTATE = I_TW_ASK + N_LEVELS
+N_SUMS = N_ISTATE - I_SUMS
+# float64 of the open second
 (
-    F_BOOK_S,
-    F_VALID_S,
-    F_CROSSED_S,
-    F_TW_SPREAD,
+    F_TW_SPREAD,  # points x ns
     F_TW_MICRODEV,
-    F_TW_BID1,
-    F_TW_ASK1,
     F_TRADE_OPEN,
     F_TRADE_HIGH,
     F_TRADE_LOW,
@@ -137,17 +143,12 @@ N_ISTATE = I_OFI + N_LEVELS
     F_MID_OPEN,
     F_MID_HIGH,
     F_MID_LOW,
-) = range(15)
-F_TW_DEPTH = 15  # 10 slots
-N_FSTATE = F_TW_DEPTH + N_LEVELS
+) = range(10)
+N_FSTATE = 10
 
-# --- output columns -----------------------------------------------------------------------------------
+# --- output rows (column-major: one row of these arrays per column) ------------------------------------
 _OFI_COLS = [f"ofi_l{m + 1}" for m in range(N_LEVELS)]
-_INT_OUT = [
-    "ts",
-    "instrument_id",
-    "segment_start",
-    "segment_kind",
+_COUNT_COLS = [
     "n_records",
     "n_events",
     "n_snapshots",
@@ -156,14 +157,23 @@ _INT_OUT = [
     "volume",
     "buy_volume",
     "sell_volume",
-    *_OFI_COLS,
-    *level_columns("bid_sz"),
-    *level_columns("ask_sz"),
-    "book_status",
 ]
-_FLOAT_OUT = [
-    *level_columns("bid_px"),
-    *level_columns("ask_px"),
+_TW_SIDE_COLS = [f"_tw_bid_{m}" for m in range(N_LEVELS)] + [f"_tw_ask_{m}" for m in range(N_LEVELS)]
+_SUM_COLS = [*_COUNT_COLS, *_OFI_COLS, "book_s", "valid_s", "crossed_s", *_TW_SIDE_COLS]  # I_SUMS order
+O_TS, O_IID, O_SEG_START, O_SEG_KIND, O_STATUS, O_SUMS = 0, 1, 2, 3, 4, 5  # O_SUMS: N_SUMS slots
+O_BID_SZ = O_SUMS + N_SUMS
+O_ASK_SZ = O_BID_SZ + N_LEVELS
+N_INT_OUT = O_ASK_SZ + N_LEVELS
+# float rows: bid_px, ask_px, then the F_* slots of the second, then the end-of-second mid / microprice
+O_BID_PX = 0
+O_ASK_PX = N_LEVELS
+O_FLOATS = 2 * N_LEVELS
+O_MID_CLOSE = O_FLOATS + N_FSTATE
+O_MICRO_CLOSE = O_MID_CLOSE + 1
+N_FLOAT_OUT = O_MICRO_CLOSE + 1
+_FLOAT_COLS = [
+    "tw_spread",
+    "tw_microprice_dev",
     "trade_open",
     "trade_high",
     "trade_low",
@@ -172,42 +182,24 @@ _FLOAT_OUT = [
     "mid_open",
     "mid_high",
     "mid_low",
-    "mid_close",
-    "microprice_close",
-    "book_s",
-    "valid_s",
-    "crossed_s",
-    "tw_spread",
-    "tw_microprice_dev",
-    "tw_bid_sz_l1",
-    "tw_ask_sz_l1",
-    *[f"tw_depth_l{m + 1}" for m in range(N_LEVELS)],
-]
-O_TS, O_IID, O_SEG_START, O_SEG_KIND, O_N_RECORDS = 0, 1, 2, 3, 4
-O_OFI = _INT_OUT.index("ofi_l1")
-O_BID_SZ = _INT_OUT.index("bid_sz_00")
-O_ASK_SZ = _INT_OUT.index("ask_sz_00")
-O_STATUS = _INT_OUT.index("book_status")
-O_BID_PX = 0
-O_ASK_PX = N_LEVELS
-O_TRADE_OPEN = _FLOAT_OUT.index("trade_open")
-O_MID_OPEN = _FLOAT_OUT.index("mid_open")
-O_BOOK_S = _FLOAT_OUT.index("book_s")
-N_INT_OUT = len(_INT_OUT)
-N_FLOAT_OUT = len(_FLOAT_OUT)
+]  # in F_* order
+_TW_COLS = ["tw_bid_sz_l1", "tw_ask_sz_l1", *[f"tw_depth_l{m + 1}" for m in range(N_LEVELS)]]
 
 SECOND_COLUMNS: dict[str, np.dtype] = {
     "ts": np.dtype(np.int64),  # second start, UTC ns
     "instrument_id": np.dtype(np.int64),
     "trade_date": np.dtype("datetime64[D]"),
     "in_session": np.dtype(bool),  # continuous trading (not halt / pre-open)
-    **{c: np.dtype(np.int64) for c in _INT_OUT[4:12]},
+    **{c: np.dtype(np.int64) for c in _COUNT_COLS},
     **{c: np.dtype(np.int64) for c in _OFI_COLS},
     **{c: np.dtype(np.float64) for c in level_columns("bid_px") + level_columns("ask_px")},  # points
     **{c: np.dtype(np.int64) for c in level_columns("bid_sz") + level_columns("ask_sz")},
     "book_valid": np.dtype(bool),  # a state exists at the end of the second and it is valid
     "crossed": np.dtype(bool),  # the end-of-second state is crossed or locked
-    **{c: np.dtype(np.float64) for c in _FLOAT_OUT[2 * N_LEVELS :]},
+    **{c: np.dtype(np.float64) for c in ("trade_open", "trade_high", "trade_low", "trade_close", "notional")},
+    **{c: np.dtype(np.float64) for c in ("mid_open", "mid_high", "mid_low", "mid_close", "microprice_close")},
+    **{c: np.dtype(np.float64) for c in ("book_s", "valid_s", "crossed_s", "tw_spread", "tw_microprice_dev")},
+    **{c: np.dtype(np.float64) for c in _TW_COLS},
     "crossed_share": np.dtype(np.float64),  # crossed_s / book_s (0 when no book)
 }
 """Columns of a `process_chunk` / `flush` result, in order, with their NumPy dtypes."""
@@ -322,11 +314,16 @@ def session_bounds(lo_ns: int, hi_ns: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --- the kernel -----------------------------------------------------------------------------------------
+# Time integrals are lazy: the top-of-book ones (book/valid/crossed time, spread, microprice - mid) are
+# brought up to date only when level 1 or the status changes, level m's size integrals only when level
+# m changes (or the status does), and everything at the end of each second. The integrals are piecewise
+# constant between those points, so this is exact (integer ns x contracts); it lets an event that
+# touches one level cost one level's work.
 
 
 @njit(cache=True, inline="always")
-def _accumulate(ist: np.ndarray, fst: np.ndarray, book: np.ndarray, t: np.int64) -> None:
-    """Integrate the state in force over [tw_t, t) into the open second's time-weighted sums."""
+def _integrate_top(ist: np.ndarray, fst: np.ndarray, book: np.ndarray, t: np.int64) -> None:
+    """Bring the top-of-book integrals of the state in force up to t."""
     t0 = ist[I_TW_T]
     if t <= t0:
         return
@@ -334,22 +331,35 @@ def _accumulate(ist: np.ndarray, fst: np.ndarray, book: np.ndarray, t: np.int64)
     status = ist[I_STATUS]
     if status == ST_NONE:
         return
-    d = (t - t0) / 1e9
-    fst[F_BOOK_S] += d
+    d = t - t0
+    ist[I_BOOK_NS] += d
     if status == ST_CROSSED:
-        fst[F_CROSSED_S] += d
+        ist[I_CROSSED_NS] += d
     elif status == ST_VALID:
-        fst[F_VALID_S] += d
+        ist[I_VALID_NS] += d
         qb = book[2, 0]
         qa = book[3, 0]
         spread = (book[1, 0] - book[0, 0]) / PRICE_SCALE
         fst[F_TW_SPREAD] += d * spread
         if qb + qa > 0:
             fst[F_TW_MICRODEV] += d * (spread * (qb - qa) / (2.0 * (qb + qa)))
-        fst[F_TW_BID1] += d * qb
-        fst[F_TW_ASK1] += d * qa
-        for m in range(N_LEVELS):
-            fst[F_TW_DEPTH + m] += d * (book[2, m] + book[3, m])
+
+
+@njit(cache=True, inline="always")
+def _integrate_level(ist: np.ndarray, book: np.ndarray, m: int, t: np.int64) -> None:
+    """Bring level m's size integrals up to t (they accrue over valid time only)."""
+    if ist[I_STATUS] == ST_VALID:
+        d = t - ist[I_DEP_T + m]
+        ist[I_TW_BID + m] += d * book[2, m]
+        ist[I_TW_ASK + m] += d * book[3, m]
+    ist[I_DEP_T + m] = t
+
+
+@njit(cache=True)
+def _integrate_all(ist: np.ndarray, fst: np.ndarray, book: np.ndarray, t: np.int64) -> None:
+    _integrate_top(ist, fst, book, t)
+    for m in range(N_LEVELS):
+        _integrate_level(ist, book, m, t)
 
 
 @njit(cache=True, inline="always")
@@ -362,10 +372,8 @@ def _open_bucket(ist: np.ndarray, fst: np.ndarray, book: np.ndarray, sec: np.int
     ist[I_BUCKET_OPEN] = 1
     ist[I_BUCKET_SEC] = sec
     ist[I_TW_T] = sec
-    for k in range(I_N_RECORDS, I_SELL_VOLUME + 1):
-        ist[k] = 0
-    for m in range(N_LEVELS):
-        ist[I_OFI + m] = 0
+    ist[I_DEP_T : I_DEP_T + N_LEVELS] = sec
+    ist[I_SUMS:] = 0
     fst[:] = 0.0
     fst[F_TRADE_OPEN] = np.nan
     fst[F_TRADE_HIGH] = np.nan
@@ -378,49 +386,51 @@ def _open_bucket(ist: np.ndarray, fst: np.ndarray, book: np.ndarray, sec: np.int
 
 
 @njit(cache=True)
-def _close_bucket(
-    ist: np.ndarray, fst: np.ndarray, book: np.ndarray, oi: np.ndarray, of: np.ndarray, row: int
-) -> None:
-    """Finish the open second (state alive to its end) and write it as output row `row`."""
+def _close_bucket(ist: np.ndarray, fst: np.ndarray, book: np.ndarray, oi: np.ndarray, of: np.ndarray, row: int) -> None:
+    """Finish the open second (state alive to its end) and write it as row `row` of the row-major
+    staging block (oi, of)."""
     sec = ist[I_BUCKET_SEC]
-    _accumulate(ist, fst, book, sec + NS_PER_SECOND)
+    _integrate_all(ist, fst, book, sec + NS_PER_SECOND)
+    status = ist[I_STATUS]
     oi[row, O_TS] = sec
     oi[row, O_IID] = ist[I_IID]
     oi[row, O_SEG_START] = ist[I_SEG_START]
     oi[row, O_SEG_KIND] = ist[I_SEG_KIND]
-    for k in range(I_SELL_VOLUME - I_N_RECORDS + 1):
-        oi[row, O_N_RECORDS + k] = ist[I_N_RECORDS + k]
-    status = ist[I_STATUS]
+    oi[row, O_STATUS] = status
+    for k in range(N_SUMS):
+        oi[row, O_SUMS + k] = ist[I_SUMS + k]
     for m in range(N_LEVELS):
-        oi[row, O_OFI + m] = ist[I_OFI + m]
         oi[row, O_BID_SZ + m] = book[2, m]
         oi[row, O_ASK_SZ + m] = book[3, m]
         bp = book[0, m]
         ap = book[1, m]
-        of[row, O_BID_PX + m] = np.nan if (status == ST_NONE or bp == EMPTY_BID) else bp / PRICE_SCALE
-        of[row, O_ASK_PX + m] = np.nan if (status == ST_NONE or ap == UNDEF_PRICE) else ap / PRICE_SCALE
-    oi[row, O_STATUS] = status
-    for k in range(5):
-        of[row, O_TRADE_OPEN + k] = fst[F_TRADE_OPEN + k]
-    of[row, O_MID_OPEN] = fst[F_MID_OPEN]
-    of[row, O_MID_OPEN + 1] = fst[F_MID_HIGH]
-    of[row, O_MID_OPEN + 2] = fst[F_MID_LOW]
+        of[row, O_BID_PX + m] = np.nan if bp == EMPTY_BID else bp / PRICE_SCALE
+        of[row, O_ASK_PX + m] = np.nan if ap == UNDEF_PRICE else ap / PRICE_SCALE
+    for k in range(N_FSTATE):
+        of[row, O_FLOATS + k] = fst[k]
+    mid = np.nan
+    micro = np.nan
     if status == ST_VALID:
         mid = _mid(book)
         qb = book[2, 0]
         qa = book[3, 0]
         spread = (book[1, 0] - book[0, 0]) / PRICE_SCALE
-        dev = spread * (qb - qa) / (2.0 * (qb + qa)) if qb + qa > 0 else 0.0
-        of[row, O_MID_OPEN + 3] = mid
-        of[row, O_MID_OPEN + 4] = mid + dev
-    else:
-        of[row, O_MID_OPEN + 3] = np.nan
-        of[row, O_MID_OPEN + 4] = np.nan
-    for k in range(7):
-        of[row, O_BOOK_S + k] = fst[F_BOOK_S + k]
-    for m in range(N_LEVELS):
-        of[row, O_BOOK_S + 7 + m] = fst[F_TW_DEPTH + m]
+        micro = mid + (spread * (qb - qa) / (2.0 * (qb + qa)) if qb + qa > 0 else 0.0)
+    of[row, O_MID_CLOSE] = mid
+    of[row, O_MICRO_CLOSE] = micro
     ist[I_BUCKET_OPEN] = 0
+
+
+@njit(cache=True)
+def _emit_block(si: np.ndarray, sf: np.ndarray, oi: np.ndarray, of: np.ndarray, first: int, count: int) -> None:
+    """Copy `count` staged rows into the column-major output from row `first` (a blocked transpose:
+    writing 100+ columns row by row straight into column-major arrays is 30 % of the kernel's time)."""
+    for c in range(N_INT_OUT):
+        for r in range(count):
+            oi[c, first + r] = si[r, c]
+    for c in range(N_FLOAT_OUT):
+        for r in range(count):
+            of[c, first + r] = sf[r, c]
 
 
 @njit(cache=True)
@@ -436,6 +446,27 @@ def _reset_run(ist: np.ndarray, book: np.ndarray, iid: np.int64, seg_start: np.i
     book[1, :] = UNDEF_PRICE
     book[2, :] = 0
     book[3, :] = 0
+
+
+@njit(cache=True, inline="always")
+def _apply_trade(ist: np.ndarray, fst: np.ndarray, side: np.uint8, px: np.int64, q: np.int64) -> None:
+    ist[I_TRADE_COUNT] += 1
+    ist[I_VOLUME] += q
+    if side == SIDE_BUY:
+        ist[I_BUY_VOLUME] += q
+    elif side == SIDE_SELL:
+        ist[I_SELL_VOLUME] += q
+    if px != UNDEF_PRICE:
+        p = px / PRICE_SCALE
+        if np.isnan(fst[F_TRADE_OPEN]):
+            fst[F_TRADE_OPEN] = p
+            fst[F_TRADE_HIGH] = p
+            fst[F_TRADE_LOW] = p
+        else:
+            fst[F_TRADE_HIGH] = max(fst[F_TRADE_HIGH], p)
+            fst[F_TRADE_LOW] = min(fst[F_TRADE_LOW], p)
+        fst[F_TRADE_CLOSE] = p
+        fst[F_NOTIONAL] += p * q
 
 
 @njit(cache=True)
@@ -459,14 +490,18 @@ def _process(
     book: np.ndarray,
     oi: np.ndarray,
     of: np.ndarray,
+    si: np.ndarray,
+    sf: np.ndarray,
 ) -> tuple[int, int]:
-    """Apply records [start, n) to the state, writing completed seconds into oi/of.
+    """Apply records [start, n) to the state, writing completed seconds into oi/of (column-major,
+    staged through the row-major blocks si/sf).
 
     Returns (rows written, next record). Stops early, before touching record i, when the output is
     full; calling again from the returned index resumes exactly (state is only in ist/fst/book).
     """
     n = ts_recv.shape[0]
-    cap = oi.shape[0]
+    cap = oi.shape[1]
+    block = si.shape[0]
     nb = bounds.shape[0]
     row = 0
     j = 0
@@ -478,39 +513,46 @@ def _process(
         clamped = same_inst and t < ist[I_LAST_TS]
         if clamped:
             t = ist[I_LAST_TS]
-        while j + 1 < nb and bounds[j + 1] <= t:
-            j += 1
-        while j > 0 and bounds[j] > t:
-            j -= 1
-        seg_start = bounds[j]
-        sec = t - t % NS_PER_SECOND
-        if not same_inst or seg_start != ist[I_SEG_START]:
-            if ist[I_BUCKET_OPEN] == 1:
-                if row >= cap:
+        if ist[I_BUCKET_OPEN] == 0 or t >= ist[I_BUCKET_SEC] + NS_PER_SECOND or not same_inst:
+            # leaving the open second (rare): close it, fill quiet seconds or restart the run. Segments
+            # start on whole seconds, so a record inside the open second is in the open segment.
+            while j + 1 < nb and bounds[j + 1] <= t:
+                j += 1
+            while j > 0 and bounds[j] > t:
+                j -= 1
+            seg_start = bounds[j]
+            sec = t - t % NS_PER_SECOND
+            if not same_inst or seg_start != ist[I_SEG_START]:
+                if ist[I_BUCKET_OPEN] == 1:
+                    if row >= cap:
+                        break
+                    _close_bucket(ist, fst, book, si, sf, row % block)
+                    row += 1
+                    if row % block == 0:
+                        _emit_block(si, sf, oi, of, row - block, block)
+                if ist[I_HAS_RUN] == 1:
+                    if same_inst:
+                        ist[I_RESETS_SESSION] += 1
+                    else:
+                        ist[I_RESETS_INSTRUMENT] += 1
+                _reset_run(ist, book, inst, seg_start, bound_kind[j])
+            else:
+                full = False
+                while ist[I_BUCKET_OPEN] == 1 and ist[I_BUCKET_SEC] < sec:
+                    if row >= cap:
+                        full = True
+                        break
+                    nxt = ist[I_BUCKET_SEC] + NS_PER_SECOND
+                    _close_bucket(ist, fst, book, si, sf, row % block)
+                    row += 1
+                    if row % block == 0:
+                        _emit_block(si, sf, oi, of, row - block, block)
+                    if nxt < sec:
+                        _open_bucket(ist, fst, book, nxt)  # a quiet second: book carried, no records
+                if full:
                     break
-                _close_bucket(ist, fst, book, oi, of, row)
-                row += 1
-            if ist[I_HAS_RUN] == 1:
-                if same_inst:
-                    ist[I_RESETS_SESSION] += 1
-                else:
-                    ist[I_RESETS_INSTRUMENT] += 1
-            _reset_run(ist, book, inst, seg_start, bound_kind[j])
-        else:
-            full = False
-            while ist[I_BUCKET_OPEN] == 1 and ist[I_BUCKET_SEC] < sec:
-                if row >= cap:
-                    full = True
-                    break
-                nxt = ist[I_BUCKET_SEC] + NS_PER_SECOND
-                _close_bucket(ist, fst, book, oi, of, row)
-                row += 1
-                if nxt < sec:
-                    _open_bucket(ist, fst, book, nxt)  # a quiet second: book carried, no records
-            if full:
-                break
-        if ist[I_BUCKET_OPEN] == 0:
-            _open_bucket(ist, fst, book, sec)
+            if ist[I_BUCKET_OPEN] == 0:
+                _open_bucket(ist, fst, book, sec)
         if clamped:
             ist[I_TS_CLAMPED] += 1
         ist[I_LAST_TS] = t
@@ -521,93 +563,84 @@ def _process(
         if (f & F_SNAPSHOT) != 0 or a == ACTION_CLEAR:
             ist[I_PENDING_SNAPSHOT] = 1
         if a == ACTION_TRADE:
-            q = np.int64(size[i])
-            ist[I_TRADE_COUNT] += 1
-            ist[I_VOLUME] += q
-            s = side[i]
-            if s == SIDE_BUY:
-                ist[I_BUY_VOLUME] += q
-            elif s == SIDE_SELL:
-                ist[I_SELL_VOLUME] += q
-            px = price[i]
-            if px != UNDEF_PRICE:
-                p = px / PRICE_SCALE
-                if np.isnan(fst[F_TRADE_OPEN]):
-                    fst[F_TRADE_OPEN] = p
-                    fst[F_TRADE_HIGH] = p
-                    fst[F_TRADE_LOW] = p
-                else:
-                    fst[F_TRADE_HIGH] = max(fst[F_TRADE_HIGH], p)
-                    fst[F_TRADE_LOW] = min(fst[F_TRADE_LOW], p)
-                fst[F_TRADE_CLOSE] = p
-                fst[F_NOTIONAL] += p * q
+            _apply_trade(ist, fst, side[i], price[i], np.int64(size[i]))
+        if (f & F_LAST) == 0:
+            i += 1
+            continue
 
-        if (f & F_LAST) != 0:
-            _accumulate(ist, fst, book, t)  # the previous state lived until now
-            prev = ist[I_STATUS]
-            b0 = bid_px[i, 0]
-            a0 = ask_px[i, 0]
-            if b0 != UNDEF_PRICE and a0 != UNDEF_PRICE:
-                status = ST_VALID if b0 < a0 else ST_CROSSED
+        # a new book state n
+        prev = ist[I_STATUS]
+        b0 = bid_px[i, 0]
+        a0 = ask_px[i, 0]
+        status = ST_ONE_SIDED
+        if b0 != UNDEF_PRICE and a0 != UNDEF_PRICE:
+            status = ST_VALID if b0 < a0 else ST_CROSSED
+        # flow only between two uncrossed states, never out of a re-statement
+        flow = ist[I_PENDING_SNAPSHOT] == 0 and prev != ST_NONE and prev != ST_CROSSED and status != ST_CROSSED
+        if status != prev:
+            _integrate_all(ist, fst, book, t)
+        for m in range(N_LEVELS):
+            nbp = bid_px[i, m]
+            nbq = np.int64(bid_sz[i, m])
+            if nbp == UNDEF_PRICE:
+                nbp = EMPTY_BID
+                nbq = 0
+            nap = ask_px[i, m]
+            naq = np.int64(ask_sz[i, m])
+            if nap == UNDEF_PRICE:
+                naq = 0
+            pbp = book[0, m]
+            pap = book[1, m]
+            pbq = book[2, m]
+            paq = book[3, m]
+            if nbp == pbp and nap == pap and nbq == pbq and naq == paq:
+                continue  # unchanged level: e = qb - qb - qa + qa = 0, integrals stay lazy
+            if m == 0:
+                _integrate_top(ist, fst, book, t)
+            _integrate_level(ist, book, m, t)
+            if flow:
+                e = np.int64(0)
+                if nbp >= pbp:
+                    e += nbq
+                if nbp <= pbp:
+                    e -= pbq
+                if nap <= pap:
+                    e -= naq
+                if nap >= pap:
+                    e += paq
+                ist[I_OFI + m] += e
+            book[0, m] = nbp
+            book[1, m] = nap
+            book[2, m] = nbq
+            book[3, m] = naq
+        ist[I_STATUS] = status
+        ist[I_N_EVENTS] += 1
+        if ist[I_PENDING_SNAPSHOT] == 1:
+            ist[I_N_SNAPSHOTS] += 1
+            ist[I_PENDING_SNAPSHOT] = 0
+        if status == ST_CROSSED:
+            ist[I_N_CROSSED_EVENTS] += 1
+        elif status == ST_VALID:
+            mid = (b0 + a0) / (2.0 * PRICE_SCALE)
+            if np.isnan(fst[F_MID_OPEN]):
+                fst[F_MID_OPEN] = mid
+                fst[F_MID_HIGH] = mid
+                fst[F_MID_LOW] = mid
             else:
-                status = ST_ONE_SIDED
-            flow = (
-                ist[I_PENDING_SNAPSHOT] == 0
-                and (prev == ST_VALID or prev == ST_ONE_SIDED)
-                and (status == ST_VALID or status == ST_ONE_SIDED)
-            )
-            for m in range(N_LEVELS):
-                nbp = bid_px[i, m]
-                nbq = np.int64(bid_sz[i, m])
-                if nbp == UNDEF_PRICE:
-                    nbp = EMPTY_BID
-                    nbq = 0
-                nap = ask_px[i, m]
-                naq = np.int64(ask_sz[i, m])
-                if nap == UNDEF_PRICE:
-                    naq = 0
-                if flow:
-                    pbp = book[0, m]
-                    pap = book[1, m]
-                    e = np.int64(0)
-                    if nbp >= pbp:
-                        e += nbq
-                    if nbp <= pbp:
-                        e -= book[2, m]
-                    if nap <= pap:
-                        e -= naq
-                    if nap >= pap:
-                        e += book[3, m]
-                    ist[I_OFI + m] += e
-                book[0, m] = nbp
-                book[1, m] = nap
-                book[2, m] = nbq
-                book[3, m] = naq
-            ist[I_STATUS] = status
-            ist[I_N_EVENTS] += 1
-            if ist[I_PENDING_SNAPSHOT] == 1:
-                ist[I_N_SNAPSHOTS] += 1
-                ist[I_PENDING_SNAPSHOT] = 0
-            if status == ST_CROSSED:
-                ist[I_N_CROSSED_EVENTS] += 1
-            elif status == ST_VALID:
-                mid = _mid(book)
-                if np.isnan(fst[F_MID_OPEN]):
-                    fst[F_MID_OPEN] = mid
-                    fst[F_MID_HIGH] = mid
-                    fst[F_MID_LOW] = mid
-                else:
-                    fst[F_MID_HIGH] = max(fst[F_MID_HIGH], mid)
-                    fst[F_MID_LOW] = min(fst[F_MID_LOW], mid)
+                fst[F_MID_HIGH] = max(fst[F_MID_HIGH], mid)
+                fst[F_MID_LOW] = min(fst[F_MID_LOW], mid)
         i += 1
+    if row % block:
+        _emit_block(si, sf, oi, of, row - row % block, row % block)
     return row, i
 
 
 @njit(cache=True)
-def _flush(ist: np.ndarray, fst: np.ndarray, book: np.ndarray, oi: np.ndarray, of: np.ndarray) -> int:
+def _flush(ist: np.ndarray, fst: np.ndarray, book: np.ndarray, si: np.ndarray, sf: np.ndarray) -> int:
+    """Close the open second into row 0 of the row-major block (si, sf); returns the rows written."""
     if ist[I_BUCKET_OPEN] == 0:
         return 0
-    _close_bucket(ist, fst, book, oi, of, 0)
+    _close_bucket(ist, fst, book, si, sf, 0)
     return 1
 
 
@@ -641,19 +674,22 @@ class BookOfiState:
         """Apply the next records; returns the completed seconds as `SECOND_COLUMNS` arrays."""
         n = len(arrays.ts_recv)
         if n == 0:
-            return _columns(np.zeros((0, N_INT_OUT), np.int64), np.zeros((0, N_FLOAT_OUT)))
+            return _columns(np.zeros((N_INT_OUT, 0), np.int64), np.zeros((N_FLOAT_OUT, 0)))
         ts = arrays.ts_recv
         lo, hi = int(ts.min()), int(ts.max())
         self._ensure_bounds(lo, max(hi, int(self._ist[I_LAST_TS])))
-        # one row per second spanned plus a few run changes; the loop below grows it if not enough
+        # one row per second spanned plus a few run changes; the loop below resumes if not enough
         first = min(lo, int(self._ist[I_BUCKET_SEC])) if self._ist[I_BUCKET_OPEN] else lo
         cap = min(max(16, (hi - first) // NS_PER_SECOND + 8), self._row_limit)
         parts_i: list[np.ndarray] = []
         parts_f: list[np.ndarray] = []
+        block = min(cap, 128)
+        si = np.empty((block, N_INT_OUT), dtype=np.int64)
+        sf = np.empty((block, N_FLOAT_OUT), dtype=np.float64)
         i = 0
-        while True:
-            oi = np.empty((cap, N_INT_OUT), dtype=np.int64)
-            of = np.empty((cap, N_FLOAT_OUT), dtype=np.float64)
+        while i < n:
+            oi = np.empty((N_INT_OUT, cap), dtype=np.int64)
+            of = np.empty((N_FLOAT_OUT, cap), dtype=np.float64)
             rows, i = _process(
                 *arrays,
                 self._bounds,
@@ -664,24 +700,25 @@ class BookOfiState:
                 self._book,
                 oi,
                 of,
+                si,
+                sf,
             )
-            parts_i.append(oi[:rows])
-            parts_f.append(of[:rows])
-            if i >= n:
-                break
+            parts_i.append(oi[:, :rows])
+            parts_f.append(of[:, :rows])
         if len(parts_i) == 1:
             return _columns(parts_i[0], parts_f[0])
-        return _columns(np.concatenate(parts_i), np.concatenate(parts_f))
+        return _columns(np.concatenate(parts_i, axis=1), np.concatenate(parts_f, axis=1))
 
     def flush(self) -> dict[str, np.ndarray]:
         """End of the stream: emit the open second (its state lives to the second's end), then reset."""
-        oi = np.empty((1, N_INT_OUT), dtype=np.int64)
-        of = np.empty((1, N_FLOAT_OUT), dtype=np.float64)
-        rows = _flush(self._ist, self._fst, self._book, oi, of)
+        si = np.empty((1, N_INT_OUT), dtype=np.int64)
+        sf = np.empty((1, N_FLOAT_OUT), dtype=np.float64)
+        rows = _flush(self._ist, self._fst, self._book, si, sf)
+        oi, of = si.T, sf.T  # one row: the row-major block is its own column-major output
         diagnostics = self._ist[[I_RESETS_INSTRUMENT, I_RESETS_SESSION, I_TS_CLAMPED]].copy()
         self.__init__()
         self._ist[[I_RESETS_INSTRUMENT, I_RESETS_SESSION, I_TS_CLAMPED]] = diagnostics
-        return _columns(oi[:rows], of[:rows])
+        return _columns(oi[:, :rows], of[:, :rows])
 
     def diagnostics(self) -> dict[str, int]:
         """Counts since creation: runs restarted by an instrument change / a session break, and records
@@ -708,25 +745,33 @@ def _trade_date(segment_start: np.ndarray) -> np.ndarray:
 
 
 def _columns(oi: np.ndarray, of: np.ndarray) -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
-    out["ts"] = oi[:, O_TS].copy()
-    out["instrument_id"] = oi[:, O_IID].copy()
-    out["trade_date"] = _trade_date(oi[:, O_SEG_START])
-    out["in_session"] = oi[:, O_SEG_KIND] == 1
-    for k, name in enumerate(_INT_OUT):
-        if k >= O_N_RECORDS and name != "book_status":
-            out[name] = oi[:, k].copy()
-            if name == "ask_sz_09":
-                break
-    status = oi[:, O_STATUS]
-    out["book_valid"] = status == ST_VALID
-    out["crossed"] = status == ST_CROSSED
-    for k, name in enumerate(_FLOAT_OUT):
-        out[name] = of[:, k].copy()
+    """Column-major kernel output -> named columns (views where no conversion is needed)."""
+    out: dict[str, np.ndarray] = {
+        "ts": oi[O_TS],
+        "instrument_id": oi[O_IID],
+        "trade_date": _trade_date(oi[O_SEG_START]),
+        "in_session": oi[O_SEG_KIND] == 1,
+        "book_valid": oi[O_STATUS] == ST_VALID,
+        "crossed": oi[O_STATUS] == ST_CROSSED,
+        "mid_close": of[O_MID_CLOSE],
+        "microprice_close": of[O_MICRO_CLOSE],
+    }
+    for k, name in enumerate(_SUM_COLS):
+        out[name] = oi[O_SUMS + k] / 1e9 if name.endswith("_s") or name.startswith("_tw") else oi[O_SUMS + k]
+    for m in range(N_LEVELS):
+        out[f"bid_sz_{m:02d}"] = oi[O_BID_SZ + m]
+        out[f"ask_sz_{m:02d}"] = oi[O_ASK_SZ + m]
+        out[f"bid_px_{m:02d}"] = of[O_BID_PX + m]
+        out[f"ask_px_{m:02d}"] = of[O_ASK_PX + m]
+        out[f"tw_depth_l{m + 1}"] = (
+            oi[O_SUMS + _SUM_COLS.index(f"_tw_bid_{m}")] + oi[O_SUMS + _SUM_COLS.index(f"_tw_ask_{m}")]
+        ) / 1e9
+    out["tw_bid_sz_l1"] = out["_tw_bid_0"]
+    out["tw_ask_sz_l1"] = out["_tw_ask_0"]
+    for k, name in enumerate(_FLOAT_COLS):
+        out[name] = of[O_FLOATS + k] / 1e9 if name.startswith("tw_") else of[O_FLOATS + k]
     book_s = out["book_s"]
-    out["crossed_share"] = np.divide(
-        out["crossed_s"], book_s, out=np.zeros_like(book_s), where=book_s > 0
-    )
+    out["crossed_share"] = np.divide(out["crossed_s"], book_s, out=np.zeros_like(book_s), where=book_s > 0)
     return {name: out[name] for name in SECOND_COLUMNS}
 
 

@@ -21,11 +21,9 @@ class SyntheticMarketRunConfig(dg.Config):
 
     seed: int = _DEFAULT.seed
     records_per_day: int = Field(
-        default=_DEFAULT.records_per_day, description="Approximate records per trade date"
+        default=120_000, description="Approximate records per trade date (enough that no in-session minute is empty)"
     )
-    ofi_strength: float = Field(
-        default=_DEFAULT.ofi_strength, description="Planted OFI -> future mid link; 0 = none"
-    )
+    ofi_strength: float = Field(default=_DEFAULT.ofi_strength, description="Planted OFI -> future mid link; 0 = none")
     roll_date: str | None = Field(
         default=_DEFAULT.roll_date.isoformat() if _DEFAULT.roll_date else None,
         description="Trade dates from this one on trade the next contract (new instrument_id)",
@@ -40,9 +38,7 @@ class SyntheticMarketRunConfig(dg.Config):
         )
 
 
-@dg.op(
-    description="Write one trade date of synthetic MNQ MBP-10 records as a .dbn.zst file into the landing folder"
-)
+@dg.op(description="Write one trade date of synthetic MNQ MBP-10 records as a .dbn.zst file into the landing folder")
 def write_synthetic_day(
     context: dg.OpExecutionContext, config: SyntheticMarketRunConfig, landing: LandingResource
 ) -> str:
