@@ -38,6 +38,7 @@ __all__ = [
     "HmmConfig",
     "Normalisation",
     "load_catalog",
+    "load_documents",
     "load_feature_set",
     "parse_catalog",
 ]
@@ -430,7 +431,9 @@ def _set_members(name: str, raw_sets: Mapping[str, Any], source: str, stack: tup
     return base + [f for f in raw.get("add") or [] if f not in base]
 
 
-def parse_catalog(features_doc: Mapping[str, Any], sets_doc: Mapping[str, Any], source: str = "<dict>") -> FeatureCatalog:
+def parse_catalog(
+    features_doc: Mapping[str, Any], sets_doc: Mapping[str, Any], source: str = "<dict>"
+) -> FeatureCatalog:
     """Validate parsed YAML documents into a catalog; raises `FeatureSpecError` naming the culprit."""
     defaults = (features_doc.get("defaults") or {}).get("normalise") or {}
     raw_hmm = features_doc.get("hmm") or {}
@@ -464,17 +467,26 @@ def parse_catalog(features_doc: Mapping[str, Any], sets_doc: Mapping[str, Any], 
     return FeatureCatalog(features, sets, hmm, source)
 
 
-def load_catalog(directory: str | Path | None = None) -> FeatureCatalog:
-    """Read `features.yaml` and `sets.yaml` from `directory` (default: this package)."""
+def load_documents(directory: str | Path | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The parsed `features.yaml` and `sets.yaml` of `directory` (default: this package), unvalidated."""
     d = Path(directory) if directory is not None else SPEC_DIR
     docs = []
     for fname in ("features.yaml", "sets.yaml"):
         path = d / fname
         try:
-            docs.append(yaml.safe_load(path.read_text()) or {})
+            doc = yaml.safe_load(path.read_text()) or {}
         except (OSError, yaml.YAMLError) as e:
             raise FeatureSpecError(f"{path}: cannot read feature spec: {e}") from e
-    return parse_catalog(docs[0], docs[1], source=str(d))
+        if not isinstance(doc, dict):
+            raise FeatureSpecError(f"{path}: expected a mapping at the top level")
+        docs.append(doc)
+    return docs[0], docs[1]
+
+
+def load_catalog(directory: str | Path | None = None) -> FeatureCatalog:
+    """Read and validate `features.yaml` and `sets.yaml` from `directory` (default: this package)."""
+    features_doc, sets_doc = load_documents(directory)
+    return parse_catalog(features_doc, sets_doc, source=str(Path(directory) if directory else SPEC_DIR))
 
 
 def load_feature_set(name: str, directory: str | Path | None = None) -> FeatureSet:

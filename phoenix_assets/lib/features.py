@@ -77,7 +77,7 @@ ID_COLUMNS = ["ts", "trade_date", "instrument_id"]
 PRICE_COLUMNS = ["open", "close"]
 SESSION = ["instrument_id", "trade_date"]
 MIN_SESSION_BARS = 600  # warm-up sizing: a session has at least this many 1m bars (holiday half days ~1150)
-HOLIDAY_MARGIN_DAYS = 2  # weekdays without data (exchange holidays) inside the warm-up
+HOLIDAY_MARGIN_DAYS = 1  # weekdays without data (exchange holidays) inside the warm-up
 _CT = "America/Chicago"
 _SESSION_OPEN_MINUTE = 17 * 60
 
@@ -99,12 +99,8 @@ def _resample(f: pl.DataFrame, minutes: int, columns: Sequence[str]) -> pl.DataF
     exprs = []
     for c in columns:
         how = agg[RESAMPLE_AGG[c]]
-        e = pl.col(c)
-        if how in ("first", "last"):
-            e = getattr(e.drop_nulls(), how)()
-        else:
-            e = getattr(e, how)()
-        exprs.append(e.alias(c))
+        e = pl.col(c).drop_nulls() if how in ("first", "last") else pl.col(c)
+        exprs.append(getattr(e, how)().alias(c))
     return (
         f.with_columns(_start=pl.col("ts").dt.truncate(f"{minutes}m"))
         .group_by(*SESSION, "_start", maintain_order=True)
@@ -293,16 +289,23 @@ def _compute_timeframe(f: pl.DataFrame, defs: Sequence[FeatureDef]) -> pl.DataFr
         raw = f[f"_raw_{d.name}"]
         full = f[f"_full_{d.name}"]
         if d.normalise is None:
-            cols += [raw.fill_nan(None).alias(d.name), (full & raw.is_not_null() & raw.is_not_nan()).alias(f"_warm_{d.name}")]
+            cols += [
+                raw.fill_nan(None).alias(d.name),
+                (full & raw.is_not_null() & raw.is_not_nan()).alias(f"_warm_{d.name}"),
+            ]
             continue
         n = d.normalise
-        z, count = rolling_zscore(raw.fill_null(np.nan).to_numpy(), groups[n.span_sessions], n.window, n.min_periods, n.clip)
+        z, count = rolling_zscore(
+            raw.fill_null(np.nan).to_numpy(), groups[n.span_sessions], n.window, n.min_periods, n.clip
+        )
         zs = pl.Series(d.name, z).fill_nan(None)
         cols += [zs, (full & zs.is_not_null() & pl.Series(count >= n.min_periods)).alias(f"_warm_{d.name}")]
     return f.select(*ID_COLUMNS).with_columns(cols)
 
 
-def _regime_columns(f: pl.DataFrame, defs: Sequence[FeatureDef], regimes: pl.DataFrame | None, n_states: int) -> pl.DataFrame:
+def _regime_columns(
+    f: pl.DataFrame, defs: Sequence[FeatureDef], regimes: pl.DataFrame | None, n_states: int
+) -> pl.DataFrame:
     if regimes is None:
         names = ", ".join(d.name for d in defs)
         raise FeatureSpecError(f"features {names} need `regimes` (hmm_regimes.filter_regimes output); got None")
@@ -330,7 +333,10 @@ def _attach_context(f: pl.DataFrame, ctx: pl.DataFrame, minutes: int, names: Seq
     )
     keep = [c for n in names for c in (n, f"_warm_{n}")]
     j = f.select(*SESSION, _ctx=key).join(
-        ctx.select(*SESSION, pl.col("ts").alias("_ctx"), *keep), on=[*SESSION, "_ctx"], how="left", maintain_order="left"
+        ctx.select(*SESSION, pl.col("ts").alias("_ctx"), *keep),
+        on=[*SESSION, "_ctx"],
+        how="left",
+        maintain_order="left",
     )
     return j.select(*[pl.col(c).fill_null(False) if c.startswith("_warm_") else pl.col(c) for c in keep])
 
@@ -382,24 +388,31 @@ def compute_features(
 # --- partitions ---------------------------------------------------------------------------------------
 
 
-def warmup_trade_days(spec: FeatureSet | FeatureCatalog | None = None) -> int:
-    """Trade dates of history a partition needs before its first day: the longest z-score window in
-    minutes (window x timeframe), over `MIN_SESSION_BARS` bars per session, +1, + a holiday margin.
-    Session-local transforms and the HMM filter need none (they reset every session)."""
+def warmup_trade_days(
+    spec: FeatureSet | FeatureCatalog | None = None, *, holiday_margin_days: int = HOLIDAY_MARGIN_DAYS
+) -> int:
+    """Trade dates of history a partition needs before its first day: ceil(longest z-score window in
+    minutes (window x timeframe) / `MIN_SESSION_BARS`) + a holiday margin. Session-local transforms and
+    the HMM filter need none (they restart every session)."""
     catalog = spec if isinstance(spec, FeatureCatalog) else (load_catalog() if spec is None else None)
     fset = catalog.all_features() if catalog is not None else spec
     assert isinstance(fset, FeatureSet)
     longest = max((d.normalise.window * d.timeframe_minutes for d in fset.features if d.normalise), default=0)
     if longest == 0:
         return 0
-    return math.ceil(longest / MIN_SESSION_BARS) + 1 + HOLIDAY_MARGIN_DAYS
+    return math.ceil(longest / MIN_SESSION_BARS) + holiday_margin_days
 
 
-def warmup_start(month_start: dt.date, spec: FeatureSet | FeatureCatalog | None = None) -> dt.date:
+def warmup_start(
+    month_start: dt.date,
+    spec: FeatureSet | FeatureCatalog | None = None,
+    *,
+    holiday_margin_days: int = HOLIDAY_MARGIN_DAYS,
+) -> dt.date:
     """First trade date a partition starting at `month_start` must read: compute features over
     [warmup_start, month_end] and keep trade_date >= month_start; the kept rows equal those of a longer
     run provided the warm-up sessions hold >= MIN_SESSION_BARS bars each (true of CME days)."""
-    n = warmup_trade_days(spec)
+    n = warmup_trade_days(spec, holiday_margin_days=holiday_margin_days)
     day = month_start
     while n > 0:
         day -= dt.timedelta(days=1)
@@ -440,10 +453,16 @@ def predictive_figures(
         .select("ts", "instrument_id", "next_return")
     )
     skip = set(ID_COLUMNS) | set(PRICE_COLUMNS)
-    cols = list(columns) if columns is not None else [
-        c for c in features.columns if c not in skip and not c.startswith("warm") and features[c].dtype.is_float()
-    ]
-    j = features.with_columns(pl.col("ts").cast(pl.Datetime("ns", "UTC"))).join(b, on=["ts", "instrument_id"], how="inner")
+    cols = (
+        list(columns)
+        if columns is not None
+        else [
+            c for c in features.columns if c not in skip and not c.startswith("warm") and features[c].dtype.is_float()
+        ]
+    )
+    j = features.with_columns(pl.col("ts").cast(pl.Datetime("ns", "UTC"))).join(
+        b, on=["ts", "instrument_id"], how="inner"
+    )
     if warm_only and "warm" in j.columns:
         j = j.filter(pl.col("warm"))
     j = j.filter(pl.col("next_return").is_not_null())

@@ -214,14 +214,13 @@ def log_emission(model: RegimeModel, raw: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True)
-def _forward(log_b: np.ndarray, reset: np.ndarray, startprob: np.ndarray, transmat: np.ndarray, out: np.ndarray) -> None:
+def _forward(
+    log_b: np.ndarray, reset: np.ndarray, startprob: np.ndarray, transmat: np.ndarray, out: np.ndarray
+) -> None:
     n, k = log_b.shape
     alpha = np.empty(k)
     for t in range(n):
-        if t == 0 or reset[t]:
-            prior = startprob.copy()
-        else:
-            prior = alpha @ transmat
+        prior = startprob.copy() if t == 0 or reset[t] else alpha @ transmat
         shift = log_b[t].max()
         total = 0.0
         for j in range(k):
