@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from phoenix_assets.defs.features.assets import features_1m, hmm_regime_model, hmm_regimes
 from phoenix_assets.defs.ingest.assets import raw_mbp10
 from phoenix_assets.defs.ingest.synthetic import synthetic_landing_job
 from phoenix_assets.defs.microstructure.assets import book_snapshots_1s, ofi_bars_1m
@@ -26,8 +27,14 @@ daily_job = dg.define_asset_job(
     description="One trade date: landed DBN files -> raw_mbp10 -> book_snapshots_1s -> ofi_bars_1m (with checks)",
 )
 
+features_job = dg.define_asset_job(
+    "features_job",
+    selection=dg.AssetSelection.assets("hmm_regimes", "features_1m"),
+    description="One month: HMM regimes (forward-filtered) and the point-in-time feature table",
+)
+
 defs = dg.Definitions(
-    assets=[raw_mbp10, book_snapshots_1s, ofi_bars_1m],
-    jobs=[synthetic_landing_job, daily_job],
+    assets=[raw_mbp10, book_snapshots_1s, ofi_bars_1m, hmm_regime_model, hmm_regimes, features_1m],
+    jobs=[synthetic_landing_job, daily_job, features_job],
     resources=resources(),
 )

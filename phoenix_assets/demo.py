@@ -12,7 +12,7 @@ import sys
 
 import dagster as dg
 
-from phoenix_assets.definitions import defs
+from phoenix_assets.definitions import defs, resources
 from phoenix_assets.lib import cme_calendar as cal
 
 DEMO_START = dt.date(2024, 3, 13)
@@ -51,6 +51,45 @@ def run_demo(start: dt.date, end: dt.date, instance: dg.DagsterInstance) -> bool
             print(f"{key:<12}{'daily_job':<22}FAILED")
         blocking_failed = [c for c in checks if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR]
         ok = ok and landed.success and ingested.success and not blocking_failed
+    return ok and run_features(start, end, instance)
+
+
+def run_features(start: dt.date, end: dt.date, instance: dg.DagsterInstance) -> bool:
+    """Fit the HMM on the demo window, then regimes and features for each month it touches."""
+    model = dg.materialize(
+        list(defs.assets or []),
+        selection=["hmm_regime_model"],
+        instance=instance,
+        resources=resources(),
+        run_config={
+            **QUIET,
+            "ops": {"hmm_regime_model": {"config": {"train_start": str(start), "train_end": str(end)}}},
+        },
+        raise_on_error=False,
+    )
+    meta = model.get_asset_materialization_events()[0].materialization.metadata if model.success else {}
+    print(
+        f"{'-':<12}{'hmm_regime_model':<22}{'ok' if model.success else 'FAILED':<10}"
+        f"{'log-likelihood ' + format(meta['log_likelihood'].value, '.0f') if meta else ''}"
+    )
+    ok = model.success
+    features_job = defs.resolve_job_def("features_job")
+    for month in sorted({d.replace(day=1) for d in cal.trade_dates_between(start, end)}):
+        result = features_job.execute_in_process(
+            partition_key=month.isoformat(), instance=instance, raise_on_error=False, run_config=QUIET
+        )
+        checks = result.get_asset_check_evaluations()
+        failed = [c.check_name for c in checks if not c.passed]
+        for mat in result.get_asset_materialization_events():
+            rows = mat.materialization.metadata["dagster/row_count"].value
+            extra = mat.materialization.metadata.get("warm_rows")
+            print(
+                f"{month:%Y-%m}     {mat.asset_key.to_user_string():<22}{'ok':<10}{rows:>8} rows"
+                + (f" ({extra.value} warm), checks {len(checks) - len(failed)}/{len(checks)} passed" if extra else "")
+                + (f" (failed: {', '.join(failed)})" if failed and extra else "")
+            )
+        blocking = [c for c in checks if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR]
+        ok = ok and result.success and not blocking
     return ok
 
 

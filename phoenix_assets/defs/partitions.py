@@ -14,3 +14,6 @@ trade_date_partitions = dg.TimeWindowPartitionsDefinition(
     timezone="America/Chicago",
     end_offset=1,
 )
+
+# One partition per calendar month: the unit users backfill features in.
+month_partitions = dg.MonthlyPartitionsDefinition(start_date="2020-12-01", timezone="America/Chicago", end_offset=1)

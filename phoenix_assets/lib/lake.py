@@ -49,6 +49,26 @@ class Lake:
         """Lazy polars scan of a table (filters on partition columns prune files)."""
         return pl.scan_delta(self.table_uri(table), storage_options=self.options())
 
+    def write_artifact(self, relative_path: str, data: bytes) -> str:
+        """Store a file beside the tables (e.g. `artifacts/hmm/<version>.json`); returns its URI.
+
+        Written through pyarrow's filesystem for the root's scheme (local or S3: AWS_* env vars apply).
+        """
+        fs, path = self._artifact_fs(relative_path)
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        with fs.open_output_stream(path) as out:
+            out.write(data)
+        return f"{self.root.rstrip('/')}/{relative_path}"
+
+    def read_artifact(self, relative_path: str) -> bytes:
+        fs, path = self._artifact_fs(relative_path)
+        with fs.open_input_stream(path) as src:
+            return bytes(src.read())
+
+    def _artifact_fs(self, relative_path: str) -> tuple[pafs.FileSystem, str]:
+        fs, base = pafs.FileSystem.from_uri(self.root)
+        return fs, f"{base.rstrip('/')}/{relative_path}"
+
     def read_partition(
         self, table: str, trade_date: dt.date, columns: list[str] | None = None, order_by: str | None = None
     ) -> pl.DataFrame:

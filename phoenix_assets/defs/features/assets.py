@@ -1,0 +1,190 @@
+"""Features stage: `ofi_bars_1m` -> `hmm_regime_model` (fit on a training window) -> `hmm_regimes` and
+`features_1m` (monthly partitions). Point in time throughout: trailing windows, forward filtering only."""
+
+import datetime as dt
+import json
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from feature_specs import load_catalog
+from phoenix_assets.defs.microstructure.assets import ofi_bars_1m
+from phoenix_assets.defs.partitions import month_partitions
+from phoenix_assets.defs.resources import LakeResource
+from phoenix_assets.lib import feature_quality as fq
+from phoenix_assets.lib.features import compute_features, predictive_figures, warmup_start
+from phoenix_assets.lib.hmm_regimes import RegimeModel, filter_regimes, fit_regime_model, model_summary
+from phoenix_assets.lib.lake import Lake
+from phoenix_assets.lib.microstructure import BARS_TABLE, to_delta_arrow
+
+REGIMES_TABLE = "hmm_regimes"
+FEATURES_TABLE = "features_1m"
+MODEL_DIR = "artifacts/hmm_regime_model"
+Z_CLIP = 5.0
+
+
+def _bars(lake: Lake, start: dt.date, end: dt.date) -> pl.DataFrame:
+    """ofi_bars_1m rows with start <= trade_date <= end."""
+    if not lake.exists(BARS_TABLE):
+        return pl.DataFrame()
+    return lake.scan(BARS_TABLE).filter(pl.col("trade_date").is_between(start, end)).collect()
+
+
+def _month(context: dg.AssetExecutionContext) -> tuple[dt.date, dt.date]:
+    window = context.partition_time_window
+    return window.start.date(), (window.end - dt.timedelta(days=1)).date()
+
+
+def latest_model(lake: Lake) -> RegimeModel:
+    try:
+        pointer = json.loads(lake.read_artifact(f"{MODEL_DIR}/latest.json"))
+    except Exception as exc:
+        raise FileNotFoundError(
+            f"no HMM regime model under {lake.root}/{MODEL_DIR}: materialize hmm_regime_model first"
+        ) from exc
+    return RegimeModel.from_json(lake.read_artifact(pointer["path"]))
+
+
+class RegimeModelConfig(dg.Config):
+    train_start: str = Field(default="2024-03-13", description="First trade date of the HMM training window")
+    train_end: str = Field(default="2024-03-14", description="Last trade date of the HMM training window")
+
+
+@dg.asset(
+    group_name="features",
+    kinds={"hmmlearn"},
+    deps=[ofi_bars_1m],
+    description=(
+        "GaussianHMM (states ordered by volatility, several random starts) fit ONLY on the configured training "
+        "window of ofi_bars_1m; stored as a versioned JSON artifact beside the lake (latest.json points to it)."
+    ),
+)
+def hmm_regime_model(
+    context: dg.AssetExecutionContext, config: RegimeModelConfig, lake: LakeResource
+) -> dg.MaterializeResult:
+    the_lake = lake.lake()
+    catalog = load_catalog()
+    start, end = dt.date.fromisoformat(config.train_start), dt.date.fromisoformat(config.train_end)
+    bars = _bars(the_lake, start, end)
+    if bars.is_empty():
+        raise ValueError(f"hmm_regime_model: no ofi_bars_1m rows in the training window {start}..{end}")
+    model = fit_regime_model(bars, catalog.hmm, start, end, spec_hash=catalog.content_hash)
+    version = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{catalog.content_hash[:8]}"
+    path = f"{MODEL_DIR}/{version}.json"
+    uri = the_lake.write_artifact(path, model.to_bytes())
+    the_lake.write_artifact(f"{MODEL_DIR}/latest.json", json.dumps({"path": path, "version": version}).encode())
+    summary = model_summary(model, filter_regimes(model, bars, catalog.hmm))
+    context.log.info(
+        f"HMM fit on {start}..{end}: log-likelihood {model.log_likelihood:.1f}, converged {model.converged}"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "artifact": dg.MetadataValue.path(uri),
+            "version": version,
+            "feature_spec_hash": catalog.content_hash,
+            "training_window": f"{start}..{end}",
+            "log_likelihood": float(model.log_likelihood),
+            "converged": bool(model.converged),
+            "transition_matrix": dg.MetadataValue.json(summary["transmat"]),
+            "state_means": dg.MetadataValue.json(summary["state_means"]),
+            "occupancy_in_training": dg.MetadataValue.json(summary.get("occupancy", {})),
+        }
+    )
+
+
+@dg.asset(
+    partitions_def=month_partitions,
+    group_name="features",
+    kinds={"deltalake"},
+    deps=[hmm_regime_model, ofi_bars_1m],
+    description="Filtered regime probabilities P(state | bars up to t) per in-session bar (forward filter only).",
+)
+def hmm_regimes(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    the_lake = lake.lake()
+    first, last = _month(context)
+    model, cfg = latest_model(the_lake), load_catalog().hmm
+    regimes = filter_regimes(model, _bars(the_lake, first, last), cfg).with_columns(month=pl.lit(first))
+    table = to_delta_arrow(regimes)
+    version = the_lake.replace_partition(REGIMES_TABLE, table.schema, table.to_batches(), "month", first)
+    summary = model_summary(model, regimes)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": regimes.height,
+            "model_training_window": f"{summary['train_start']}..{summary['train_end']}",
+            "occupancy": dg.MetadataValue.json(summary.get("occupancy", {})),
+            "delta_version": version,
+        }
+    )
+
+
+_FEATURE_CHECKS = {
+    "warm_rows_finite": ("No NaN/inf/null feature in rows flagged warm", True),
+    "zscores_within_bounds": (f"Every z-score within ±{Z_CLIP}", True),
+    "drift_vs_training": ("PSI of each feature vs the HMM training window (warns only)", False),
+}
+
+
+@dg.asset(
+    partitions_def=month_partitions,
+    group_name="features",
+    kinds={"deltalake", "polars"},
+    deps=[hmm_regime_model, ofi_bars_1m],
+    check_specs=[
+        dg.AssetCheckSpec(n, asset="features_1m", description=d, blocking=b) for n, (d, b) in _FEATURE_CHECKS.items()
+    ],
+    description=(
+        "Every feature of every set in feature_specs/, point in time: trailing z-scores, session-aware windows, "
+        "regimes by forward filtering. Reads enough earlier trade dates to warm up, so a month alone equals "
+        "the same month inside a longer run. Stores the spec's content hash in every row."
+    ),
+)
+def features_1m(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    the_lake = lake.lake()
+    catalog = load_catalog()
+    first, last = _month(context)
+    bars = _bars(the_lake, warmup_start(first, catalog), last)
+    if bars.is_empty():
+        raise ValueError(f"features_1m {first:%Y-%m}: no ofi_bars_1m rows; materialize the month's days first")
+    model = latest_model(the_lake)
+    feats = compute_features(bars, catalog, filter_regimes(model, bars, catalog.hmm))
+    month = feats.filter(pl.col("trade_date").is_between(first, last)).with_columns(
+        month=pl.lit(first), feature_spec_hash=pl.lit(catalog.content_hash)
+    )
+    table = to_delta_arrow(month)
+    version = the_lake.replace_partition(FEATURES_TABLE, table.schema, table.to_batches(), "month", first)
+    reference_bars = _bars(the_lake, warmup_start(model.train_start, catalog), model.train_end)
+    reference = compute_features(reference_bars, catalog, filter_regimes(model, reference_bars, catalog.hmm))
+    reference = reference.filter(pl.col("trade_date").is_between(model.train_start, model.train_end))
+    figures = predictive_figures(month, bars, columns=["ofi_1min_zscore", "ofi_3min_cumulative_zscore"])
+    outcomes = {
+        "warm_rows_finite": fq.check_warm_rows_finite(month),
+        "zscores_within_bounds": fq.check_zscores_bounded(month, Z_CLIP),
+        "drift_vs_training": fq.check_drift(month, reference),
+    }
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": month.height,
+            "warm_rows": int(month["warm"].sum()),
+            "first_ts": str(month["ts"].min()),
+            "last_ts": str(month["ts"].max()),
+            "feature_spec_hash": catalog.content_hash,
+            "feature_sets": sorted(catalog.sets),
+            "warmup_from": warmup_start(first, catalog).isoformat(),
+            "predictive_spearman_next_return": dg.MetadataValue.json(
+                {k: (round(v, 4) if v == v else None) for k, v in figures.items()}
+            ),
+            "delta_version": version,
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                asset_key="features_1m",
+                check_name=n,
+                passed=o.passed,
+                severity=dg.AssetCheckSeverity.ERROR if _FEATURE_CHECKS[n][1] else dg.AssetCheckSeverity.WARN,
+                description=o.description,
+                metadata=o.metadata,
+            )
+            for n, o in outcomes.items()
+        ],
+    )
