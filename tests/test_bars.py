@@ -86,10 +86,17 @@ def test_bars_match_reference(esh4_bars: pl.DataFrame) -> None:
         same(name, want[name], exact=True)
     same("buy_volume", want["buy_volume"], exact=True)
     same("sell_volume", want["sell_volume"], exact=True)
+    # mean depth per level over the minute's seconds with a valid end-of-second book
+    seconds = reference_buckets(records_from_file(ESH4))
     for m in range(1, LEVELS + 1):
         same(f"ofi_l{m}", want[f"ofi_l{m}"], exact=True)
-        mean_depth = want[f"tw_depth_l{m}"] / (2 * want["valid_s"])
-        same(f"ofi_l{m}_norm", want[f"ofi_l{m}"] / mean_depth)
+        depths: dict[int, list[float]] = {}
+        for (t, _), r in seconds.items():
+            if r["status"] == "valid":
+                (_, qb), (_, qa) = r["book"]["bid"][m - 1], r["book"]["ask"][m - 1]
+                depths.setdefault(t - t % MINUTE, []).append((qb + qa) / 2)
+        mean_depth = np.array([np.mean(depths[t]) if t in depths else np.nan for t, _ in keys])
+        same(f"ofi_l{m}_norm", np.where(mean_depth > 0, want[f"ofi_l{m}"] / mean_depth, np.nan))
     no_trades = want["trade_count"] == 0
     same("ohlc_from_mid", no_trades, exact=True)
     for col, trade, mid in (

@@ -262,7 +262,7 @@ def _bucket_row(run: dict, b: int, width: int, times: list, books: list, lives: 
     row["mid_close"] = mid_of(end_book) if valid_end else math.nan
     row["microprice_close"] = micro_of(end_book) if valid_end else math.nan
     tw = {"book_s": 0.0, "valid_s": 0.0, "crossed_s": 0.0, "tw_spread": 0.0, "tw_microprice_dev": 0.0}
-    tw.update({"tw_bid_sz_l1": 0.0, "tw_ask_sz_l1": 0.0, "depth": [0.0] * LEVELS})
+    tw.update({"tw_bid_sz_l1": 0.0, "tw_ask_sz_l1": 0.0})
     for start, stop, book in lives[max(k_open, 0) : k_end + 1]:
         lo, hi = max(start, b), min(stop, b + width)
         if hi <= lo:
@@ -278,8 +278,6 @@ def _bucket_row(run: dict, b: int, width: int, times: list, books: list, lives: 
             tw["tw_microprice_dev"] += d * (micro_of(book) - mid_of(book))
             tw["tw_bid_sz_l1"] += d * book["bid"][0][1]
             tw["tw_ask_sz_l1"] += d * book["ask"][0][1]
-            for m in range(LEVELS):
-                tw["depth"][m] += d * (book["bid"][m][1] + book["ask"][m][1])
     row.update(tw)
     return row
 
@@ -325,7 +323,6 @@ def reference_columns(keys: list[tuple[int, int]], ref: dict[tuple[int, int], di
         cols[name] = np.array([r[name] for r in rows], dtype=np.int64)
     for m in range(LEVELS):
         cols[f"ofi_l{m + 1}"] = np.array([r["ofi"][m] for r in rows], dtype=np.int64)
-        cols[f"tw_depth_l{m + 1}"] = np.array([r["depth"][m] for r in rows])
         for side in ("bid", "ask"):
             levels = [r["book"][side][m] if r["book"] else (None, 0) for r in rows]
             cols[f"{side}_sz_{m:02d}"] = np.array([q for _, q in levels], dtype=np.int64)
@@ -540,6 +537,14 @@ def test_clear_action_restates() -> None:
     assert out["book_valid"].tolist() == [True, False, True]
 
 
+def test_empty_first_state_starts_the_book_clock() -> None:
+    """An all-empty first state is a book (one-sided), alive from its own ts_recv."""
+    out = run([rec(T0 + NS // 2, book([], [])), rec(T0 + NS + NS // 2, BASE)])
+    assert out["book_s"].tolist() == [0.5, 1.0]
+    assert out["valid_s"].tolist() == [0.0, 0.5]
+    assert out["ofi_l1"].tolist() == [0, 5 - 4]
+
+
 def test_crossed_books_are_excluded() -> None:
     locked = book([(100.5, 3)], [(100.5, 2)])
     crossed = book([(100.75, 3)], [(100.5, 2)])
@@ -666,7 +671,7 @@ def test_time_weighting_and_microprice() -> None:
     np.testing.assert_allclose(out["tw_spread"], [0.5 * 0.5 + 0.25 * 0.25, 0.25])
     np.testing.assert_allclose(out["tw_microprice_dev"], [0.5 * 0.125, 0.0])
     np.testing.assert_allclose(out["tw_bid_sz_l1"], [0.5 * 3 + 0.25 * 1, 1.0])
-    np.testing.assert_allclose(out["tw_depth_l1"], [0.5 * 4 + 0.25 * 2, 2.0])
+    np.testing.assert_allclose(out["tw_ask_sz_l1"], [0.5 * 1 + 0.25 * 1, 1.0])
     assert out["mid_open"].tolist() == [100.25, 100.375]
     assert out["mid_high"].tolist() == [100.375, 100.375]
     assert out["mid_low"].tolist() == [100.25, 100.375]
@@ -690,6 +695,15 @@ def test_backwards_ts_recv_is_clamped() -> None:
     out = book_ofi_1s([arrays([rec(T0 + NS, BASE), rec(T0 + 10, book([(100.0, 6)], [(100.5, 4)]))])], state)
     assert out["ts"].tolist() == [T0 + NS] and out["ofi_l1"].tolist() == [1]
     assert state.diagnostics()["ts_recv_clamped"] == 1
+
+
+def test_records_far_out_of_order_extend_the_session_table() -> None:
+    """Only a chunk's first and last ts_recv size the session table; the kernel asks for more."""
+    early = T0 - 5 * 86_400 * NS  # five days earlier, another instrument (so not clamped)
+    out = run([rec(T0, BASE), rec(early, BASE, iid=2), rec(T0 + 1, BASE)])
+    assert out["ts"].tolist() == [T0, early, T0]
+    assert out["instrument_id"].tolist() == [1, 2, 1]
+    assert out["trade_date"].astype(str).tolist() == ["2024-03-12", "2024-03-07", "2024-03-12"]
 
 
 def test_empty_chunk_and_flush_twice() -> None:

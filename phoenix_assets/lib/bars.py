@@ -11,9 +11,10 @@ Bar definitions (minute [t, t+60s) by `ts_recv`; bars exist for minutes with at 
                            the mid (first valid mid, its high / low, end-of-minute mid), `ohlc_from_mid`.
     vwap_num, vwap_den     sum of price x size and of size over trades; vwap = num / den.
     ofi_lm                 sum of the seconds' ofi_lm (contracts), m = 1..10.
-    ofi_lm_norm            ofi_lm / mean depth at level m, the mean being the time-weighted average of
-                           (bid + ask size at level m) / 2 over the minute's valid-book time: depth-
-                           normalised OFI as in Cont, Cucuringu & Zhang (2023), "Cross-impact of
+    ofi_lm_norm            ofi_lm / mean depth at level m, the mean being the average of
+                           (bid + ask size at level m) / 2 over the minute's seconds whose end-of-second
+                           book is valid (the dense grid makes this a 1-second-sampled time average):
+                           depth-normalised OFI as in Cont, Cucuringu & Zhang (2023), "Cross-impact of
                            order flow imbalance in equity markets", Quantitative Finance 23(10), eq. (3),
                            with time instead of event averaging and one level's depth per level.
     mid_open / mid_close   mid at the minute's start (or its first valid mid) / at its end (null when
@@ -110,6 +111,12 @@ def ofi_bars_1m(
         minute=pl.col("ts").dt.truncate("1m"),
         depth_bid_total=pl.sum_horizontal(level_columns("bid_sz")),
         depth_ask_total=pl.sum_horizontal(level_columns("ask_sz")),
+        **{
+            f"_depth_l{m}": pl.when("book_valid").then(
+                (pl.col(f"bid_sz_{m - 1:02d}") + pl.col(f"ask_sz_{m - 1:02d}")) / 2.0
+            )
+            for m in LEVELS
+        },
     )
     sums = [
         "n_records",
@@ -129,7 +136,6 @@ def ofi_bars_1m(
         "tw_microprice_dev",
         "tw_bid_sz_l1",
         "tw_ask_sz_l1",
-        *[f"tw_depth_l{m}" for m in LEVELS],
     ]
     last = [
         "book_valid",
@@ -155,6 +161,7 @@ def ofi_bars_1m(
         pl.col("mid_low").min(),
         *[pl.col(c).sum() for c in sums],
         *[pl.col(c).last() for c in last],
+        *[pl.col(f"_depth_l{m}").mean() for m in LEVELS],
     )
     g = g.filter(pl.col("n_records") > 0)
     valid_s = pl.col("valid_s")
@@ -168,12 +175,7 @@ def ofi_bars_1m(
         vwap_num=pl.col("notional"),
         vwap_den=pl.col("volume"),
         vwap=pl.when(no_trades).then(None).otherwise(_safe_div(pl.col("notional"), pl.col("volume"))),
-        **{
-            f"ofi_l{m}_norm": _safe_div(
-                pl.col(f"ofi_l{m}").cast(pl.Float64), _safe_div(pl.col(f"tw_depth_l{m}"), 2.0 * valid_s)
-            )
-            for m in LEVELS
-        },
+        **{f"ofi_l{m}_norm": _safe_div(pl.col(f"ofi_l{m}").cast(pl.Float64), pl.col(f"_depth_l{m}")) for m in LEVELS},
         microprice_dev_ticks_close=(pl.col("microprice_close") - pl.col("mid_close")) / tick_size,
         microprice_dev_ticks_mean=_safe_div(pl.col("tw_microprice_dev"), valid_s) / tick_size,
         spread_ticks_close=pl.when("book_valid").then((pl.col("ask_px_00") - pl.col("bid_px_00")) / tick_size),

@@ -45,8 +45,8 @@ Definitions (what the numbers mean)
         `ts_recv` to the next state's (or to the end of the second in which its run ends). Time-weighted
         columns integrate over the part of that life inside the second, in seconds: `valid_s`,
         `crossed_s` and `book_s` (time with any state); `tw_spread`, `tw_microprice_dev` (points x s),
-        `tw_bid_sz_l1`, `tw_ask_sz_l1` and `tw_depth_lm` = integral of (bid + ask size at level m)
-        (contracts x s) accumulate over valid time only, so `tw_x / valid_s` is the time-weighted mean.
+        `tw_bid_sz_l1`, `tw_ask_sz_l1` (contracts x s) accumulate over valid time only, so
+        `tw_x / valid_s` is the time-weighted mean. Times are summed as integer nanoseconds.
     Runs, resets and the dense grid
         A run is a stretch of records of one instrument inside one session segment. Segments are the
         halt + pre-open [16:00, 17:00 CT) and continuous trading [17:00 CT, 16:00 CT next day): a new
@@ -105,14 +105,13 @@ _SIDE_CODES = {c: ord(c) for c in "ABN"}
     I_PENDING_SNAPSHOT,
     I_BUCKET_OPEN,
     I_BUCKET_SEC,
-    I_TW_T,  # the top of book's time integrals are done up to here
+    I_TW_T,  # the time integrals are done up to here
     I_RESETS_INSTRUMENT,
     I_RESETS_SESSION,
     I_TS_CLAMPED,
 ) = range(13)
-I_DEP_T = 13  # 10 slots: level m's size integrals are done up to here
 # int64 sums of the open second (zeroed when it opens), in output order; time integrals in ns
-I_SUMS = I_DEP_T + N_LEVELS
+I_SUMS = 13
 (
     I_N_RECORDS,
     I_N_EVENTS,
@@ -124,12 +123,8 @@ I_SUMS = I_DEP_T + N_LEVELS
     I_SELL_VOLUME,
 ) = range(I_SUMS, I_SUMS + 8)
 I_OFI = I_SUMS + 8  # 10 slots
-I_BOOK_NS = I_OFI + N_LEVELS
-I_VALID_NS = I_BOOK_NS + 1
-I_CROSSED_NS = I_BOOK_NS + 2
-I_TW_BID = I_BOOK_NS + 3  # 10 slots, contracts x ns over valid time
-I_TW_ASK = I_TW_BID + N_LEVELS  # 10 slots
-N_ISTATE = I_TW_ASK + N_LEVELS
+(I_BOOK_NS, I_VALID_NS, I_CROSSED_NS, I_TW_BID1, I_TW_ASK1) = range(I_OFI + N_LEVELS, I_OFI + N_LEVELS + 5)
+N_ISTATE = I_TW_ASK1 + 1
 N_SUMS = N_ISTATE - I_SUMS
 # float64 of the open second
 (
@@ -158,8 +153,8 @@ _COUNT_COLS = [
     "buy_volume",
     "sell_volume",
 ]
-_TW_SIDE_COLS = [f"_tw_bid_{m}" for m in range(N_LEVELS)] + [f"_tw_ask_{m}" for m in range(N_LEVELS)]
-_SUM_COLS = [*_COUNT_COLS, *_OFI_COLS, "book_s", "valid_s", "crossed_s", *_TW_SIDE_COLS]  # I_SUMS order
+_TW_COLS = ["book_s", "valid_s", "crossed_s", "tw_bid_sz_l1", "tw_ask_sz_l1"]  # ns in the kernel
+_SUM_COLS = [*_COUNT_COLS, *_OFI_COLS, *_TW_COLS]  # in I_SUMS order
 O_TS, O_IID, O_SEG_START, O_SEG_KIND, O_STATUS, O_SUMS = 0, 1, 2, 3, 4, 5  # O_SUMS: N_SUMS slots
 O_BID_SZ = O_SUMS + N_SUMS
 O_ASK_SZ = O_BID_SZ + N_LEVELS
@@ -183,7 +178,6 @@ _FLOAT_COLS = [
     "mid_high",
     "mid_low",
 ]  # in F_* order
-_TW_COLS = ["tw_bid_sz_l1", "tw_ask_sz_l1", *[f"tw_depth_l{m + 1}" for m in range(N_LEVELS)]]
 
 SECOND_COLUMNS: dict[str, np.dtype] = {
     "ts": np.dtype(np.int64),  # second start, UTC ns
@@ -199,7 +193,7 @@ SECOND_COLUMNS: dict[str, np.dtype] = {
     **{c: np.dtype(np.float64) for c in ("trade_open", "trade_high", "trade_low", "trade_close", "notional")},
     **{c: np.dtype(np.float64) for c in ("mid_open", "mid_high", "mid_low", "mid_close", "microprice_close")},
     **{c: np.dtype(np.float64) for c in ("book_s", "valid_s", "crossed_s", "tw_spread", "tw_microprice_dev")},
-    **{c: np.dtype(np.float64) for c in _TW_COLS},
+    **{c: np.dtype(np.float64) for c in _TW_COLS[3:]},
     "crossed_share": np.dtype(np.float64),  # crossed_s / book_s (0 when no book)
 }
 """Columns of a `process_chunk` / `flush` result, in order, with their NumPy dtypes."""
@@ -208,23 +202,21 @@ SECOND_COLUMNS: dict[str, np.dtype] = {
 class BookArrays(NamedTuple):
     """One slice of the record stream as columns; prices int64 fixed point (1e-9), UNDEF_PRICE = empty.
 
-    Level arrays are (n, 10); they may be strided views into a DBN structured array (no copy).
+    Integer columns may be signed or unsigned (DBN's own types) and strided views into a DBN
+    structured array; level arrays are (n, 10).
     """
 
-    ts_recv: np.ndarray  # int64
-    instrument_id: np.ndarray  # int64
+    ts_recv: np.ndarray  # int64 / uint64 ns
+    instrument_id: np.ndarray  # int64 / uint32
     action: np.ndarray  # uint8 ASCII code
     side: np.ndarray  # uint8 ASCII code
     flags: np.ndarray  # uint8
     price: np.ndarray  # int64
-    size: np.ndarray  # int64
+    size: np.ndarray  # int64 / uint32
     bid_px: np.ndarray
     ask_px: np.ndarray
     bid_sz: np.ndarray
     ask_sz: np.ndarray
-
-    def __len__(self) -> int:  # type: ignore[override]
-        return len(self.ts_recv)
 
     def slice(self, start: int, stop: int) -> BookArrays:
         """Rows [start, stop) (views)."""
@@ -247,16 +239,17 @@ def _level_view(chunk: np.ndarray, field: str) -> np.ndarray:
 def arrays_from_dbn(chunk: np.ndarray) -> BookArrays:
     """A DBN MBP-10 structured array (`DBNStore.to_ndarray`, `iter_mbp10_arrays`) -> kernel columns.
 
-    The 40 level columns are zero-copy strided views; only the 7 header columns are copied.
+    Zero-copy: every column is a strided view into the records (DBN's unsigned types; the kernel
+    widens on read), so the kernel streams the records once.
     """
     return BookArrays(
-        ts_recv=chunk["ts_recv"].astype(np.int64),
-        instrument_id=chunk["instrument_id"].astype(np.int64),
-        action=np.ascontiguousarray(chunk["action"]).view(np.uint8),
-        side=np.ascontiguousarray(chunk["side"]).view(np.uint8),
-        flags=chunk["flags"].astype(np.uint8),
-        price=chunk["price"].astype(np.int64),
-        size=chunk["size"].astype(np.int64),
+        ts_recv=chunk["ts_recv"],
+        instrument_id=chunk["instrument_id"],
+        action=chunk["action"].view(np.uint8),
+        side=chunk["side"].view(np.uint8),
+        flags=chunk["flags"],
+        price=chunk["price"],
+        size=chunk["size"],
         bid_px=_level_view(chunk, "bid_px"),
         ask_px=_level_view(chunk, "ask_px"),
         bid_sz=_level_view(chunk, "bid_sz"),
@@ -265,10 +258,13 @@ def arrays_from_dbn(chunk: np.ndarray) -> BookArrays:
 
 
 def arrays_from_raw(frame: pl.DataFrame) -> BookArrays:
-    """Rows of the `raw_mbp10` table (already in feed order: sort by `record_index`) -> kernel columns.
+    """Rows of the `raw_mbp10` table -> kernel columns, in feed order (sorted by `record_index` when
+    the frame has it and is not sorted yet: Delta does not keep row order).
 
     Null prices (the table's undefined prices) become UNDEF_PRICE again.
     """
+    if "record_index" in frame.columns and not frame["record_index"].is_sorted():
+        frame = frame.sort("record_index")
 
     def levels(field: str, fill: int | None) -> np.ndarray:
         cols = frame.select(level_columns(field))
@@ -314,16 +310,13 @@ def session_bounds(lo_ns: int, hi_ns: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 # --- the kernel -----------------------------------------------------------------------------------------
-# Time integrals are lazy: the top-of-book ones (book/valid/crossed time, spread, microprice - mid) are
-# brought up to date only when level 1 or the status changes, level m's size integrals only when level
-# m changes (or the status does), and everything at the end of each second. The integrals are piecewise
-# constant between those points, so this is exact (integer ns x contracts); it lets an event that
-# touches one level cost one level's work.
 
 
 @njit(cache=True, inline="always")
-def _integrate_top(ist: np.ndarray, fst: np.ndarray, book: np.ndarray, t: np.int64) -> None:
-    """Bring the top-of-book integrals of the state in force up to t."""
+def _integrate(ist: np.ndarray, fst: np.ndarray, book: np.ndarray, t: np.int64) -> None:
+    """Bring the time integrals of the state in force up to t. They depend on the best level and the
+    status only, so the kernel calls this when either changes (and at the end of each second): the
+    integrand is constant in between, the result is the same as integrating at every state."""
     t0 = ist[I_TW_T]
     if t <= t0:
         return
@@ -343,23 +336,8 @@ def _integrate_top(ist: np.ndarray, fst: np.ndarray, book: np.ndarray, t: np.int
         fst[F_TW_SPREAD] += d * spread
         if qb + qa > 0:
             fst[F_TW_MICRODEV] += d * (spread * (qb - qa) / (2.0 * (qb + qa)))
-
-
-@njit(cache=True, inline="always")
-def _integrate_level(ist: np.ndarray, book: np.ndarray, m: int, t: np.int64) -> None:
-    """Bring level m's size integrals up to t (they accrue over valid time only)."""
-    if ist[I_STATUS] == ST_VALID:
-        d = t - ist[I_DEP_T + m]
-        ist[I_TW_BID + m] += d * book[2, m]
-        ist[I_TW_ASK + m] += d * book[3, m]
-    ist[I_DEP_T + m] = t
-
-
-@njit(cache=True)
-def _integrate_all(ist: np.ndarray, fst: np.ndarray, book: np.ndarray, t: np.int64) -> None:
-    _integrate_top(ist, fst, book, t)
-    for m in range(N_LEVELS):
-        _integrate_level(ist, book, m, t)
+        ist[I_TW_BID1] += d * qb
+        ist[I_TW_ASK1] += d * qa
 
 
 @njit(cache=True, inline="always")
@@ -372,7 +350,6 @@ def _open_bucket(ist: np.ndarray, fst: np.ndarray, book: np.ndarray, sec: np.int
     ist[I_BUCKET_OPEN] = 1
     ist[I_BUCKET_SEC] = sec
     ist[I_TW_T] = sec
-    ist[I_DEP_T : I_DEP_T + N_LEVELS] = sec
     ist[I_SUMS:] = 0
     fst[:] = 0.0
     fst[F_TRADE_OPEN] = np.nan
@@ -390,7 +367,7 @@ def _close_bucket(ist: np.ndarray, fst: np.ndarray, book: np.ndarray, oi: np.nda
     """Finish the open second (state alive to its end) and write it as row `row` of the row-major
     staging block (oi, of)."""
     sec = ist[I_BUCKET_SEC]
-    _integrate_all(ist, fst, book, sec + NS_PER_SECOND)
+    _integrate(ist, fst, book, sec + NS_PER_SECOND)
     status = ist[I_STATUS]
     oi[row, O_TS] = sec
     oi[row, O_IID] = ist[I_IID]
@@ -492,12 +469,13 @@ def _process(
     of: np.ndarray,
     si: np.ndarray,
     sf: np.ndarray,
-) -> tuple[int, int]:
+) -> tuple[int, int, bool]:
     """Apply records [start, n) to the state, writing completed seconds into oi/of (column-major,
     staged through the row-major blocks si/sf).
 
-    Returns (rows written, next record). Stops early, before touching record i, when the output is
-    full; calling again from the returned index resumes exactly (state is only in ist/fst/book).
+    Returns (rows written, next record, session table too short). Stops early, before touching
+    record i, when the output is full or record i lies outside `bounds`; calling again from the
+    returned index resumes exactly (state is only in ist/fst/book).
     """
     n = ts_recv.shape[0]
     cap = oi.shape[1]
@@ -506,9 +484,10 @@ def _process(
     row = 0
     j = 0
     i = start
+    need_bounds = False
     while i < n:
-        inst = instrument_id[i]
-        t = ts_recv[i]
+        inst = np.int64(instrument_id[i])
+        t = np.int64(ts_recv[i])
         same_inst = ist[I_HAS_RUN] == 1 and inst == ist[I_IID]
         clamped = same_inst and t < ist[I_LAST_TS]
         if clamped:
@@ -516,6 +495,9 @@ def _process(
         if ist[I_BUCKET_OPEN] == 0 or t >= ist[I_BUCKET_SEC] + NS_PER_SECOND or not same_inst:
             # leaving the open second (rare): close it, fill quiet seconds or restart the run. Segments
             # start on whole seconds, so a record inside the open second is in the open segment.
+            if t < bounds[0] or t >= bounds[nb - 1]:
+                need_bounds = True  # outside the session table: the caller extends it and resumes
+                break
             while j + 1 < nb and bounds[j + 1] <= t:
                 j += 1
             while j > 0 and bounds[j] > t:
@@ -577,42 +559,46 @@ def _process(
             status = ST_VALID if b0 < a0 else ST_CROSSED
         # flow only between two uncrossed states, never out of a re-statement
         flow = ist[I_PENDING_SNAPSHOT] == 0 and prev != ST_NONE and prev != ST_CROSSED and status != ST_CROSSED
-        if status != prev:
-            _integrate_all(ist, fst, book, t)
+        # which levels changed (a typical event touches one): unchanged ones contribute
+        # e = qb - qb - qa + qa = 0 and need no work
+        changed = 0
         for m in range(N_LEVELS):
             nbp = bid_px[i, m]
-            nbq = np.int64(bid_sz[i, m])
-            if nbp == UNDEF_PRICE:
-                nbp = EMPTY_BID
-                nbq = 0
             nap = ask_px[i, m]
-            naq = np.int64(ask_sz[i, m])
-            if nap == UNDEF_PRICE:
-                naq = 0
-            pbp = book[0, m]
-            pap = book[1, m]
-            pbq = book[2, m]
-            paq = book[3, m]
-            if nbp == pbp and nap == pap and nbq == pbq and naq == paq:
-                continue  # unchanged level: e = qb - qb - qa + qa = 0, integrals stay lazy
-            if m == 0:
-                _integrate_top(ist, fst, book, t)
-            _integrate_level(ist, book, m, t)
-            if flow:
-                e = np.int64(0)
-                if nbp >= pbp:
-                    e += nbq
-                if nbp <= pbp:
-                    e -= pbq
-                if nap <= pap:
-                    e -= naq
-                if nap >= pap:
-                    e += paq
-                ist[I_OFI + m] += e
-            book[0, m] = nbp
-            book[1, m] = nap
-            book[2, m] = nbq
-            book[3, m] = naq
+            nbq = np.int64(bid_sz[i, m]) if nbp != UNDEF_PRICE else 0
+            naq = np.int64(ask_sz[i, m]) if nap != UNDEF_PRICE else 0
+            nbp = EMPTY_BID if nbp == UNDEF_PRICE else nbp
+            diff = (nbp != book[0, m]) | (nap != book[1, m]) | (nbq != book[2, m]) | (naq != book[3, m])
+            changed |= np.int64(diff) << m
+        if (changed & 1) != 0 or status != prev:
+            _integrate(ist, fst, book, t)  # the previous best level lived until now
+        m = 0
+        while changed != 0:
+            if (changed & 1) != 0:
+                nbp = bid_px[i, m]
+                nap = ask_px[i, m]
+                nbq = np.int64(bid_sz[i, m]) if nbp != UNDEF_PRICE else 0
+                naq = np.int64(ask_sz[i, m]) if nap != UNDEF_PRICE else 0
+                nbp = EMPTY_BID if nbp == UNDEF_PRICE else nbp
+                pbp = book[0, m]
+                pap = book[1, m]
+                if flow:
+                    e = np.int64(0)
+                    if nbp >= pbp:
+                        e += nbq
+                    if nbp <= pbp:
+                        e -= book[2, m]
+                    if nap <= pap:
+                        e -= naq
+                    if nap >= pap:
+                        e += book[3, m]
+                    ist[I_OFI + m] += e
+                book[0, m] = nbp
+                book[1, m] = nap
+                book[2, m] = nbq
+                book[3, m] = naq
+            changed >>= 1
+            m += 1
         ist[I_STATUS] = status
         ist[I_N_EVENTS] += 1
         if ist[I_PENDING_SNAPSHOT] == 1:
@@ -632,7 +618,7 @@ def _process(
         i += 1
     if row % block:
         _emit_block(si, sf, oi, of, row - row % block, row % block)
-    return row, i
+    return row, i, need_bounds
 
 
 @njit(cache=True)
@@ -658,6 +644,9 @@ class BookOfiState:
     _row_limit = 1 << 20  # output rows per kernel call; more are produced by resuming the call
 
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
         self._ist = np.zeros(N_ISTATE, dtype=np.int64)
         self._fst = np.zeros(N_FSTATE, dtype=np.float64)
         self._book = np.zeros((4, N_LEVELS), dtype=np.int64)
@@ -676,8 +665,8 @@ class BookOfiState:
         if n == 0:
             return _columns(np.zeros((N_INT_OUT, 0), np.int64), np.zeros((N_FLOAT_OUT, 0)))
         ts = arrays.ts_recv
-        lo, hi = int(ts.min()), int(ts.max())
-        self._ensure_bounds(lo, max(hi, int(self._ist[I_LAST_TS])))
+        lo, hi = int(ts[0]), max(int(ts[-1]), int(self._ist[I_LAST_TS]))  # the kernel checks the rest
+        self._ensure_bounds(lo, hi)
         # one row per second spanned plus a few run changes; the loop below resumes if not enough
         first = min(lo, int(self._ist[I_BUCKET_SEC])) if self._ist[I_BUCKET_OPEN] else lo
         cap = min(max(16, (hi - first) // NS_PER_SECOND + 8), self._row_limit)
@@ -690,7 +679,7 @@ class BookOfiState:
         while i < n:
             oi = np.empty((N_INT_OUT, cap), dtype=np.int64)
             of = np.empty((N_FLOAT_OUT, cap), dtype=np.float64)
-            rows, i = _process(
+            rows, i, need_bounds = _process(
                 *arrays,
                 self._bounds,
                 self._bound_kind,
@@ -705,6 +694,9 @@ class BookOfiState:
             )
             parts_i.append(oi[:, :rows])
             parts_f.append(of[:, :rows])
+            if need_bounds:  # records out of time order reach outside the table: cover them all
+                rest = ts[i:]
+                self._ensure_bounds(min(int(rest.min()), lo), max(int(rest.max()), hi))
         if len(parts_i) == 1:
             return _columns(parts_i[0], parts_f[0])
         return _columns(np.concatenate(parts_i, axis=1), np.concatenate(parts_f, axis=1))
@@ -716,7 +708,7 @@ class BookOfiState:
         rows = _flush(self._ist, self._fst, self._book, si, sf)
         oi, of = si.T, sf.T  # one row: the row-major block is its own column-major output
         diagnostics = self._ist[[I_RESETS_INSTRUMENT, I_RESETS_SESSION, I_TS_CLAMPED]].copy()
-        self.__init__()
+        self._reset()
         self._ist[[I_RESETS_INSTRUMENT, I_RESETS_SESSION, I_TS_CLAMPED]] = diagnostics
         return _columns(oi[:, :rows], of[:, :rows])
 
@@ -730,6 +722,7 @@ class BookOfiState:
         }
 
     def copy(self) -> BookOfiState:
+        """An independent copy (e.g. to branch a live state); pickling works as well."""
         other = BookOfiState()
         other.__dict__.update({k: v.copy() for k, v in self.__dict__.items()})
         return other
@@ -757,17 +750,12 @@ def _columns(oi: np.ndarray, of: np.ndarray) -> dict[str, np.ndarray]:
         "microprice_close": of[O_MICRO_CLOSE],
     }
     for k, name in enumerate(_SUM_COLS):
-        out[name] = oi[O_SUMS + k] / 1e9 if name.endswith("_s") or name.startswith("_tw") else oi[O_SUMS + k]
+        out[name] = oi[O_SUMS + k] / 1e9 if name in _TW_COLS else oi[O_SUMS + k]
     for m in range(N_LEVELS):
         out[f"bid_sz_{m:02d}"] = oi[O_BID_SZ + m]
         out[f"ask_sz_{m:02d}"] = oi[O_ASK_SZ + m]
         out[f"bid_px_{m:02d}"] = of[O_BID_PX + m]
         out[f"ask_px_{m:02d}"] = of[O_ASK_PX + m]
-        out[f"tw_depth_l{m + 1}"] = (
-            oi[O_SUMS + _SUM_COLS.index(f"_tw_bid_{m}")] + oi[O_SUMS + _SUM_COLS.index(f"_tw_ask_{m}")]
-        ) / 1e9
-    out["tw_bid_sz_l1"] = out["_tw_bid_0"]
-    out["tw_ask_sz_l1"] = out["_tw_ask_0"]
     for k, name in enumerate(_FLOAT_COLS):
         out[name] = of[O_FLOATS + k] / 1e9 if name.startswith("tw_") else of[O_FLOATS + k]
     book_s = out["book_s"]

@@ -123,9 +123,7 @@ def iter_mbp10_arrays(info: DbnFileInfo, chunk_records: int) -> Iterator[np.ndar
         except BentoWarning as exc:
             raise DbnFileError(info.path, f"truncated after {offset} records ({exc})") from exc
         except Exception as exc:
-            raise DbnFileError(
-                info.path, f"corrupt data after {offset} records ({type(exc).__name__}: {exc})"
-            ) from exc
+            raise DbnFileError(info.path, f"corrupt data after {offset} records ({type(exc).__name__}: {exc})") from exc
 
 
 def _validate_chunk(info: DbnFileInfo, chunk: np.ndarray, offset: int) -> None:
@@ -188,9 +186,7 @@ def _prices(values: np.ndarray) -> pa.Array:
     return pa.array(raw, mask=raw == UNDEF_PRICE, type=pa.int64())
 
 
-def mbp10_batch(
-    chunk: np.ndarray, symbols: pa.Array, trade_date: dt.date, first_index: int = 0
-) -> pa.RecordBatch:
+def mbp10_batch(chunk: np.ndarray, symbols: pa.Array, trade_date: dt.date, first_index: int = 0) -> pa.RecordBatch:
     """One structured MBP-10 chunk -> an Arrow batch in the `raw_mbp10` schema (lossless).
 
     `first_index` is the `record_index` of the chunk's first record within its trade date.

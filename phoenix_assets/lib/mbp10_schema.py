@@ -48,9 +48,7 @@ _HEADER: list[tuple[str, pa.DataType]] = [
     ("ts_in_delta", pa.int32()),
     ("sequence", pa.int64()),
 ]
-_LEVELS: list[tuple[str, pa.DataType]] = [
-    (name, pa.int64()) for field in LEVEL_FIELDS for name in level_columns(field)
-]
+_LEVELS: list[tuple[str, pa.DataType]] = [(name, pa.int64()) for field in LEVEL_FIELDS for name in level_columns(field)]
 # Phoenix additions: `record_index` is the record's position in the trade date's stream (files in time
 # order, records in file order). Delta does not keep row order, and records of one event can share
 # ts_recv and sequence, so readers sort by it to recover the exact feed order (F_LAST last in its event).

@@ -63,9 +63,7 @@ class IngestStats:
             return
         self.rows += n
         self.first_ts_recv = int(ts[0]) if self.first_ts_recv is None else min(self.first_ts_recv, int(ts[0]))
-        self.last_ts_recv = (
-            int(ts.max()) if self.last_ts_recv is None else max(self.last_ts_recv, int(ts.max()))
-        )
+        self.last_ts_recv = int(ts.max()) if self.last_ts_recv is None else max(self.last_ts_recv, int(ts.max()))
         inst = chunk["instrument_id"].astype(np.int64)
         for iid in np.unique(inst):
             own = ts[inst == iid]
@@ -77,11 +75,7 @@ class IngestStats:
         in_session = ts >= session_open_ns
         session_ts = ts[in_session]
         if session_ts.size:
-            seq = (
-                session_ts
-                if self._last_session_ts is None
-                else np.concatenate([[self._last_session_ts], session_ts])
-            )
+            seq = session_ts if self._last_session_ts is None else np.concatenate([[self._last_session_ts], session_ts])
             if seq.size > 1:
                 gaps = np.diff(seq)
                 i = int(np.argmax(gaps))

@@ -99,9 +99,7 @@ def check_prices_on_grid(lake: Lake, trade_date: dt.date, tick_size: float) -> C
 
 def check_ordering(stats: IngestStats) -> CheckOutcome:
     n = stats.out_of_order
-    return CheckOutcome(
-        n == 0, f"{n} records out of ts_recv order within their instrument", {"out_of_order": n}
-    )
+    return CheckOutcome(n == 0, f"{n} records out of ts_recv order within their instrument", {"out_of_order": n})
 
 
 def check_crossed_share(stats: IngestStats, max_share: float) -> CheckOutcome:
@@ -164,9 +162,7 @@ def check_expectations(lake: Lake, trade_date: dt.date, batch_rows: int = 1_000_
         .add_batch_definition_whole_dataframe("batch")
     )
     suite = _expectation_suite()
-    dataset = lake.table(RAW_TABLE).to_pyarrow_dataset(
-        file_pruning_predicate=[("trade_date", "=", str(trade_date))]
-    )
+    dataset = lake.table(RAW_TABLE).to_pyarrow_dataset(file_pruning_predicate=[("trade_date", "=", str(trade_date))])
     unexpected: dict[str, int] = {}
     failed: set[str] = set()
     batches = 0
