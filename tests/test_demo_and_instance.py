@@ -10,6 +10,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from phoenix_assets.defs.ingest.synthetic import SyntheticMarketRunConfig
 from phoenix_assets.defs.resources import LakeResource
 from phoenix_assets.demo import run_demo
 from phoenix_assets.lib.raw_ingest import RAW_TABLE
@@ -36,8 +37,18 @@ def test_demo_lands_and_ingests_synthetic_days_across_the_roll(
     assert per_day["trade_date"].to_list() == [dt.date(2024, 3, 14), dt.date(2024, 3, 15)]
     assert per_day["ids"].to_list() == [[cfg.instrument_ids[0]], [cfg.instrument_ids[1]]]  # the roll
     assert per_day["symbols"].to_list() == [["MNQ.v.0"], ["MNQ.v.0"]]
-    assert all(0.6 * cfg.records_per_day < n < 1.4 * cfg.records_per_day for n in per_day["len"])
+    target = SyntheticMarketRunConfig().records_per_day
+    assert all(0.7 * target < n < 1.3 * target for n in per_day["len"])
     assert instance.get_materialized_partitions(dg.AssetKey("raw_mbp10")) == {"2024-03-14", "2024-03-15"}
+    for daily in ("book_snapshots_1s", "ofi_bars_1m"):
+        assert instance.get_materialized_partitions(dg.AssetKey(daily)) == {"2024-03-14", "2024-03-15"}
+    assert instance.get_materialized_partitions(dg.AssetKey("features_1m")) == {"2024-03-01"}
+    features = lake.scan("features_1m").collect()
+    assert features["trade_date"].unique().sort().to_list() == [dt.date(2024, 3, 14), dt.date(2024, 3, 15)]
+    assert features["warm"].sum() > 1000 and features["feature_spec_hash"].n_unique() == 1
+    assert set(features["instrument_id"]) == set(cfg.instrument_ids)  # the roll is inside the month
+    regimes = lake.scan("hmm_regimes").collect()
+    assert regimes.height == features.height and set(regimes["hmm_regime"]) <= {0, 1, 2}
 
 
 def test_repo_dagster_yaml_is_a_working_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
