@@ -31,6 +31,7 @@ from phoenix_assets.lib.book_kernel import (
     book_ofi_1s,
 )
 from phoenix_assets.lib.dbn_reader import inspect_dbn, iter_mbp10_arrays, mbp10_batch
+from phoenix_assets.lib.synthetic import SyntheticMarketConfig, write_day
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ESH4 = SHARED_DATA / "glbx-mdp3-esh4-20231225.mbp-10.derived-from-mbo.dbn.zst"  # crossed pre-open, open
@@ -744,6 +745,20 @@ def test_fixture_matches_reference() -> None:
     assert out["n_events"].sum() == 4
 
 
+def test_synthetic_day_matches_reference(tmp_path: Path) -> None:
+    """The synthetic day has what the real files lack: undefined levels (pre-open levels 6-10), a
+    snapshot record, a crossed pre-open, the 17:00 CT uncross and the reset there."""
+    path = write_day(dt.date(2024, 3, 12), tmp_path, SyntheticMarketConfig(records_per_day=6_000))
+    recs = load(path)
+    out = book_ofi_1s([arrays_from_dbn(recs)])
+    assert_matches_reference(out, reference_buckets(records_from_file(path)))
+    assert_same(run_chunks(recs, 7), out)
+    pre = ~out["in_session"]
+    assert np.isnan(out["bid_px_09"][pre]).all() and (out["bid_sz_09"][pre] == 0).all()
+    assert out["n_snapshots"][pre].sum() == 1 and out["crossed"][pre].any()
+    assert (out["ofi_l10"][pre] == 0).all() and out["ofi_l10"][~pre].any()  # level 10 empty pre-open
+
+
 @pytest.mark.parametrize("chunk", [7, 4096])
 def test_chunk_size_invariance(esh4: np.ndarray, esh4_out: dict[str, np.ndarray], chunk: int) -> None:
     assert_same(run_chunks(esh4, chunk), esh4_out)
@@ -782,7 +797,8 @@ def test_raw_table_path_equals_dbn_path(esh4: np.ndarray, esh4_out: dict[str, np
     batch = mbp10_batch(esh4, pa.array(["ESH4"] * len(esh4)), dt.date(2023, 12, 26))
     frame = pl.from_arrow(pa.Table.from_batches([batch]))
     assert isinstance(frame, pl.DataFrame)
-    assert_same(book_ofi_1s([arrays_from_raw(frame)]), esh4_out)
+    shuffled = frame.sample(fraction=1.0, shuffle=True, seed=1)  # as read back from Delta
+    assert_same(book_ofi_1s([arrays_from_raw(shuffled)]), esh4_out)
 
 
 def test_raw_path_keeps_undefined_levels() -> None:

@@ -63,6 +63,7 @@ Definitions (what the numbers mean)
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterable
 from typing import NamedTuple
 
@@ -223,17 +224,23 @@ class BookArrays(NamedTuple):
         return BookArrays(*(a[start:stop] for a in self))
 
 
+@functools.lru_cache(maxsize=16)
+def _level_stride(dtype: np.dtype, field: str) -> int | None:
+    """Byte step between `field_00..09` in a structured dtype, or None if they are not evenly spaced."""
+    offsets = [dtype.fields[n][1] for n in level_columns(field)]
+    step = offsets[1] - offsets[0]
+    return step if all(o == offsets[0] + i * step for i, o in enumerate(offsets)) else None
+
+
 def _level_view(chunk: np.ndarray, field: str) -> np.ndarray:
     """(n, 10) view of `field_00..09` when the levels sit at a constant stride, else a copy."""
-    names = level_columns(field)
-    offsets = [chunk.dtype.fields[n][1] for n in names]
-    step = offsets[1] - offsets[0]
-    first = chunk[names[0]]
-    if all(o == offsets[0] + i * step for i, o in enumerate(offsets)) and first.ndim == 1:
+    step = _level_stride(chunk.dtype, field)
+    first = chunk[f"{field}_00"]
+    if step is not None and first.ndim == 1:
         return np.lib.stride_tricks.as_strided(
             first, shape=(len(chunk), N_LEVELS), strides=(chunk.strides[0], step), writeable=False
         )
-    return np.stack([chunk[n] for n in names], axis=1)
+    return np.stack([chunk[n] for n in level_columns(field)], axis=1)
 
 
 def arrays_from_dbn(chunk: np.ndarray) -> BookArrays:
@@ -663,7 +670,7 @@ class BookOfiState:
         """Apply the next records; returns the completed seconds as `SECOND_COLUMNS` arrays."""
         n = len(arrays.ts_recv)
         if n == 0:
-            return _columns(np.zeros((N_INT_OUT, 0), np.int64), np.zeros((N_FLOAT_OUT, 0)))
+            return dict(_EMPTY)
         ts = arrays.ts_recv
         lo, hi = int(ts[0]), max(int(ts[-1]), int(self._ist[I_LAST_TS]))  # the kernel checks the rest
         self._ensure_bounds(lo, hi)
@@ -698,7 +705,7 @@ class BookOfiState:
                 rest = ts[i:]
                 self._ensure_bounds(min(int(rest.min()), lo), max(int(rest.max()), hi))
         if len(parts_i) == 1:
-            return _columns(parts_i[0], parts_f[0])
+            return _columns(parts_i[0], parts_f[0]) if rows else dict(_EMPTY)  # live path: mostly empty
         return _columns(np.concatenate(parts_i, axis=1), np.concatenate(parts_f, axis=1))
 
     def flush(self) -> dict[str, np.ndarray]:
@@ -710,7 +717,7 @@ class BookOfiState:
         diagnostics = self._ist[[I_RESETS_INSTRUMENT, I_RESETS_SESSION, I_TS_CLAMPED]].copy()
         self._reset()
         self._ist[[I_RESETS_INSTRUMENT, I_RESETS_SESSION, I_TS_CLAMPED]] = diagnostics
-        return _columns(oi[:, :rows], of[:, :rows])
+        return _columns(oi[:, :rows], of[:, :rows]) if rows else dict(_EMPTY)
 
     def diagnostics(self) -> dict[str, int]:
         """Counts since creation: runs restarted by an instrument change / a session break, and records
@@ -761,6 +768,9 @@ def _columns(oi: np.ndarray, of: np.ndarray) -> dict[str, np.ndarray]:
     book_s = out["book_s"]
     out["crossed_share"] = np.divide(out["crossed_s"], book_s, out=np.zeros_like(book_s), where=book_s > 0)
     return {name: out[name] for name in SECOND_COLUMNS}
+
+
+_EMPTY = _columns(np.zeros((N_INT_OUT, 0), np.int64), np.zeros((N_FLOAT_OUT, 0)))
 
 
 def book_ofi_1s(chunks: Iterable[BookArrays], state: BookOfiState | None = None) -> dict[str, np.ndarray]:
