@@ -5,6 +5,11 @@ stream and carries everything (book, open second, running sums) in small NumPy a
 into chunks of any size (1, 7, 4096, the whole day) gives bit-identical rows; `flush()` emits the last
 open second at the end of the stream.
 
+Speed (benchmarks/bench_microstructure.py): `arrays_from_dbn` hands the kernel strided views into the
+decoded DBN records (no copy); the kernel skips the levels an event did not change (their e_n is 0),
+integrates time only when the best level or the status changes, and writes rows through a small
+row-major block into column-major output, so result columns are contiguous views.
+
 Definitions (what the numbers mean)
     Book state n
         The 10-level book as of a record carrying F_LAST (0x80): Databento sets F_LAST on the last
