@@ -1,0 +1,295 @@
+"""`MnqTradingEnv`: one MNQ futures position traded on 1-minute feature bars (`features_1m`).
+
+Timeline of one step (decision index i, bars are 1-minute, ts = bar start):
+    observe   the feature rows of bars i-L+1..i (all known at the close of bar i) + agent state
+    decide    a target position q in [-1, 1] x max_contracts (action)
+    fill      at the OPEN of bar i+1, never at the close of bar i (the FinRL look-ahead bug, STYLE.md);
+              every contract traded pays commission + slippage per side
+    mark      PnL to the close of bar i+1:  point_value * (p * (open_{i+1} - close_i) + q * (close_{i+1} - open_{i+1}))
+              (p = position held through bar i; the first term is the close->open gap of the old position)
+Reward = reward_scale * (pnl - cost - shaping) in $; shaping terms are OFF by default.
+
+Sessions and forced flattening
+    A segment is a maximal run of rows with the same trade_date and instrument_id and no time gap larger
+    than `max_gap_minutes` between consecutive bar starts. A new trade_date starts at the 17:00 CT reopen,
+    so the 16:00-17:00 CT halt always ends a segment; a roll (instrument change) and a data hole do too.
+    The position held through the LAST bar of every segment is forced to 0: the decision at the close of
+    the bar before it is overridden to flat and fills at that last bar's open, so no position is carried
+    over the halt, a hole or a roll, and every fill still happens at a bar open. The final bar of the data
+    ends the last segment, so the data end is flat too, and that flattening pays costs like any fill.
+    (A decision made at the close of a segment's last bar fills at the next segment's first open.)
+    With `trade_only_warm`, a decision at a non-warm bar is forced flat as well (features incomplete).
+
+Observation (Dict)
+    window  (L, n_features + 1) float32: the last L rows of the feature columns, null/NaN -> 0, clipped to
+            +-obs_clip, plus a last column `warm` (1.0 when the row is warm, from `warm_column`, else when all
+            its features are non-null). Rows before the start of the data are zeros with warm 0. The window
+            may reach into earlier sessions: every row is point-in-time, and the warm flag says which rows
+            are incomplete.
+    agent   (3,) float32: position / max_contracts, unrealised PnL of the open position at the close of
+            bar i in units of point_value * max_contracts * upnl_scale_points (clipped), and bars held in
+            the current position / time_scale_bars (clipped).
+
+Action Box([-1], [1]): target position as a fraction of max_contracts.
+    "continuous": q = a * max_contracts (fractional contracts; a smooth relaxation for research).
+    "deadband":   whole contracts: 0 when |a| < deadband, else sign(a) * max(1, ceil((|a| - deadband) /
+                  (1 - deadband) * max_contracts)) (clamped to max_contracts); use this for realistic runs.
+
+Episodes: "random" starts at a uniformly drawn decision index (from self.np_random, so `reset(seed=s)` is
+deterministic) and runs `max_steps` steps or to the end of the data; "whole" starts at bar 0 (or
+options["start"]) and runs to the end. Running out of data or hitting max_steps is `truncated`; the env
+never reports `terminated` (there is no terminal state in a market). A max_steps truncation leaves the
+position open (the market goes on); only the end of the data forces flat.
+
+Costs (defaults, per contract per side): commission_per_side_usd 0.62 = broker commission + CME exchange
+and clearing fees + NFA fee for Micro E-mini Nasdaq-100, a typical all-in retail rate (e.g. Interactive
+Brokers' tiered schedule, 2024: ~$0.25 commission + ~$0.35 exchange + ~$0.02 regulatory); check your
+broker. Slippage 1 tick (0.25 index points = $0.50 on MNQ at point_value $2) per side: the spread is mostly
+1 tick and a market order crosses it, so ~half-spread plus a little impact per side.
+All arrays are precomputed in __init__ (numpy); `step` does no polars work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+import polars as pl
+from gymnasium import spaces
+
+__all__ = ["AGENT_STATE_DIM", "EnvConfig", "MnqTradingEnv"]
+
+ActionMode = Literal["continuous", "deadband"]
+EpisodeMode = Literal["random", "whole"]
+AGENT_STATE_DIM = 3
+REQUIRED_COLUMNS = ("ts", "trade_date", "instrument_id", "open", "close")
+_NS_PER_MINUTE = 60_000_000_000
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Everything that shapes the environment (module doc explains each rule)."""
+
+    feature_columns: tuple[str, ...]
+    lookback: int = 32
+    max_contracts: int = 1
+    point_value: float = 2.0  # $ per index point (MNQ)
+    tick_size: float = 0.25  # index points
+    commission_per_side_usd: float = 0.62  # per contract per side, incl. exchange/clearing/NFA fees
+    slippage_ticks_per_side: float = 1.0
+    reward_scale: float = 0.01  # reward = reward_scale * $ (0.01: rewards in units of $100)
+    turnover_penalty_usd: float = 0.0  # shaping: extra $ per contract traded (reward only, not equity)
+    drawdown_penalty: float = 0.0  # shaping: x increase of the episode's $ drawdown (reward only)
+    action_mode: ActionMode = "deadband"
+    deadband: float = 0.3
+    episode_mode: EpisodeMode = "random"
+    max_steps: int | None = 390
+    max_gap_minutes: float = 5.0
+    warm_column: str | None = "warm"
+    trade_only_warm: bool = True
+    obs_clip: float = 10.0
+    upnl_scale_points: float = 10.0
+    time_scale_bars: float = 60.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "feature_columns", tuple(self.feature_columns))
+        problems = []
+        if not self.feature_columns:
+            problems.append("feature_columns is empty")
+        if self.lookback < 1:
+            problems.append(f"lookback must be >= 1 (got {self.lookback})")
+        if self.max_contracts < 1:
+            problems.append(f"max_contracts must be >= 1 (got {self.max_contracts})")
+        if self.action_mode not in ("continuous", "deadband"):
+            problems.append(f"action_mode must be 'continuous' or 'deadband' (got {self.action_mode!r})")
+        if not 0.0 <= self.deadband < 1.0:
+            problems.append(f"deadband must lie in [0, 1) (got {self.deadband})")
+        if self.episode_mode not in ("random", "whole"):
+            problems.append(f"episode_mode must be 'random' or 'whole' (got {self.episode_mode!r})")
+        if self.max_steps is not None and self.max_steps < 1:
+            problems.append(f"max_steps must be >= 1 or None (got {self.max_steps})")
+        if min(self.commission_per_side_usd, self.slippage_ticks_per_side) < 0:
+            problems.append("costs must be >= 0")
+        if problems:
+            raise ValueError("EnvConfig: " + "; ".join(problems))
+
+    @property
+    def cost_per_contract_side(self) -> float:
+        """$ paid per contract per side: commission + slippage_ticks * tick_size * point_value."""
+        return self.commission_per_side_usd + self.slippage_ticks_per_side * self.tick_size * self.point_value
+
+    def replace(self, **changes: Any) -> EnvConfig:
+        return dataclasses.replace(self, **changes)
+
+
+class MnqTradingEnv(gym.Env):
+    """Gymnasium env over a `features_1m` frame (one instrument per ts); see the module doc."""
+
+    metadata = {"render_modes": []}  # noqa: RUF012 (gymnasium's class attribute)
+
+    def __init__(self, features: pl.DataFrame, config: EnvConfig) -> None:
+        super().__init__()
+        self.config = cfg = config
+        missing = [c for c in (*REQUIRED_COLUMNS, *cfg.feature_columns) if c not in features.columns]
+        if missing:
+            raise ValueError(f"MnqTradingEnv: the feature frame lacks columns {missing}")
+        n = features.height
+        if n < 2:
+            raise ValueError(f"MnqTradingEnv: need at least 2 bars, got {n}")
+        ts = features["ts"].cast(pl.Datetime("ns", "UTC")).cast(pl.Int64).to_numpy()
+        if np.any(np.diff(ts) <= 0):
+            raise ValueError(
+                "MnqTradingEnv: ts must be strictly increasing (one instrument per minute): sort by ts and keep "
+                "one contract (front month) per bar before building the env"
+            )
+        prices = features.select(pl.col("open", "close").cast(pl.Float64)).to_numpy()
+        if not np.all(np.isfinite(prices)):
+            bad = np.flatnonzero(~np.isfinite(prices).all(axis=1))[:5]
+            raise ValueError(f"MnqTradingEnv: open/close null or non-finite at rows {bad.tolist()} (drop them)")
+        self.ts_ns = ts
+        self.trade_date = features["trade_date"].cast(pl.Date).to_numpy()
+        self.open = np.ascontiguousarray(prices[:, 0])
+        self.close = np.ascontiguousarray(prices[:, 1])
+        self.n_bars = n
+
+        feats = features.select(pl.col(list(cfg.feature_columns)).cast(pl.Float64)).to_numpy()
+        finite = np.isfinite(feats)
+        if cfg.warm_column is not None and cfg.warm_column in features.columns:
+            warm = features[cfg.warm_column].fill_null(False).to_numpy().astype(bool)
+        else:
+            warm = finite.all(axis=1)
+        self.warm = warm
+        x = np.clip(np.where(finite, feats, 0.0), -cfg.obs_clip, cfg.obs_clip)
+        pad = np.zeros((cfg.lookback - 1, x.shape[1] + 1), dtype=np.float32)
+        self._window_rows = np.concatenate([pad, np.column_stack([x, warm]).astype(np.float32)])
+
+        # segments (module doc): a new one starts at a trade_date / instrument change or a gap
+        td = self.trade_date.astype("datetime64[D]").astype(np.int64)
+        iid = features["instrument_id"].to_numpy()
+        new_seg = np.ones(n, dtype=bool)
+        new_seg[1:] = (td[1:] != td[:-1]) | (iid[1:] != iid[:-1]) | (np.diff(ts) > cfg.max_gap_minutes * _NS_PER_MINUTE)
+        self.segment_last = np.append(new_seg[1:], True)
+        # decision at i must leave the position flat when bar i+1 is a segment's last bar
+        self._flat_next = np.append(self.segment_last[1:], True)
+        if cfg.trade_only_warm:
+            self._flat_next = self._flat_next | ~warm
+
+        self.feature_index = {c: k for k, c in enumerate(cfg.feature_columns)}
+        lim = np.float32(cfg.obs_clip)
+        self.observation_space = spaces.Dict(
+            {
+                "window": spaces.Box(-lim, lim, shape=(cfg.lookback, len(cfg.feature_columns) + 1), dtype=np.float32),
+                "agent": spaces.Box(-lim, lim, shape=(AGENT_STATE_DIM,), dtype=np.float32),
+            }
+        )
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
+        self._upnl_unit = cfg.point_value * cfg.max_contracts * cfg.upnl_scale_points
+        self._reset_state(0)
+
+    # --- state ------------------------------------------------------------------------------------------
+
+    def _reset_state(self, start: int) -> None:
+        self._i = start
+        self._start = start
+        self._steps = 0
+        self._pos = 0.0
+        self._entry = math.nan
+        self._held = 0
+        self._equity = 0.0
+        self._peak = 0.0
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        i, cfg = self._i, self.config
+        upnl = self._pos * (self.close[i] - self._entry) * cfg.point_value if self._pos != 0.0 else 0.0
+        lim = cfg.obs_clip
+        agent = np.array(
+            [
+                self._pos / cfg.max_contracts,
+                min(max(upnl / self._upnl_unit, -lim), lim),
+                min(self._held / cfg.time_scale_bars, lim),
+            ],
+            dtype=np.float32,
+        )
+        return {"window": self._window_rows[i : i + cfg.lookback].copy(), "agent": agent}
+
+    def target_contracts(self, action: float) -> float:
+        """Action in [-1, 1] -> target position in contracts (module doc, `action_mode`)."""
+        cfg = self.config
+        a = min(max(action, -1.0), 1.0)
+        if cfg.action_mode == "continuous":
+            return a * cfg.max_contracts
+        if abs(a) < cfg.deadband:
+            return 0.0
+        k = math.ceil((abs(a) - cfg.deadband) / (1.0 - cfg.deadband) * cfg.max_contracts)
+        return math.copysign(float(min(max(k, 1), cfg.max_contracts)), a)
+
+    # --- gymnasium API ----------------------------------------------------------------------------------
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        super().reset(seed=seed)
+        last = self.n_bars - 2  # the last index that can still fill at a next open
+        if options and "start" in options:
+            start = int(options["start"])
+            if not 0 <= start <= last:
+                raise ValueError(f"MnqTradingEnv.reset: start must lie in [0, {last}] (got {start})")
+        elif self.config.episode_mode == "whole":
+            start = 0
+        else:
+            start = int(self.np_random.integers(min(self.config.lookback - 1, last), last + 1))
+        self._reset_state(start)
+        return self._obs(), {"bar": start}
+
+    def step(self, action: np.ndarray | float) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        cfg, i = self.config, self._i
+        if i >= self.n_bars - 1:
+            raise RuntimeError("MnqTradingEnv.step called after the end of the data: call reset()")
+        a = float(np.asarray(action, dtype=np.float64).reshape(-1)[0])
+        target = 0.0 if self._flat_next[i] else self.target_contracts(a)
+        p = self._pos
+        o1 = self.open[i + 1]
+        traded = abs(target - p)
+        cost = traded * cfg.cost_per_contract_side
+        pnl_carry = p * (o1 - self.close[i]) * cfg.point_value
+        pnl_hold = target * (self.close[i + 1] - o1) * cfg.point_value
+        pnl = pnl_carry + pnl_hold
+
+        if target == 0.0:
+            self._entry, self._held = math.nan, 0
+        elif p == 0.0 or (target > 0) != (p > 0):
+            self._entry, self._held = o1, 1
+        else:
+            if abs(target) > abs(p):  # scale in: volume-weighted entry
+                self._entry = (self._entry * abs(p) + o1 * (abs(target) - abs(p))) / abs(target)
+            self._held += 1
+        self._pos = target
+
+        prev_dd = self._peak - self._equity
+        self._equity += pnl - cost
+        self._peak = max(self._peak, self._equity)
+        shaping = cfg.turnover_penalty_usd * traded + cfg.drawdown_penalty * max(self._peak - self._equity - prev_dd, 0.0)
+        reward = cfg.reward_scale * (pnl - cost - shaping)
+
+        self._i = i + 1
+        self._steps += 1
+        end_of_data = self._i >= self.n_bars - 1
+        truncated = end_of_data or (cfg.max_steps is not None and cfg.episode_mode == "random" and self._steps >= cfg.max_steps)
+        info = {
+            "bar": self._i,
+            "position_before": p,
+            "position": target,
+            "fill_price": o1,
+            "traded": target - p,
+            "cost": cost,
+            "pnl": pnl,
+            "pnl_carry": pnl_carry,
+            "pnl_hold": pnl_hold,
+            "equity": self._equity,
+            "end_of_data": end_of_data,
+        }
+        return self._obs(), float(reward), False, bool(truncated), info
