@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from phoenix_assets.defs.automation import landing_sensor, phoenix_automation, record_run_failure
 from phoenix_assets.defs.features.assets import features_1m, hmm_regime_model, hmm_regimes
 from phoenix_assets.defs.ingest.assets import raw_mbp10
 from phoenix_assets.defs.ingest.synthetic import synthetic_landing_job
@@ -36,5 +37,6 @@ features_job = dg.define_asset_job(
 defs = dg.Definitions(
     assets=[raw_mbp10, book_snapshots_1s, ofi_bars_1m, hmm_regime_model, hmm_regimes, features_1m],
     jobs=[synthetic_landing_job, daily_job, features_job],
+    sensors=[landing_sensor, phoenix_automation, record_run_failure],
     resources=resources(),
 )

@@ -9,6 +9,7 @@ import polars as pl
 from pydantic import Field
 
 from feature_specs import load_catalog
+from phoenix_assets.defs.automation import FOLLOW_MONTH_OF_DAYS
 from phoenix_assets.defs.microstructure.assets import ofi_bars_1m
 from phoenix_assets.defs.partitions import month_partitions
 from phoenix_assets.defs.resources import LakeResource
@@ -95,6 +96,7 @@ def hmm_regime_model(
 
 @dg.asset(
     partitions_def=month_partitions,
+    automation_condition=FOLLOW_MONTH_OF_DAYS,
     group_name="features",
     kinds={"deltalake"},
     deps=[hmm_regime_model, ofi_bars_1m],
@@ -127,6 +129,7 @@ _FEATURE_CHECKS = {
 
 @dg.asset(
     partitions_def=month_partitions,
+    automation_condition=FOLLOW_MONTH_OF_DAYS,
     group_name="features",
     kinds={"deltalake", "polars"},
     deps=[hmm_regime_model, ofi_bars_1m],

@@ -6,6 +6,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
+from phoenix_assets.defs.automation import FOLLOW_PARENT_PARTITION
 from phoenix_assets.defs.ingest.assets import raw_mbp10
 from phoenix_assets.defs.partitions import trade_date_partitions
 from phoenix_assets.defs.resources import LakeResource
@@ -47,6 +48,7 @@ def _results(asset: str, outcomes: dict[str, CheckOutcome]) -> list[dg.AssetChec
 
 @dg.asset(
     partitions_def=trade_date_partitions,
+    automation_condition=FOLLOW_PARENT_PARTITION,
     group_name="microstructure",
     kinds={"deltalake", "numba"},
     deps=[raw_mbp10],
@@ -104,6 +106,7 @@ class OfiBarsConfig(dg.Config):
 
 @dg.asset(
     partitions_def=trade_date_partitions,
+    automation_condition=FOLLOW_PARENT_PARTITION,
     group_name="microstructure",
     kinds={"deltalake", "polars"},
     deps=[book_snapshots_1s],
