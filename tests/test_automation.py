@@ -132,7 +132,7 @@ def _requested(result: dg.EvaluateAutomationConditionsResult) -> dict[str, set[s
     return out
 
 
-def test_new_raw_partition_requests_its_book_snapshots_only(
+def test_new_raw_partition_requests_its_day_downstream_only(
     instance: dg.DagsterInstance, lake: Lake, landing: Path
 ) -> None:
     initial = dg.evaluate_automation_conditions(defs=defs, instance=instance)  # first evaluation records state
@@ -141,7 +141,8 @@ def test_new_raw_partition_requests_its_book_snapshots_only(
     raw = dg.materialize([raw_mbp10], partition_key=ESH4_KEY, instance=instance, resources=resources(lake, landing))
     assert raw.success
     after = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=initial.cursor)
-    assert _requested(after) == {"book_snapshots_1s": {ESH4_KEY}}
+    # the day's chain in one request: a blocking check failing on book_snapshots_1s stops ofi_bars_1m in-run
+    assert _requested(after) == {"book_snapshots_1s": {ESH4_KEY}, "ofi_bars_1m": {ESH4_KEY}}
     quiet = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=after.cursor)
     assert _requested(quiet) == {}  # handled: not requested twice
 
@@ -160,7 +161,7 @@ def test_failed_blocking_check_stops_the_day(instance: dg.DagsterInstance, lake:
     fixed = dg.materialize([raw_mbp10], partition_key=ESM4_KEY, instance=instance, resources=resources(lake, landing))
     assert fixed.success
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
-    assert _requested(result) == {"book_snapshots_1s": {ESM4_KEY}}
+    assert _requested(result) == {"book_snapshots_1s": {ESM4_KEY}, "ofi_bars_1m": {ESM4_KEY}}
 
 
 def _report(instance: dg.DagsterInstance, asset: str, partition: str | None, checks: dict[str, bool]) -> None:

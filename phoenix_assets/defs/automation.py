@@ -74,13 +74,15 @@ _MODEL = dg.AssetSelection.assets("hmm_regime_model")
 # A month recomputes when a trade date of that month of ofi_bars_1m is updated. A refit of
 # hmm_regime_model does not trigger it (recomputing history after a refit is an explicit backfill);
 # the model must exist. Trade dates of the month that are missing (exchange holidays, days not
-# landed yet) do not block the month: it is recomputed as its days arrive.
+# landed yet) do not block the month: it is recomputed as its days arrive. Checks are partitioned, so
+# `all_deps_blocking_checks_passed` would demand passed checks on every day of the month, missing days
+# included; the gate is upstream instead: a day whose blocking checks failed is never followed by its
+# own downstream (FOLLOW_PARENT_PARTITION), so it cannot update ofi_bars_1m and trigger the month.
 FOLLOW_MONTH_OF_DAYS = (
     dg.AutomationCondition.any_deps_updated().ignore(_MODEL).since_last_handled()
     & ~dg.AutomationCondition.any_deps_missing().allow(_MODEL)
     & ~dg.AutomationCondition.any_deps_in_progress()
     & ~dg.AutomationCondition.in_progress()
-    & dg.AutomationCondition.all_deps_blocking_checks_passed()
 ).with_label("follow_month_of_days")
 
 phoenix_automation = dg.AutomationConditionSensorDefinition(

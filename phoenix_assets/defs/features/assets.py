@@ -10,6 +10,7 @@ from pydantic import Field
 
 from feature_specs import load_catalog
 from phoenix_assets.defs.automation import FOLLOW_MONTH_OF_DAYS
+from phoenix_assets.defs.checks import CheckTable, check_results, check_specs
 from phoenix_assets.defs.microstructure.assets import ofi_bars_1m
 from phoenix_assets.defs.partitions import month_partitions
 from phoenix_assets.defs.resources import LakeResource
@@ -120,7 +121,7 @@ def hmm_regimes(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Mat
     )
 
 
-_FEATURE_CHECKS = {
+FEATURE_CHECKS: CheckTable = {
     "warm_rows_finite": ("No NaN/inf/null feature in rows flagged warm", True),
     "zscores_within_bounds": (f"Every z-score within ±{Z_CLIP}", True),
     "drift_vs_training": ("PSI of each feature vs the HMM training window (warns only)", False),
@@ -133,9 +134,7 @@ _FEATURE_CHECKS = {
     group_name="features",
     kinds={"deltalake", "polars"},
     deps=[hmm_regime_model, ofi_bars_1m],
-    check_specs=[
-        dg.AssetCheckSpec(n, asset="features_1m", description=d, blocking=b) for n, (d, b) in _FEATURE_CHECKS.items()
-    ],
+    check_specs=check_specs("features_1m", FEATURE_CHECKS, month_partitions),
     description=(
         "Every feature of every set in feature_specs/, point in time: trailing z-scores, session-aware windows, "
         "regimes by forward filtering. Reads enough earlier trade dates to warm up, so a month alone equals "
@@ -179,15 +178,5 @@ def features_1m(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Mat
             ),
             "delta_version": version,
         },
-        check_results=[
-            dg.AssetCheckResult(
-                asset_key="features_1m",
-                check_name=n,
-                passed=o.passed,
-                severity=dg.AssetCheckSeverity.ERROR if _FEATURE_CHECKS[n][1] else dg.AssetCheckSeverity.WARN,
-                description=o.description,
-                metadata=o.metadata,
-            )
-            for n, o in outcomes.items()
-        ],
+        check_results=check_results("features_1m", FEATURE_CHECKS, outcomes),
     )

@@ -7,6 +7,7 @@ import polars as pl
 from pydantic import Field
 
 from phoenix_assets.defs.automation import FOLLOW_PARENT_PARTITION
+from phoenix_assets.defs.checks import CheckTable, check_results, check_specs
 from phoenix_assets.defs.ingest.assets import raw_mbp10
 from phoenix_assets.defs.partitions import trade_date_partitions
 from phoenix_assets.defs.resources import LakeResource
@@ -15,35 +16,21 @@ from phoenix_assets.lib import microstructure as ms
 from phoenix_assets.lib.lake import Lake
 from phoenix_assets.lib.raw_quality import CheckOutcome
 
-_SECONDS_CHECKS = {
-    "events_match_raw": "Events counted by the kernel equal the F_LAST records of raw_mbp10",
-    "spread_at_least_one_tick": "Valid (uncrossed) end-of-second books have a spread >= 1 tick",
+SECONDS_CHECKS: CheckTable = {
+    "events_match_raw": ("Events counted by the kernel equal the F_LAST records of raw_mbp10", True),
+    "spread_at_least_one_tick": ("Valid (uncrossed) end-of-second books have a spread >= 1 tick", True),
 }
-_BAR_WARN = {"bars_contiguous": "No missing minute inside continuous trading (a quiet minute warns, not blocks)"}
-_BAR_CHECKS = {
-    "no_nan_with_book": "No NaN/null book value where the end-of-minute book exists",
-    "spread_at_least_one_tick": "Uncrossed end-of-minute books have a spread >= 1 tick",
-    "ofi_sums_match_1s": "The day's OFI per level from the 1m bars equals the sum of the 1s table",
-    "volume_matches_raw": "Bar volume equals the size of the trade records in raw_mbp10",
+BAR_CHECKS: CheckTable = {
+    "no_nan_with_book": ("No NaN/null book value where the end-of-minute book exists", True),
+    "spread_at_least_one_tick": ("Uncrossed end-of-minute books have a spread >= 1 tick", True),
+    "ofi_sums_match_1s": ("The day's OFI per level from the 1m bars equals the sum of the 1s table", True),
+    "volume_matches_raw": ("Bar volume equals the size of the trade records in raw_mbp10", True),
+    "bars_contiguous": ("No missing minute inside continuous trading (a quiet minute warns, not blocks)", False),
 }
 
 
 def _iso(ts: object) -> str:
     return "n/a" if ts is None else str(ts)
-
-
-def _results(asset: str, outcomes: dict[str, CheckOutcome]) -> list[dg.AssetCheckResult]:
-    return [
-        dg.AssetCheckResult(
-            asset_key=asset,
-            check_name=n,
-            passed=o.passed,
-            severity=dg.AssetCheckSeverity.WARN if n in _BAR_WARN else dg.AssetCheckSeverity.ERROR,
-            description=o.description,
-            metadata=o.metadata,
-        )
-        for n, o in outcomes.items()
-    ]
 
 
 @dg.asset(
@@ -52,10 +39,7 @@ def _results(asset: str, outcomes: dict[str, CheckOutcome]) -> list[dg.AssetChec
     group_name="microstructure",
     kinds={"deltalake", "numba"},
     deps=[raw_mbp10],
-    check_specs=[
-        dg.AssetCheckSpec(n, asset="book_snapshots_1s", description=d, blocking=True)
-        for n, d in _SECONDS_CHECKS.items()
-    ],
+    check_specs=check_specs("book_snapshots_1s", SECONDS_CHECKS, trade_date_partitions),
     description=(
         "Per second of activity (dense inside a run): end-of-second 10-level book (index points, sizes), "
         "per-level OFI (Cont-Kukanov-Stoikov 2014; Xu-Gould-Howison 2019) summed over the second, aggressor "
@@ -86,8 +70,9 @@ def book_snapshots_1s(context: dg.AssetExecutionContext, lake: LakeResource) -> 
             **{f"kernel_{k}": v for k, v in diagnostics.items()},
             "delta_version": version,
         },
-        check_results=_results(
+        check_results=check_results(
             "book_snapshots_1s",
+            SECONDS_CHECKS,
             {
                 "events_match_raw": ms.check_events_match_raw(seconds, the_lake, trade_date),
                 "spread_at_least_one_tick": CheckOutcome(
@@ -110,10 +95,7 @@ class OfiBarsConfig(dg.Config):
     group_name="microstructure",
     kinds={"deltalake", "polars"},
     deps=[book_snapshots_1s],
-    check_specs=[
-        dg.AssetCheckSpec(n, asset="ofi_bars_1m", description=d, blocking=True) for n, d in _BAR_CHECKS.items()
-    ]
-    + [dg.AssetCheckSpec(n, asset="ofi_bars_1m", description=d) for n, d in _BAR_WARN.items()],
+    check_specs=check_specs("ofi_bars_1m", BAR_CHECKS, trade_date_partitions),
     description=(
         "One-minute order-flow bars by ts_recv: trade OHLC (mid fallback), volumes, VWAP parts, OFI per level "
         "(contracts and depth-normalised), mid, imbalance-weighted and Stoikov microprice, spread, depth, "
@@ -151,7 +133,7 @@ def ofi_bars_1m(context: dg.AssetExecutionContext, config: OfiBarsConfig, lake: 
             "stoikov_trained_on": [d.isoformat() for d in train_dates] or ["none: no earlier 1s data"],
             "delta_version": version,
         },
-        check_results=_results("ofi_bars_1m", outcomes),
+        check_results=check_results("ofi_bars_1m", BAR_CHECKS, outcomes),
     )
 
 
