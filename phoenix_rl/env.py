@@ -17,7 +17,9 @@ Sessions and forced flattening
     the bar before it is overridden to flat and fills at that last bar's open, so no position is carried
     over the halt, a hole or a roll, and every fill still happens at a bar open. The final bar of the data
     ends the last segment, so the data end is flat too, and that flattening pays costs like any fill.
-    (A decision made at the close of a segment's last bar fills at the next segment's first open.)
+    A decision made at the close of a segment's last bar is flat as well: it would fill in the next
+    segment, on information from before the halt, so every segment's first bar is also flat and the first
+    position of a session is opened at the open of its second bar.
     With `trade_only_warm`, a decision at a non-warm bar is forced flat as well (features incomplete).
 
 Observation (Dict)
@@ -173,8 +175,9 @@ class MnqTradingEnv(gym.Env):
         new_seg = np.ones(n, dtype=bool)
         new_seg[1:] = (td[1:] != td[:-1]) | (iid[1:] != iid[:-1]) | (np.diff(ts) > cfg.max_gap_minutes * _NS_PER_MINUTE)
         self.segment_last = np.append(new_seg[1:], True)
-        # decision at i must leave the position flat when bar i+1 is a segment's last bar
-        self._flat_next = np.append(self.segment_last[1:], True)
+        # decision at i is forced flat when bar i+1 is a segment's last bar, or when bar i is (its fill
+        # would land in the next segment: no decision reaches over a halt, a hole or a roll)
+        self._flat_next = np.append(self.segment_last[1:], True) | self.segment_last
         if cfg.trade_only_warm:
             self._flat_next = self._flat_next | ~warm
 
@@ -252,11 +255,11 @@ class MnqTradingEnv(gym.Env):
         a = float(np.asarray(action, dtype=np.float64).reshape(-1)[0])
         target = 0.0 if self._flat_next[i] else self.target_contracts(a)
         p = self._pos
-        o1 = self.open[i + 1]
+        o1 = float(self.open[i + 1])
         traded = abs(target - p)
         cost = traded * cfg.cost_per_contract_side
-        pnl_carry = p * (o1 - self.close[i]) * cfg.point_value
-        pnl_hold = target * (self.close[i + 1] - o1) * cfg.point_value
+        pnl_carry = p * (o1 - float(self.close[i])) * cfg.point_value
+        pnl_hold = target * (float(self.close[i + 1]) - o1) * cfg.point_value
         pnl = pnl_carry + pnl_hold
 
         if target == 0.0:
@@ -272,13 +275,17 @@ class MnqTradingEnv(gym.Env):
         prev_dd = self._peak - self._equity
         self._equity += pnl - cost
         self._peak = max(self._peak, self._equity)
-        shaping = cfg.turnover_penalty_usd * traded + cfg.drawdown_penalty * max(self._peak - self._equity - prev_dd, 0.0)
+        shaping = cfg.turnover_penalty_usd * traded + cfg.drawdown_penalty * max(
+            self._peak - self._equity - prev_dd, 0.0
+        )
         reward = cfg.reward_scale * (pnl - cost - shaping)
 
         self._i = i + 1
         self._steps += 1
         end_of_data = self._i >= self.n_bars - 1
-        truncated = end_of_data or (cfg.max_steps is not None and cfg.episode_mode == "random" and self._steps >= cfg.max_steps)
+        truncated = end_of_data or (
+            cfg.max_steps is not None and cfg.episode_mode == "random" and self._steps >= cfg.max_steps
+        )
         info = {
             "bar": self._i,
             "position_before": p,

@@ -1,0 +1,134 @@
+"""Performance metrics of a backtest (equity curve + round-trip trades), on a fixed starting capital.
+
+Conventions (all results are finite floats, also with zero trades or a single day):
+    daily returns   r_d = E_d / E_{d-1} - 1, E_d = equity at the last bar of trade date d, E_0 = capital.
+                    Days are trade dates (CME sessions 17:00-16:00 CT), not calendar days.
+    Sharpe          mean(r) / std(r, ddof=1) * sqrt(252) (Sharpe 1994, "The Sharpe Ratio", ex-post, risk-free
+                    rate 0; Lo 2002 for the sqrt(252) annualisation of i.i.d. daily returns). 0 with < 2 days.
+    Sortino         mean(r) / DD * sqrt(252), DD = sqrt(mean(min(r_d, 0)^2)) over ALL days, target 0
+                    (Sortino & Price 1994, "Performance Measurement in a Downside Risk Framework"; the
+                    full-sample downside deviation as in Rollinger & Hoffman, "Sortino: A 'Sharper' Ratio",
+                    Red Rock Capital 2013).
+    Ratios with a zero denominator (Sharpe with constant returns, Sortino with no down day, profit factor
+                    with no losing trade) are +RATIO_CAP when the numerator is > 0, -RATIO_CAP when < 0 and
+                    0.0 when it is 0 (instead of inf/NaN, so metadata and comparisons stay finite).
+    annualised      (E_end / capital) ** (252 / n_days) - 1 (geometric; -1 when equity <= 0).
+    max drawdown %  max_t (1 - E_t / max_{s<=t} E_s) * 100 on the per-bar equity, peak starting at capital.
+    win rate        share of round trips with pnl (net of costs) > 0; 0 with no trades.
+    profit factor   sum of winning trades' net pnl / |sum of losing trades' net pnl| (cap rule above).
+    average trade   mean net pnl per round trip in $; 0 with no trades.
+    time in market  share of bars with a non-zero position.
+    turnover        contracts traded (sum of |position change|), both sides counted.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+
+__all__ = [
+    "RATIO_CAP",
+    "TRADING_DAYS",
+    "compute_metrics",
+    "daily_returns",
+    "max_drawdown_pct",
+    "profit_factor",
+    "safe_ratio",
+    "sharpe_ratio",
+    "sortino_ratio",
+    "win_rate",
+]
+
+TRADING_DAYS = 252
+RATIO_CAP = 100.0
+_TINY = 1e-12
+
+
+def safe_ratio(num: float, den: float) -> float:
+    """num / den, or +-RATIO_CAP / 0.0 when den == 0 (module doc)."""
+    if den > 0:
+        return float(num / den)
+    if num > 0:
+        return RATIO_CAP
+    return -RATIO_CAP if num < 0 else 0.0
+
+
+def daily_returns(equity: pl.DataFrame, capital: float) -> np.ndarray:
+    """Simple returns of end-of-trade-date equity, the first day measured from `capital`."""
+    if equity.height == 0:
+        return np.zeros(0)
+    eod = equity.group_by("trade_date", maintain_order=True).agg(pl.col("equity").last()).sort("trade_date")
+    e = np.concatenate([[capital], eod["equity"].to_numpy().astype(np.float64)])
+    return e[1:] / e[:-1] - 1.0
+
+
+def sharpe_ratio(r: np.ndarray, periods: int = TRADING_DAYS) -> float:
+    """mean / std(ddof=1) * sqrt(periods); 0 with fewer than 2 returns."""
+    if len(r) < 2:
+        return 0.0
+    sd = float(np.std(r, ddof=1))
+    return _annualised_ratio(float(np.mean(r)), sd, periods)
+
+
+def sortino_ratio(r: np.ndarray, periods: int = TRADING_DAYS) -> float:
+    """mean / sqrt(mean(min(r, 0)^2)) * sqrt(periods) (target 0, all days in the downside mean)."""
+    if len(r) == 0:
+        return 0.0
+    dd = math.sqrt(float(np.mean(np.minimum(r, 0.0) ** 2)))
+    return _annualised_ratio(float(np.mean(r)), dd, periods)
+
+
+def _annualised_ratio(mean: float, dev: float, periods: int) -> float:
+    """mean / dev * sqrt(periods); a deviation below 1e-12 (rounding of constant returns) counts as 0."""
+    if dev <= _TINY:
+        return safe_ratio(mean if abs(mean) > _TINY else 0.0, 0.0)
+    return mean / dev * math.sqrt(periods)
+
+
+def max_drawdown_pct(equity: np.ndarray, capital: float) -> float:
+    """Largest peak-to-trough fall in % of the peak (peak starts at `capital`); >= 0."""
+    if len(equity) == 0:
+        return 0.0
+    peak = np.maximum.accumulate(np.concatenate([[capital], equity]))[1:]
+    return float(np.max(1.0 - equity / peak) * 100.0) if np.all(peak > 0) else 100.0
+
+
+def win_rate(pnl: np.ndarray) -> float:
+    return float(np.mean(pnl > 0)) if len(pnl) else 0.0
+
+
+def profit_factor(pnl: np.ndarray) -> float:
+    """Gross profit / gross loss of round trips (net of costs); cap rule for no losses."""
+    return safe_ratio(float(pnl[pnl > 0].sum()), float(-pnl[pnl < 0].sum()))
+
+
+def compute_metrics(equity: pl.DataFrame, trades: pl.DataFrame, capital: float = 10_000.0) -> dict[str, float]:
+    """Every metric of the module doc. `equity`: per bar trade_date, position, equity ($, starting at
+    capital), cost, traded; `trades`: one row per round trip with `pnl` (net of costs)."""
+    eq = equity["equity"].to_numpy().astype(np.float64)
+    end = float(eq[-1]) if len(eq) else capital
+    r = daily_returns(equity, capital)
+    n_days = len(r)
+    total = end / capital - 1.0
+    annual = (end / capital) ** (TRADING_DAYS / n_days) - 1.0 if n_days and end > 0 else (-1.0 if end <= 0 else 0.0)
+    pnl = trades["pnl"].to_numpy().astype(np.float64) if trades.height else np.zeros(0)
+    pos = equity["position"].to_numpy().astype(np.float64)
+    return {
+        "capital": float(capital),
+        "final_equity": end,
+        "total_return": float(total),
+        "annualised_return": float(annual),
+        "sharpe": float(sharpe_ratio(r)),
+        "sortino": float(sortino_ratio(r)),
+        "max_drawdown_pct": max_drawdown_pct(eq, capital),
+        "win_rate": win_rate(pnl),
+        "profit_factor": profit_factor(pnl),
+        "average_trade": float(pnl.mean()) if len(pnl) else 0.0,
+        "n_trades": float(len(pnl)),
+        "time_in_market": float(np.mean(pos != 0)) if len(pos) else 0.0,
+        "turnover_contracts": float(np.abs(equity["traded"].to_numpy()).sum()) if equity.height else 0.0,
+        "total_cost": float(equity["cost"].sum()) if equity.height else 0.0,
+        "n_days": float(n_days),
+    }

@@ -1,0 +1,325 @@
+"""Train SB3 SAC with the Mamba extractor on `features_1m` rows (CleanRL-style: one config, explicit seeding).
+
+    python -m phoenix_rl.train --config cfg.json --features features.parquet --out runs/x
+
+Reads like CleanRL's `sac_continuous_action.py`: a single `TrainConfig` dataclass (every number that
+matters), an explicit seeding block, every metric logged. Windows are trade dates, inclusive; the model
+only sees the train window; validation metrics (a deterministic backtest on the val window, with the same
+env config) are reported; the test window is recorded in the config but never touched here.
+
+Outputs in out_dir: model.zip (SB3), config.json (TrainConfig, EnvConfig, feature columns, the frame's
+`feature_spec_hash` when present and the feature set's content hash), metrics.jsonl (one line per log).
+Metrics go to `on_metrics(step, dict)` too (the Dagster Pipes bridge plugs in there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+from stable_baselines3 import SAC
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.monitor import Monitor
+
+from feature_specs import load_feature_set
+from phoenix_rl.backtest import run_backtest
+from phoenix_rl.env import EnvConfig, MnqTradingEnv
+from phoenix_rl.extractor import MambaFeaturesExtractor
+
+__all__ = ["MetricsCallback", "TrainConfig", "TrainResult", "main", "select_window", "train"]
+
+MetricsSink = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; JSON round-trips through `to_dict` / `from_dict`."""
+
+    feature_set: str = "phase2_ofi"
+    train_start: str | None = None  # ISO trade dates, inclusive; None = open end
+    train_end: str | None = None
+    val_start: str | None = None
+    val_end: str | None = None
+    test_start: str | None = None
+    test_end: str | None = None
+    total_timesteps: int = 20_000
+    seed: int = 1
+    torch_threads: int | None = None
+    torch_deterministic: bool = True
+    # SAC (Haarnoja et al. 2018), SB3 argument names
+    learning_rate: float = 3e-4
+    buffer_size: int = 50_000
+    batch_size: int = 64
+    learning_starts: int = 1_000
+    gamma: float = 0.99
+    tau: float = 0.005
+    train_freq: int = 1
+    gradient_steps: int = 1
+    ent_coef: str | float = "auto"
+    net_arch: list[int] = field(default_factory=lambda: [64, 64])
+    # Mamba extractor
+    lookback: int = 32
+    d_model: int = 32
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
+    n_layers: int = 2
+    # environment (phoenix_rl.env.EnvConfig)
+    episode_steps: int = 390
+    action_mode: str = "deadband"
+    deadband: float = 0.3
+    reward_scale: float = 0.01
+    commission_per_side_usd: float = 0.62
+    slippage_ticks_per_side: float = 1.0
+    turnover_penalty_usd: float = 0.0
+    drawdown_penalty: float = 0.0
+    trade_only_warm: bool = True
+    # evaluation / logging
+    capital: float = 10_000.0
+    log_every: int = 500
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"TrainConfig: unknown keys {unknown}; known keys: {sorted(known)}")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> TrainConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def env_config(self, feature_columns: tuple[str, ...], warm_column: str | None) -> EnvConfig:
+        return EnvConfig(
+            feature_columns=feature_columns,
+            lookback=self.lookback,
+            reward_scale=self.reward_scale,
+            commission_per_side_usd=self.commission_per_side_usd,
+            slippage_ticks_per_side=self.slippage_ticks_per_side,
+            turnover_penalty_usd=self.turnover_penalty_usd,
+            drawdown_penalty=self.drawdown_penalty,
+            action_mode=self.action_mode,  # type: ignore[arg-type]
+            deadband=self.deadband,
+            episode_mode="random",
+            max_steps=self.episode_steps,
+            warm_column=warm_column,
+            trade_only_warm=self.trade_only_warm,
+        )
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model_path: Path
+    config_path: Path
+    metrics_path: Path
+    timesteps: int
+    elapsed_s: float
+    steps_per_s: float
+    last_metrics: dict[str, float]
+    val_metrics: dict[str, float] | None
+
+
+def select_window(features: pl.DataFrame, start: str | None, end: str | None) -> pl.DataFrame:
+    """Rows with start <= trade_date <= end (ISO dates, None = open)."""
+    f = features
+    if start is not None:
+        f = f.filter(pl.col("trade_date") >= dt.date.fromisoformat(start))
+    if end is not None:
+        f = f.filter(pl.col("trade_date") <= dt.date.fromisoformat(end))
+    return f.sort("ts")
+
+
+class MetricsCallback(BaseCallback):
+    """Every `log_every` steps: episode reward/length (Monitor), SB3's latest train/* values (losses,
+    entropy coefficient) and steps/s, to metrics.jsonl and to the user's sink."""
+
+    def __init__(self, log_every: int, path: Path, sink: MetricsSink | None = None) -> None:
+        super().__init__()
+        self.log_every, self.path, self.sink = log_every, path, sink
+        self.episode_rewards: list[float] = []
+        self.episode_lengths: list[int] = []
+        self.last: dict[str, float] = {}
+        self._t0 = time.perf_counter()
+        self._t_last, self._n_last = self._t0, 0
+
+    def _on_step(self) -> bool:
+        for info in self.locals.get("infos", []):
+            ep = info.get("episode")
+            if ep is not None:
+                self.episode_rewards.append(float(ep["r"]))
+                self.episode_lengths.append(int(ep["l"]))
+        if self.num_timesteps % self.log_every == 0:
+            self.emit()
+        return True
+
+    def emit(self) -> dict[str, float]:
+        now = time.perf_counter()
+        m: dict[str, float] = {
+            "timesteps": float(self.num_timesteps),
+            "steps_per_s": (self.num_timesteps - self._n_last) / max(now - self._t_last, 1e-9),
+            "elapsed_s": now - self._t0,
+            "episodes": float(len(self.episode_rewards)),
+        }
+        if self.episode_rewards:
+            recent = self.episode_rewards[-10:]
+            m["episode_reward_mean10"] = float(np.mean(recent))
+            m["episode_reward_last"] = self.episode_rewards[-1]
+            m["episode_length_last"] = float(self.episode_lengths[-1])
+        for k, v in self.model.logger.name_to_value.items():
+            if k.startswith("train/") and isinstance(v, int | float):
+                m[k] = float(v)
+        self._t_last, self._n_last = now, self.num_timesteps
+        self.last = m
+        with self.path.open("a") as fh:
+            fh.write(json.dumps({"step": self.num_timesteps, **m}) + "\n")
+        if self.sink is not None:
+            self.sink(self.num_timesteps, m)
+        return m
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    """The seeding block (CleanRL): python, numpy, torch; the env is seeded through SB3's `seed`."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = deterministic
+
+
+def train(
+    cfg: TrainConfig, features: pl.DataFrame, out_dir: str | Path, on_metrics: MetricsSink | None = None
+) -> TrainResult:
+    """Train on the train window, save model + config, backtest the val window (module doc)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fset = load_feature_set(cfg.feature_set)
+    columns = tuple(fset.columns)
+    missing = [c for c in columns if c not in features.columns]
+    if missing:
+        raise ValueError(
+            f"train: the features frame lacks columns {missing} of feature set {cfg.feature_set!r}; "
+            "materialise features_1m with the current feature_specs"
+        )
+    warm_column = next((c for c in (f"warm_{cfg.feature_set}", "warm") if c in features.columns), None)
+    env_cfg = cfg.env_config(columns, warm_column)
+    train_rows = select_window(features, cfg.train_start, cfg.train_end)
+    if train_rows.height < cfg.lookback + 2:
+        raise ValueError(f"train: only {train_rows.height} rows in the train window {cfg.train_start}..{cfg.train_end}")
+
+    # --- seeding -----------------------------------------------------------------------------------------
+    seed_everything(cfg.seed, cfg.torch_deterministic)
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+
+    env = Monitor(MnqTradingEnv(train_rows, env_cfg))
+    model = SAC(
+        "MultiInputPolicy",
+        env,
+        learning_rate=cfg.learning_rate,
+        buffer_size=cfg.buffer_size,
+        batch_size=cfg.batch_size,
+        learning_starts=cfg.learning_starts,
+        gamma=cfg.gamma,
+        tau=cfg.tau,
+        train_freq=cfg.train_freq,
+        gradient_steps=cfg.gradient_steps,
+        ent_coef=cfg.ent_coef,
+        policy_kwargs={
+            "features_extractor_class": MambaFeaturesExtractor,
+            "features_extractor_kwargs": {
+                "d_model": cfg.d_model,
+                "d_state": cfg.d_state,
+                "d_conv": cfg.d_conv,
+                "expand": cfg.expand,
+                "n_layers": cfg.n_layers,
+            },
+            "net_arch": list(cfg.net_arch),
+        },
+        seed=cfg.seed,
+        device="auto",
+        verbose=0,
+    )
+    metrics_path = out / "metrics.jsonl"
+    metrics_path.unlink(missing_ok=True)
+    callback = MetricsCallback(cfg.log_every, metrics_path, on_metrics)
+    t0 = time.perf_counter()
+    model.learn(total_timesteps=cfg.total_timesteps, callback=callback)
+    elapsed = time.perf_counter() - t0
+    last = callback.last if callback.last.get("timesteps") == float(model.num_timesteps) else callback.emit()
+
+    model_path = out / "model.zip"
+    model.save(model_path)
+    hashes = (
+        features["feature_spec_hash"].unique().drop_nulls().to_list() if "feature_spec_hash" in features.columns else []
+    )
+    config_path = out / "config.json"
+    config_path.write_text(
+        json.dumps(
+            {
+                "train_config": cfg.to_dict(),
+                "env_config": dataclasses.asdict(env_cfg),
+                "feature_columns": list(columns),
+                "feature_spec_hash": hashes[0] if len(hashes) == 1 else (hashes or None),
+                "feature_set_content_hash": fset.content_hash,
+                "train_rows": train_rows.height,
+                "timesteps": cfg.total_timesteps,
+                "elapsed_s": elapsed,
+            },
+            indent=2,
+            default=str,
+        )
+    )
+
+    val_metrics = None
+    if cfg.val_start is not None or cfg.val_end is not None:
+        val_rows = select_window(features, cfg.val_start, cfg.val_end)
+        if val_rows.height >= 2:
+            val_metrics = run_backtest(model, val_rows, env_cfg, capital=cfg.capital).metrics
+            if on_metrics is not None:
+                on_metrics(cfg.total_timesteps, {f"val/{k}": v for k, v in val_metrics.items()})
+    return TrainResult(
+        model_path=model_path,
+        config_path=config_path,
+        metrics_path=metrics_path,
+        timesteps=cfg.total_timesteps,
+        elapsed_s=elapsed,
+        steps_per_s=cfg.total_timesteps / max(elapsed, 1e-9),
+        last_metrics=last,
+        val_metrics=val_metrics,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m phoenix_rl.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="TrainConfig as JSON")
+    parser.add_argument("--features", required=True, help="features_1m rows as one parquet file")
+    parser.add_argument("--out", required=True, help="output folder (model.zip, config.json, metrics.jsonl)")
+    args = parser.parse_args(argv)
+    cfg = TrainConfig.from_json(args.config)
+    features = pl.read_parquet(args.features)
+
+    def to_stdout(step: int, m: dict[str, float]) -> None:
+        print(json.dumps({"step": step, **m}), flush=True)
+
+    result = train(cfg, features, args.out, on_metrics=to_stdout)
+    summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(result).items()}
+    print(json.dumps({"result": summary}, default=str), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,130 @@
+"""Mamba block: vectorised scan == sequential loop; state_dicts move to and from mambapy; SB3 extractor + SAC."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from stable_baselines3 import SAC
+
+from phoenix_rl.env import EnvConfig, MnqTradingEnv
+from phoenix_rl.extractor import MambaFeaturesExtractor
+from phoenix_rl.mamba import (
+    MambaBlock,
+    MambaLayer,
+    make_mamba_block,
+    parallel_linear_scan,
+    selective_scan,
+    selective_scan_reference,
+)
+from phoenix_rl.testing import synthetic_features
+
+mambapy_mamba = pytest.importorskip("mambapy.mamba")
+
+MAMBA_SSM_KEYS = {
+    "in_proj.weight": (64, 16),
+    "conv1d.weight": (32, 1, 4),
+    "conv1d.bias": (32,),
+    "x_proj.weight": (1 + 2 * 8, 32),
+    "dt_proj.weight": (32, 1),
+    "dt_proj.bias": (32,),
+    "A_log": (32, 8),
+    "D": (32,),
+    "out_proj.weight": (16, 32),
+}
+
+
+def _scan_inputs(batch: int, length: int, d_inner: int, d_state: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    kw = {"dtype": torch.float64, "generator": g}
+    u = torch.randn(batch, length, d_inner, **kw)
+    delta = torch.nn.functional.softplus(torch.randn(batch, length, d_inner, **kw))
+    A = -torch.rand(d_inner, d_state, **kw) * 4
+    B = torch.randn(batch, length, d_state, **kw)
+    C = torch.randn(batch, length, d_state, **kw)
+    D = torch.randn(d_inner, **kw)
+    return u, delta, A, B, C, D
+
+
+@pytest.mark.parametrize("length", [1, 2, 7, 32, 33, 100])
+def test_vectorised_scan_equals_sequential_reference(length: int) -> None:
+    args = _scan_inputs(3, length, 6, 5, seed=length)
+    torch.testing.assert_close(selective_scan(*args), selective_scan_reference(*args), atol=1e-10, rtol=1e-10)
+
+
+def test_scan_gradient_matches_autograd_through_the_loop() -> None:
+    a = torch.rand(2, 11, 3, 4, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(2, 11, 3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(parallel_linear_scan, (a, b))
+    args = [t.clone().requires_grad_(True) for t in _scan_inputs(2, 9, 4, 3)]
+    ref_args = [t.detach().clone().requires_grad_(True) for t in args]
+    selective_scan(*args).pow(2).sum().backward()
+    selective_scan_reference(*ref_args).pow(2).sum().backward()
+    for x, y in zip(args, ref_args, strict=True):
+        torch.testing.assert_close(x.grad, y.grad, atol=1e-9, rtol=1e-9)
+
+
+def test_parameter_names_and_shapes_are_mamba_ssms() -> None:
+    block = MambaBlock(d_model=16, d_state=8, d_conv=4, expand=2)
+    assert {k: tuple(v.shape) for k, v in block.state_dict().items()} == MAMBA_SSM_KEYS
+    assert isinstance(make_mamba_block(16, 8), MambaBlock)  # CPU: never mamba_ssm
+
+
+def test_state_dict_round_trip_with_mambapy_gives_the_same_output() -> None:
+    torch.manual_seed(0)
+    config = mambapy_mamba.MambaConfig(d_model=16, n_layers=1, d_state=8, expand_factor=2, d_conv=4)
+    ref = mambapy_mamba.MambaBlock(config).double()
+    ours = MambaBlock(16, d_state=8, d_conv=4, expand=2).double()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(3, 24, 16, dtype=torch.float64)
+    # mambapy casts A_log/D through float32 (`.float()`), hence ~1e-9 and not 1e-15
+    torch.testing.assert_close(ours(x), ref(x), atol=1e-7, rtol=1e-7)
+    ref_layer = mambapy_mamba.ResidualBlock(config).double()
+    layer = MambaLayer(16, 8, 4, 2).double()
+    layer.load_state_dict(ref_layer.state_dict(), strict=True)
+    torch.testing.assert_close(layer(x), ref_layer(x), atol=1e-7, rtol=1e-7)
+    back = mambapy_mamba.MambaBlock(config).double()  # and the other way round
+    back.load_state_dict(ours.state_dict(), strict=True)
+    torch.testing.assert_close(back(x), ours(x), atol=1e-7, rtol=1e-7)
+
+
+def _env(lookback: int = 8) -> MnqTradingEnv:
+    cols = ("ofi_1min_zscore", "g", "h")
+    f = synthetic_features(cols, n_sessions=2, bars_per_session=150)
+    return MnqTradingEnv(f, EnvConfig(cols, lookback=lookback, max_steps=100))
+
+
+def test_extractor_output_shape_and_causality() -> None:
+    env = _env(lookback=8)
+    ext = MambaFeaturesExtractor(env.observation_space, d_model=12, d_state=4, n_layers=2)
+    assert ext.features_dim == 12 + 3
+    obs = {k: torch.as_tensor(np.stack([env.reset(seed=s)[0][k] for s in range(5)])) for k in ("window", "agent")}
+    out = ext(obs)
+    assert out.shape == (5, 15) and torch.isfinite(out).all()
+    assert torch.equal(out[:, 12:], obs["agent"])
+    # the output is the last step's hidden state: it depends on the earliest window row too
+    changed = {k: v.clone() for k, v in obs.items()}
+    changed["window"][:, 0] += 1.0
+    assert not torch.allclose(ext(changed)[:, :12], out[:, :12])
+
+
+def test_sb3_sac_runs_with_the_mamba_extractor() -> None:
+    env = _env(lookback=8)
+    model = SAC(
+        "MultiInputPolicy",
+        env,
+        learning_starts=50,
+        batch_size=16,
+        buffer_size=1_000,
+        seed=0,
+        policy_kwargs={
+            "features_extractor_class": MambaFeaturesExtractor,
+            "features_extractor_kwargs": {"d_model": 8, "d_state": 4, "n_layers": 1},
+            "net_arch": [16, 16],
+        },
+    )
+    model.learn(total_timesteps=300)
+    assert model.num_timesteps == 300
+    assert isinstance(model.actor.features_extractor, MambaFeaturesExtractor)
+    action, _ = model.predict(env.reset(seed=1)[0], deterministic=True)
+    assert action.shape == (1,) and -1.0 <= float(action[0]) <= 1.0

@@ -1,0 +1,85 @@
+"""The training entry point: train() and the CLI write a loadable model, its config (with hashes), metrics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+from stable_baselines3 import SAC
+
+from feature_specs import load_feature_set
+from phoenix_rl.backtest import run_backtest
+from phoenix_rl.env import EnvConfig
+from phoenix_rl.testing import synthetic_features
+from phoenix_rl.train import TrainConfig, main, train
+
+TINY = {
+    "feature_set": "phase2_ofi",
+    "train_end": "2024-03-13",
+    "val_start": "2024-03-14",
+    "val_end": "2024-03-14",
+    "test_start": "2024-03-15",
+    "total_timesteps": 200,
+    "learning_starts": 50,
+    "batch_size": 16,
+    "buffer_size": 1_000,
+    "lookback": 8,
+    "d_model": 8,
+    "d_state": 4,
+    "n_layers": 1,
+    "net_arch": [16, 16],
+    "episode_steps": 60,
+    "log_every": 100,
+}
+
+
+@pytest.fixture(scope="module")
+def features() -> pl.DataFrame:
+    cols = load_feature_set("phase2_ofi").columns
+    f = synthetic_features(cols, n_sessions=4, bars_per_session=120)
+    return f.with_columns(feature_spec_hash=pl.lit("abc123"))
+
+
+def test_train_writes_model_config_metrics_and_forwards_them(features: pl.DataFrame, tmp_path: Path) -> None:
+    seen: list[tuple[int, dict[str, float]]] = []
+    result = train(TrainConfig.from_dict(TINY), features, tmp_path, on_metrics=lambda s, m: seen.append((s, m)))
+    assert result.timesteps == 200 and result.steps_per_s > 0
+    assert [s for s, m in seen if "timesteps" in m] == [100, 200]
+    assert "train/critic_loss" in seen[-2][1] and "steps_per_s" in seen[-2][1]
+    assert result.val_metrics is not None and "val/sortino" in seen[-1][1]
+    cfg = json.loads(result.config_path.read_text())
+    assert cfg["feature_spec_hash"] == "abc123"
+    assert cfg["feature_set_content_hash"] == load_feature_set("phase2_ofi").content_hash
+    assert cfg["feature_columns"] == list(load_feature_set("phase2_ofi").columns)
+    assert cfg["train_config"] == TrainConfig.from_dict(TINY).to_dict()
+    assert len(result.metrics_path.read_text().splitlines()) == 2
+    # the saved model backtests on the held-out test day
+    model = SAC.load(result.model_path)
+    env_cfg = EnvConfig(**{**cfg["env_config"], "feature_columns": tuple(cfg["feature_columns"])})
+    test_rows = features.filter(pl.col("trade_date") >= pl.date(2024, 3, 15))
+    res = run_backtest(model, test_rows, env_cfg)
+    assert res.equity.height == test_rows.height
+
+
+def test_cli_and_config_validation(features: pl.DataFrame, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    features.write_parquet(tmp_path / "f.parquet")
+    (tmp_path / "cfg.json").write_text(json.dumps({**TINY, "total_timesteps": 60, "val_start": None, "val_end": None}))
+    rc = main(
+        [
+            "--config",
+            str(tmp_path / "cfg.json"),
+            "--features",
+            str(tmp_path / "f.parquet"),
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
+    assert rc == 0 and (tmp_path / "run" / "model.zip").exists()
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["result"]["timesteps"] == 60 and last["result"]["val_metrics"] is None
+    with pytest.raises(ValueError, match="unknown keys"):
+        TrainConfig.from_dict({"learning_rat": 1e-3})
+    with pytest.raises(ValueError, match="lacks columns"):
+        train(TrainConfig.from_dict(TINY), features.drop("spread_zscore"), tmp_path / "bad")
