@@ -14,9 +14,7 @@ from phoenix_assets.lib.lake import Lake
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 ESH4_MBP10 = SHARED_DATA / "glbx-mdp3-esh4-20231225.mbp-10.derived-from-mbo.dbn.zst"  # trade date 2023-12-26
-ESM4_MBP10 = (
-    SHARED_DATA / "glbx-mdp3-esm4-20240508T000000-000002.mbp-10.derived-from-mbo.dbn.zst"
-)  # 2024-05-08
+ESM4_MBP10 = SHARED_DATA / "glbx-mdp3-esm4-20240508T000000-000002.mbp-10.derived-from-mbo.dbn.zst"  # 2024-05-08
 ESH1_MBP10 = SHARED_DATA / "glbx-mdp3-esh1-20201228.mbp-10.fixture.dbn.zst"  # trade date 2020-12-28
 ESH1_TRADES = SHARED_DATA / "glbx-mdp3-esh1-20201228.trades.fixture.dbn.zst"
 MBP10_FIXTURES = sorted(p for p in SHARED_DATA.glob("*.dbn*") if ".mbp-10." in p.name)

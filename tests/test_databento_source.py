@@ -93,10 +93,7 @@ def test_asset_downloads_then_ingests(tmp_path: Path, lake: Lake, landing: Path)
             run_config={"ops": {"raw_mbp10": {"config": {"source": "databento"}}}},
         )
     assert result.success
-    assert (
-        result.get_asset_materialization_events()[0].materialization.metadata["dagster/row_count"].value
-        == 43_717
-    )
+    assert result.get_asset_materialization_events()[0].materialization.metadata["dagster/row_count"].value == 43_717
     assert dt.date(2023, 12, 26) == ESH4_DAY
 
 
@@ -124,9 +121,7 @@ def test_server_errors_are_transient_and_retried(tmp_path: Path, lake: Lake, lan
             partition_key=ESH4_DAY.isoformat(),
             resources=res,
             instance=instance,
-            run_config={
-                "ops": {"raw_mbp10": {"config": {"source": "databento", "retry_base_seconds": 0.01}}}
-            },
+            run_config={"ops": {"raw_mbp10": {"config": {"source": "databento", "retry_base_seconds": 0.01}}}},
             raise_on_error=False,
         )
     assert not result.success

@@ -29,9 +29,7 @@ def decode_all(path: Path, chunk: int) -> pa.Table:
     resolver = SymbolResolver(info)
     batches, offset = [], 0
     for c in iter_mbp10_arrays(info, chunk):
-        batches.append(
-            mbp10_batch(c, resolver.resolve(c["instrument_id"], c["ts_recv"]), dt.date(2000, 1, 3), offset)
-        )
+        batches.append(mbp10_batch(c, resolver.resolve(c["instrument_id"], c["ts_recv"]), dt.date(2000, 1, 3), offset))
         offset += len(c)
     return pa.Table.from_batches(batches, schema=RAW_MBP10_SCHEMA)
 
@@ -53,9 +51,7 @@ def test_real_files_equal_databento_to_df(path: Path) -> None:
         "ts_in_delta",
         "sequence",
     ):
-        np.testing.assert_array_equal(
-            table[col].to_numpy(), ref[col].to_numpy().astype(np.int64), err_msg=col
-        )
+        np.testing.assert_array_equal(table[col].to_numpy(), ref[col].to_numpy().astype(np.int64), err_msg=col)
     for col in ("action", "side", "symbol"):
         assert table[col].to_pylist() == ref[col].tolist(), col
     price_cols = ["price", *level_columns("bid_px"), *level_columns("ask_px")]
@@ -67,9 +63,7 @@ def test_real_files_equal_databento_to_df(path: Path) -> None:
         if field.endswith("_px"):
             continue
         for col in level_columns(field):
-            np.testing.assert_array_equal(
-                table[col].to_numpy(), ref[col].to_numpy().astype(np.int64), err_msg=col
-            )
+            np.testing.assert_array_equal(table[col].to_numpy(), ref[col].to_numpy().astype(np.int64), err_msg=col)
 
 
 def test_undefined_price_becomes_null_never_a_huge_number() -> None:

@@ -61,9 +61,7 @@ def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return s3_endpoint
 
 
-def test_raw_partition_round_trips_through_s3(
-    s3_env: str, landing: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_raw_partition_round_trips_through_s3(s3_env: str, landing: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PHOENIX_LAKE_URI", "s3://phoenix-lake/research")
     lake = LakeResource().lake()
     assert lake.table_uri(RAW_TABLE) == "s3://phoenix-lake/research/raw_mbp10"
@@ -74,9 +72,7 @@ def test_raw_partition_round_trips_through_s3(
     stored = lake.read_partition(RAW_TABLE, ESH4_DAY, order_by=RAW_ORDER)
     assert stored.height == stats.rows == 43_717
     assert stored["record_index"].to_list() == list(range(43_717))
-    keys = boto3.client("s3", endpoint_url=s3_env).list_objects_v2(
-        Bucket="phoenix-lake", Prefix="research/raw_mbp10/"
-    )
+    keys = boto3.client("s3", endpoint_url=s3_env).list_objects_v2(Bucket="phoenix-lake", Prefix="research/raw_mbp10/")
     names = [o["Key"] for o in keys["Contents"]]
     assert any("_delta_log/00000000000000000001.json" in n for n in names)
     assert any("trade_date=2023-12-26/" in n for n in names)

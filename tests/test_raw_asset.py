@@ -88,9 +88,7 @@ def test_real_day_materializes_with_checks_and_metadata(
     assert lake.scan(RAW_TABLE).sort("record_index").collect().equals(first)
 
 
-def test_blocking_check_fails_on_out_of_order_records(
-    instance: dg.DagsterInstance, lake: Lake, landing: Path
-) -> None:
+def test_blocking_check_fails_on_out_of_order_records(instance: dg.DagsterInstance, lake: Lake, landing: Path) -> None:
     meta, recs = dbn_bytes(ESH4_MBP10)
     i = int(np.flatnonzero(np.diff(recs["ts_recv"].astype(np.int64)) > 0)[-1])
     recs[[i, i + 1]] = recs[[i + 1, i]]

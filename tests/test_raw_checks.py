@@ -44,9 +44,7 @@ def test_all_checks_pass_on_the_real_day(landed: tuple[Lake, IngestStats]) -> No
         q.check_expectations(lake, ESH4_DAY),
     ]
     assert all(o.passed for o in outcomes), [o.description for o in outcomes if not o.passed]
-    assert (
-        q.check_no_duplicates(lake, ESH4_DAY).metadata["identical_trade_records (split fills, allowed)"] == 15
-    )
+    assert q.check_no_duplicates(lake, ESH4_DAY).metadata["identical_trade_records (split fills, allowed)"] == 15
 
 
 def test_duplicated_book_records_fail(landed: tuple[Lake, IngestStats]) -> None:

@@ -101,9 +101,7 @@ def test_records_outside_the_declared_range_are_refused(lake: Lake, landing: Pat
     meta, recs = dbn_bytes(ESH4_MBP10)
     recs["ts_recv"][-10:] += np.uint64(3 * cal.NS_PER_DAY)  # days after the file's declared end
     (landing / "liar.dbn").write_bytes(meta + recs.tobytes())
-    with pytest.raises(
-        DbnFileError, match=r"liar\.dbn: record #43707 received at .* outside the file's declared"
-    ):
+    with pytest.raises(DbnFileError, match=r"liar\.dbn: record #43707 received at .* outside the file's declared"):
         ingest(lake, landing, ESH4_DAY)
     assert not lake.exists(RAW_TABLE)
 
