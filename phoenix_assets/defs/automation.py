@@ -10,9 +10,8 @@
   `hmm_regimes` and `features_1m` follow `ofi_bars_1m` month by month (`FOLLOW_MONTH_OF_DAYS`).
   `hmm_regime_model` has no condition: its training window is an explicit choice, never refit
   automatically. Starting the sensor requests nothing by itself (the first evaluation only records
-  the state); no cron recomputes anything. Caveat: the asset checks are not partitioned, so Dagster
-  gates on the latest evaluation of each blocking check across all partitions; giving the check
-  specs `partitions_def=` would make the gate per trade date (verified on a toy graph).
+  the state); no cron recomputes anything. The asset checks are partitioned like their assets, so a
+  blocking failure gates exactly its own trade date.
 - `record_run_failure` (default RUNNING): every failed run becomes one JSON line in
   `<DAGSTER_HOME>/phoenix_failures.jsonl` and, when `$PHOENIX_FAILURE_LOG_GROUP` names a CloudWatch
   log group (read when the failure is handled, never at import), one CloudWatch log event.
