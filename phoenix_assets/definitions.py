@@ -9,16 +9,18 @@ from phoenix_assets.defs.features.assets import features_1m, hmm_regime_model, h
 from phoenix_assets.defs.ingest.assets import raw_mbp10
 from phoenix_assets.defs.ingest.synthetic import synthetic_landing_job
 from phoenix_assets.defs.microstructure.assets import book_snapshots_1s, ofi_bars_1m
+from phoenix_assets.defs.model.assets import TRAINING_TAGS, backtests, evaluation_metrics, mamba_sac_model
 from phoenix_assets.defs.resources import DatabentoResource, LakeResource, LandingResource, QualityThresholds
 
 
-def resources() -> dict[str, dg.ConfigurableResource]:
+def resources() -> dict[str, dg.ConfigurableResource | dg.PipesSubprocessClient]:
     """Default resources: every value resolves from the environment at run time, else repo defaults."""
     return {
         "lake": LakeResource(),
         "landing": LandingResource(),
         "databento": DatabentoResource(),
         "quality": QualityThresholds(),
+        "pipes_subprocess_client": dg.PipesSubprocessClient(),
     }
 
 
@@ -34,9 +36,26 @@ features_job = dg.define_asset_job(
     description="One month: HMM regimes (forward-filtered) and the point-in-time feature table",
 )
 
+model_job = dg.define_asset_job(
+    "model_job",
+    selection=dg.AssetSelection.groups("model", "evaluation"),
+    tags=TRAINING_TAGS,  # run tag: dagster.yaml's tag_concurrency_limits hold training to one run at a time
+    description="Train mamba_sac_model (Pipes subprocess), backtest it against baselines, evaluate (with checks)",
+)
+
 defs = dg.Definitions(
-    assets=[raw_mbp10, book_snapshots_1s, ofi_bars_1m, hmm_regime_model, hmm_regimes, features_1m],
-    jobs=[synthetic_landing_job, daily_job, features_job],
+    assets=[
+        raw_mbp10,
+        book_snapshots_1s,
+        ofi_bars_1m,
+        hmm_regime_model,
+        hmm_regimes,
+        features_1m,
+        mamba_sac_model,
+        backtests,
+        evaluation_metrics,
+    ],
+    jobs=[synthetic_landing_job, daily_job, features_job, model_job],
     sensors=[landing_sensor, phoenix_automation, record_run_failure],
     resources=resources(),
 )

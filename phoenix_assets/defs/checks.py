@@ -12,7 +12,9 @@ from phoenix_assets.lib.raw_quality import CheckOutcome
 CheckTable = dict[str, tuple[str, bool]]
 
 
-def check_specs(asset: str, checks: CheckTable, partitions_def: dg.PartitionsDefinition) -> list[dg.AssetCheckSpec]:
+def check_specs(
+    asset: str, checks: CheckTable, partitions_def: dg.PartitionsDefinition | None
+) -> list[dg.AssetCheckSpec]:
     return [
         dg.AssetCheckSpec(name, asset=asset, description=description, blocking=blocking, partitions_def=partitions_def)
         for name, (description, blocking) in checks.items()

@@ -1,0 +1,429 @@
+"""Model stage: `features_1m` -> `mamba_sac_model` (SAC + Mamba, trained in a Pipes subprocess) ->
+`backtests` (agent and baselines on the validation and test windows, identical costs) -> `evaluation_metrics`.
+
+The training runs out of process (`python -m phoenix_rl.pipes_entry`, launched by `PipesSubprocessClient`),
+so a crash or a leak in torch never takes the Dagster run worker with it, and its logs/metrics stream back
+live. The model is stored versioned beside the lake (`<lake>/artifacts/mamba_sac_model/<version>/`) with a
+`latest.json` pointer, like `hmm_regime_model`.
+"""
+
+import datetime as dt
+import importlib.metadata
+import json
+import math
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from feature_specs import load_feature_set
+from phoenix_assets.defs.checks import CheckTable, check_results, check_specs
+from phoenix_assets.defs.features.assets import FEATURES_TABLE, features_1m
+from phoenix_assets.defs.resources import REPO_ROOT, LakeResource
+from phoenix_assets.lib.lake import Lake
+from phoenix_assets.lib.microstructure import to_delta_arrow
+from phoenix_assets.lib.raw_quality import CheckOutcome
+from phoenix_rl.pipes_entry import ERROR_FILE
+
+MODEL_DIR = "artifacts/mamba_sac_model"
+TRADES_TABLE = "backtest_trades"
+EQUITY_TABLE = "backtest_equity"
+METRICS_TABLE = "evaluation_metrics"
+WINDOWS = ("val", "test")
+TRAINING_TAGS = {"phoenix/training": "true"}
+PACKAGES = ("torch", "stable-baselines3", "gymnasium", "mambapy", "numpy", "polars", "dagster-pipes")
+
+
+class MambaSacConfig(dg.Config):
+    """Windows are trade dates (ISO, inclusive). Defaults fit the demo data (2024-03-13..15)."""
+
+    feature_set: str = Field(default="phase2_ofi", description="Feature set of feature_specs/ the agent observes")
+    train_start: str = "2024-03-13"
+    train_end: str = "2024-03-14"
+    val_start: str = "2024-03-15"
+    val_end: str = "2024-03-15"
+    test_start: str = "2024-03-15"
+    test_end: str = "2024-03-15"
+    timesteps: int = Field(default=5_000, description="SAC environment steps")
+    seed: int = 1
+    learning_rate: float = 3e-4
+    buffer_size: int = 50_000
+    batch_size: int = 64
+    learning_starts: int = 1_000
+    gamma: float = 0.99
+    tau: float = 0.005
+    net_arch: list[int] = Field(default_factory=lambda: [64, 64])
+    lookback: int = 32
+    d_model: int = 32
+    d_state: int = 16
+    n_layers: int = 2
+    episode_steps: int = 390
+    commission_per_side_usd: float = 0.62
+    slippage_ticks_per_side: float = 1.0
+    log_every: int = 500
+    torch_threads: int | None = None
+    launch: Literal["local"] = Field(
+        default="local", description="Where training runs: a local subprocess via Dagster Pipes (only option today)"
+    )
+
+    def train_config(self) -> dict[str, Any]:
+        """The `phoenix_rl.train.TrainConfig` keys this config sets (the rest keep TrainConfig's defaults)."""
+        keys = [
+            "feature_set",
+            "train_start",
+            "train_end",
+            "val_start",
+            "val_end",
+            "test_start",
+            "test_end",
+            "seed",
+            "learning_rate",
+            "buffer_size",
+            "batch_size",
+            "learning_starts",
+            "gamma",
+            "tau",
+            "net_arch",
+            "lookback",
+            "d_model",
+            "d_state",
+            "n_layers",
+            "episode_steps",
+            "commission_per_side_usd",
+            "slippage_ticks_per_side",
+            "log_every",
+            "torch_threads",
+        ]
+        return {"total_timesteps": self.timesteps, **{k: getattr(self, k) for k in keys}}
+
+    def windows(self) -> dict[str, tuple[str, str]]:
+        return {
+            "train": (self.train_start, self.train_end),
+            "val": (self.val_start, self.val_end),
+            "test": (self.test_start, self.test_end),
+        }
+
+
+def _features(lake: Lake, start: str, end: str, columns: list[str] | None = None) -> pl.DataFrame:
+    """features_1m rows with start <= trade_date <= end, in time order."""
+    if not lake.exists(FEATURES_TABLE):
+        raise FileNotFoundError(f"no {FEATURES_TABLE} table under {lake.root}: materialize features_1m first")
+    frame = lake.scan(FEATURES_TABLE).filter(
+        pl.col("trade_date").is_between(dt.date.fromisoformat(start), dt.date.fromisoformat(end))
+    )
+    if columns is not None:
+        frame = frame.select(columns)
+    return frame.collect().sort("ts")
+
+
+def _feature_columns(lake: Lake, feature_set: str) -> list[str]:
+    fset = load_feature_set(feature_set)
+    names = lake.scan(FEATURES_TABLE).collect_schema().names()
+    base = ["ts", "trade_date", "instrument_id", "open", "close", *fset.columns]
+    missing = [c for c in base if c not in names]
+    if missing:
+        raise ValueError(
+            f"{FEATURES_TABLE} lacks columns {missing} of feature set {feature_set!r}: "
+            "re-materialize features_1m with the current feature_specs"
+        )
+    return base + [c for c in ("warm", f"warm_{feature_set}", "feature_spec_hash") if c in names]
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True
+        )
+        return out.stdout.strip() or None
+    except Exception:
+        return None
+
+
+def _versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {}
+    for p in PACKAGES:
+        try:
+            found[p] = importlib.metadata.version(p)
+        except importlib.metadata.PackageNotFoundError:
+            found[p] = None
+    found["python"] = sys.version.split()[0]
+    return found
+
+
+def _latest(lake: Lake) -> tuple[str, str]:
+    """(version, artifact folder) of the latest trained model."""
+    try:
+        pointer = json.loads(lake.read_artifact(f"{MODEL_DIR}/latest.json"))
+    except Exception as exc:
+        raise FileNotFoundError(
+            f"no Mamba-SAC model under {lake.root}/{MODEL_DIR}: materialize mamba_sac_model first"
+        ) from exc
+    return pointer["version"], pointer["path"]
+
+
+@dg.asset(
+    group_name="model",
+    kinds={"pytorch", "python"},
+    deps=[features_1m],
+    op_tags=TRAINING_TAGS,
+    description=(
+        "SAC (SB3) with a Mamba feature extractor trained on the configured train window of features_1m, in a "
+        "subprocess through Dagster Pipes (live logs and metrics). Versioned artifact beside the lake: SB3 zip + "
+        "config JSON (feature-spec hash, windows, package versions, git commit); latest.json points to it."
+    ),
+)
+def mamba_sac_model(
+    context: dg.AssetExecutionContext,
+    config: MambaSacConfig,
+    lake: LakeResource,
+    pipes_subprocess_client: dg.PipesSubprocessClient,
+) -> dg.MaterializeResult:
+    the_lake = lake.lake()
+    windows = config.windows()
+    first = min(s for s, _ in windows.values())
+    last = max(e for _, e in windows.values())
+    rows = _features(the_lake, first, last, _feature_columns(the_lake, config.feature_set))
+    hashes = rows["feature_spec_hash"].unique().drop_nulls().to_list() if "feature_spec_hash" in rows.columns else []
+    if len(hashes) > 1:
+        raise ValueError(
+            f"{FEATURES_TABLE} {first}..{last} mixes feature_spec_hash values {hashes}: "
+            "re-materialize its months with one feature_specs version before training"
+        )
+    with tempfile.TemporaryDirectory(prefix="phoenix-train-") as tmp:
+        work = Path(tmp)
+        rows.write_parquet(work / "features.parquet")
+        (work / "config.json").write_text(json.dumps(config.train_config(), indent=2))
+        out = work / "out"
+        command = [sys.executable, "-m", "phoenix_rl.pipes_entry", "--config", str(work / "config.json")]
+        command += ["--features", str(work / "features.parquet"), "--out", str(out)]
+        context.log.info(f"exported {rows.height} feature rows {first}..{last}; launching {' '.join(command)}")
+        try:
+            pipes_result = pipes_subprocess_client.run(command=command, context=context, cwd=str(REPO_ROOT))
+        except Exception as exc:
+            error = out / ERROR_FILE
+            reason = error.read_text() if error.exists() else str(exc)
+            raise RuntimeError(
+                f"mamba_sac_model: the training subprocess failed: {reason}. The traceback is in this step's logs; "
+                f"check that the windows (train {config.train_start}..{config.train_end}) have {FEATURES_TABLE} "
+                "rows and that the configuration is valid."
+            ) from exc
+        reported = pipes_result.get_materialize_result()
+        saved = json.loads((out / "config.json").read_text())
+        version = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{(hashes[0] if hashes else 'nohash')[:8]}"
+        folder = f"{MODEL_DIR}/{version}"
+        saved.update(
+            model_version=version,
+            data_windows={k: list(v) for k, v in windows.items()},
+            feature_rows_exported=rows.height,
+            package_versions=_versions(),
+            git_commit=_git_commit(),
+            trained_at=dt.datetime.now(dt.UTC).isoformat(),
+        )
+        uri = the_lake.write_artifact(f"{folder}/model.zip", (out / "model.zip").read_bytes())
+        the_lake.write_artifact(f"{folder}/config.json", json.dumps(saved, indent=2, default=str).encode())
+        the_lake.write_artifact(f"{folder}/metrics.jsonl", (out / "metrics.jsonl").read_bytes())
+    the_lake.write_artifact(f"{MODEL_DIR}/latest.json", json.dumps({"path": folder, "version": version}).encode())
+    context.log.info(f"model {version} stored at {uri}")
+    return dg.MaterializeResult(
+        metadata={
+            **(reported.metadata or {}),
+            "artifact": dg.MetadataValue.path(uri),
+            "model_version": version,
+            "feature_spec_hash": saved.get("feature_spec_hash") or "",
+            "feature_set": config.feature_set,
+            "feature_set_content_hash": saved.get("feature_set_content_hash", ""),
+            "windows": dg.MetadataValue.json(saved["data_windows"]),
+            "train_rows": int(saved.get("train_rows", 0)),
+            "git_commit": saved["git_commit"] or "unknown",
+            "launch": config.launch,
+        }
+    )
+
+
+class BacktestConfig(dg.Config):
+    ofi_threshold: float = Field(default=1.0, description="|ofi_1min_zscore| above which the OFI baseline trades")
+    random_seed: int = Field(default=0, description="Seed of the random baseline")
+
+
+def _load_model(lake: Lake) -> tuple[str, Any, dict[str, Any]]:
+    """(version, SB3 SAC model, stored config) of the latest artifact."""
+    from stable_baselines3 import SAC
+
+    version, folder = _latest(lake)
+    saved = json.loads(lake.read_artifact(f"{folder}/config.json"))
+    with tempfile.TemporaryDirectory(prefix="phoenix-model-") as tmp:
+        path = Path(tmp) / "model.zip"
+        path.write_bytes(lake.read_artifact(f"{folder}/model.zip"))
+        model = SAC.load(path, device="cpu")
+    return version, model, saved
+
+
+def _tagged(frame: pl.DataFrame, version: str, window: str, strategy: str) -> pl.DataFrame:
+    return frame.select(
+        pl.lit(version).alias("model_version"),
+        pl.lit(window).alias("window"),
+        pl.lit(strategy).alias("strategy"),
+        pl.all(),
+    )
+
+
+@dg.asset(
+    group_name="evaluation",
+    kinds={"deltalake", "pytorch"},
+    deps=[mamba_sac_model],
+    description=(
+        "Deterministic backtests of the latest model and the baselines (flat, buy-and-hold, random, OFI threshold) "
+        "on the model's validation and test windows, through the same env (identical costs and forced-flat rules). "
+        "Round trips -> backtest_trades, per-bar equity -> backtest_equity (partition: model_version)."
+    ),
+)
+def backtests(context: dg.AssetExecutionContext, config: BacktestConfig, lake: LakeResource) -> dg.MaterializeResult:
+    from phoenix_rl.backtest import run_backtest, run_baselines
+    from phoenix_rl.env import EnvConfig
+
+    the_lake = lake.lake()
+    version, model, saved = _load_model(the_lake)
+    tc = saved["train_config"]
+    stored_hash = saved.get("feature_set_content_hash")
+    if stored_hash and stored_hash != load_feature_set(tc["feature_set"]).content_hash:
+        raise ValueError(
+            f"backtests: model {version} was trained on feature set {tc['feature_set']!r} with content hash "
+            f"{stored_hash}, the current feature_specs differ: re-train mamba_sac_model"
+        )
+    env_cfg = EnvConfig(**saved["env_config"])
+    capital = float(tc.get("capital", 10_000.0))
+    columns = _feature_columns(the_lake, tc["feature_set"])
+    trades, equity, summary = [], [], {}
+    for window in WINDOWS:
+        start, end = tc[f"{window}_start"], tc[f"{window}_end"]
+        rows = _features(the_lake, start, end, columns)
+        if rows.height < 2:
+            raise ValueError(f"backtests: {window} window {start}..{end} has {rows.height} {FEATURES_TABLE} rows")
+        results = {"agent": run_backtest(model, rows, env_cfg, capital=capital, name="agent")}
+        results |= run_baselines(
+            rows, env_cfg, capital=capital, seed=config.random_seed, ofi_threshold=config.ofi_threshold
+        )
+        for name, r in results.items():
+            trades.append(_tagged(r.trades, version, window, name))
+            equity.append(_tagged(r.equity, version, window, name))
+            summary[f"{window}/{name}"] = {"total_return": r.metrics["total_return"], "n_trades": r.metrics["n_trades"]}
+        context.log.info(f"{window} {start}..{end}: {rows.height} bars, {len(results)} strategies")
+    trade_table = to_delta_arrow(pl.concat(trades, how="vertical"))
+    equity_table = to_delta_arrow(pl.concat(equity, how="vertical"))
+    tv = the_lake.replace_partition(
+        TRADES_TABLE, trade_table.schema, trade_table.to_batches(), "model_version", version
+    )
+    ev = the_lake.replace_partition(
+        EQUITY_TABLE, equity_table.schema, equity_table.to_batches(), "model_version", version
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "model_version": version,
+            "trades": trade_table.num_rows,
+            "equity_rows": equity_table.num_rows,
+            "windows": dg.MetadataValue.json({w: [tc[f"{w}_start"], tc[f"{w}_end"]] for w in WINDOWS}),
+            "summary": dg.MetadataValue.json(summary),
+            "capital": capital,
+            "delta_versions": dg.MetadataValue.json({TRADES_TABLE: tv, EQUITY_TABLE: ev}),
+        }
+    )
+
+
+EVALUATION_CHECKS: CheckTable = {
+    "agent_not_stuck_flat": ("The agent is in the market and trades on every window (thresholds in config)", False),
+    "metrics_finite": ("Every metric of every model x window x strategy is finite", True),
+}
+
+
+class EvaluationConfig(dg.Config):
+    min_time_in_market: float = Field(default=0.01, description="agent_not_stuck_flat: least share of bars in market")
+    min_trades: int = Field(default=1, description="agent_not_stuck_flat: least round trips per window")
+
+
+def _metrics_markdown(metrics: pl.DataFrame) -> str:
+    cols = [c for c in metrics.columns if c not in ("model_version", "window", "strategy")]
+    md = ["| window | strategy | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
+    for row in metrics.iter_rows(named=True):
+        md.append(f"| {row['window']} | {row['strategy']} | " + " | ".join(f"{row[c]:.4g}" for c in cols) + " |")
+    return "\n".join(md)
+
+
+@dg.asset(
+    group_name="evaluation",
+    kinds={"deltalake"},
+    deps=[backtests],
+    check_specs=check_specs("evaluation_metrics", EVALUATION_CHECKS, None),
+    description=(
+        "phoenix_rl.metrics.compute_metrics for every model x window x strategy of backtests -> evaluation_metrics "
+        "(partition: model_version); equity curves (agent vs baselines, with drawdown) as Markdown images."
+    ),
+)
+def evaluation_metrics(
+    context: dg.AssetExecutionContext, config: EvaluationConfig, lake: LakeResource
+) -> dg.MaterializeResult:
+    from phoenix_rl.backtest import BacktestResult
+    from phoenix_rl.metrics import compute_metrics
+    from phoenix_rl.plots import equity_markdown
+
+    the_lake = lake.lake()
+    version, folder = _latest(the_lake)
+    capital = float(json.loads(the_lake.read_artifact(f"{folder}/config.json"))["train_config"].get("capital", 1e4))
+    equity = the_lake.scan(EQUITY_TABLE).filter(pl.col("model_version") == version).collect()
+    trades = the_lake.scan(TRADES_TABLE).filter(pl.col("model_version") == version).collect()
+    if equity.is_empty():
+        raise ValueError(f"evaluation_metrics: no {EQUITY_TABLE} rows for model {version}: materialize backtests")
+    rows, figures = [], []
+    for window in [w for w in WINDOWS if w in set(equity["window"])]:
+        curves: dict[str, BacktestResult] = {}
+        for strategy in equity.filter(pl.col("window") == window)["strategy"].unique(maintain_order=True):
+            key = (pl.col("window") == window) & (pl.col("strategy") == strategy)
+            eq, tr = equity.filter(key).sort("ts"), trades.filter(key).sort("entry_ts")
+            m = compute_metrics(eq, tr, capital)
+            rows.append({"model_version": version, "window": window, "strategy": strategy, **m})
+            curves[strategy] = BacktestResult(strategy, eq, tr, m)
+        figures.append(equity_markdown(curves, title=f"{window} window - model {version}"))
+    metrics = pl.DataFrame(rows)
+    table = metrics.to_arrow()
+    dv = the_lake.replace_partition(METRICS_TABLE, table.schema, table.to_batches(), "model_version", version)
+
+    numeric = metrics.drop("model_version", "window", "strategy")
+    bad = [
+        f"{r['window']}/{r['strategy']}: {c}"
+        for r in metrics.iter_rows(named=True)
+        for c in numeric.columns
+        if not math.isfinite(r[c])
+    ]
+    agent = metrics.filter(pl.col("strategy") == "agent")
+    stuck = [
+        f"{r['window']}: time in market {r['time_in_market']:.3f}, {r['n_trades']:.0f} trades"
+        for r in agent.iter_rows(named=True)
+        if r["time_in_market"] < config.min_time_in_market or r["n_trades"] < config.min_trades
+    ]
+    outcomes = {
+        "agent_not_stuck_flat": CheckOutcome(
+            bool(agent.height) and not stuck,
+            f"agent time in market >= {config.min_time_in_market} and trades >= {config.min_trades} per window",
+            {
+                "below_thresholds": stuck or ["none"],
+                "time_in_market": {r["window"]: r["time_in_market"] for r in agent.iter_rows(named=True)},
+                "n_trades": {r["window"]: r["n_trades"] for r in agent.iter_rows(named=True)},
+            },
+        ),
+        "metrics_finite": CheckOutcome(not bad, f"{len(bad)} non-finite metrics", {"non_finite": bad or ["none"]}),
+    }
+    context.log.info(f"evaluation of model {version}: {metrics.height} rows (window x strategy)")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": metrics.height,
+            "model_version": version,
+            "metrics": dg.MetadataValue.md(_metrics_markdown(metrics)),
+            "equity_curves": dg.MetadataValue.md("\n\n".join(figures)),
+            "delta_version": dv,
+        },
+        check_results=check_results("evaluation_metrics", EVALUATION_CHECKS, outcomes),
+    )

@@ -1,0 +1,118 @@
+"""mamba_sac_model (Pipes subprocess) -> backtests -> evaluation_metrics on a small synthetic features_1m table."""
+
+import datetime as dt
+import json
+import math
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from feature_specs import load_feature_set
+from phoenix_assets.defs.model.assets import backtests, evaluation_metrics, mamba_sac_model
+from phoenix_assets.defs.resources import LakeResource
+from phoenix_assets.lib.lake import Lake
+from phoenix_assets.lib.microstructure import to_delta_arrow
+from phoenix_rl.testing import synthetic_features
+
+ASSETS = [mamba_sac_model, backtests, evaluation_metrics]
+TINY = {
+    "timesteps": 64,
+    "learning_starts": 32,
+    "batch_size": 16,
+    "buffer_size": 500,
+    "lookback": 8,
+    "d_model": 8,
+    "d_state": 4,
+    "n_layers": 1,
+    "net_arch": [16, 16],
+    "episode_steps": 40,
+    "log_every": 16,
+    "torch_threads": 1,
+}
+
+
+def _run_config(**overrides: object) -> dg.RunConfig:
+    return dg.RunConfig(ops={"mamba_sac_model": {"config": {**TINY, **overrides}}})
+
+
+@pytest.fixture(scope="module")
+def lake_root(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """features_1m with the phase2_ofi columns for trade dates 2024-03-13..15 (one month partition)."""
+    root = str(tmp_path_factory.mktemp("lake"))
+    cols = load_feature_set("phase2_ofi").columns
+    frame = synthetic_features(cols, n_sessions=3, bars_per_session=80, first_trade_date=dt.date(2024, 3, 13))
+    frame = frame.with_columns(
+        pl.col("warm").alias("warm_phase2_ofi"),
+        feature_spec_hash=pl.lit("testhash0123"),
+        month=pl.lit(dt.date(2024, 3, 1)),
+    )
+    table = to_delta_arrow(frame)
+    Lake(root).replace_partition("features_1m", table.schema, table.to_batches(), "month", dt.date(2024, 3, 1))
+    return root
+
+
+def _materialize(root: str, run_config: dg.RunConfig) -> dg.ExecuteInProcessResult:
+    with dg.instance_for_test() as instance:
+        return dg.materialize(
+            ASSETS,
+            resources={"lake": LakeResource(uri=root), "pipes_subprocess_client": dg.PipesSubprocessClient()},
+            run_config=run_config,
+            instance=instance,
+            raise_on_error=False,
+        )
+
+
+def test_train_backtest_evaluate(lake_root: str) -> None:
+    result = _materialize(lake_root, _run_config())
+    assert result.success
+
+    # the model: Pipes-reported metadata merged with the asset's own, and a versioned artifact + latest pointer
+    meta = result.asset_materializations_for_node("mamba_sac_model")[0].metadata
+    assert meta["steps_per_s"].value > 0
+    assert "| timesteps |" in meta["learning_curve"].value
+    assert "data:image/png;base64" in meta["learning_curve"].value
+    assert meta["timesteps"].value == 64
+    assert meta["feature_spec_hash"].value == "testhash0123"
+    lake = Lake(lake_root)
+    pointer = json.loads(lake.read_artifact("artifacts/mamba_sac_model/latest.json"))
+    assert Path(lake_root, pointer["path"], "model.zip").stat().st_size > 0
+    saved = json.loads(lake.read_artifact(f"{pointer['path']}/config.json"))
+    assert saved["feature_spec_hash"] == "testhash0123"
+    assert saved["data_windows"]["train"] == ["2024-03-13", "2024-03-14"]
+    assert saved["package_versions"]["stable-baselines3"]
+    assert "git_commit" in saved
+
+    # backtests: trades and per-bar equity for 2 windows x 5 strategies
+    version = pointer["version"]
+    equity = lake.scan("backtest_equity").filter(pl.col("model_version") == version).collect()
+    assert equity.select("window", "strategy").unique().height == 10
+    assert lake.scan("backtest_trades").collect()["model_version"].unique().to_list() == [version]
+
+    # evaluation: one finite row per window x strategy, Markdown with the equity PNG, checks evaluated
+    metrics = lake.scan("evaluation_metrics").collect()
+    assert metrics.height == 10
+    assert sorted(metrics["strategy"].unique()) == ["agent", "buy_and_hold", "flat", "ofi_threshold", "random"]
+    numeric = metrics.drop("model_version", "window", "strategy")
+    assert all(math.isfinite(v) for row in numeric.iter_rows() for v in row)
+    flat = metrics.filter(pl.col("strategy") == "flat")
+    assert (flat["final_equity"] == flat["capital"]).all()
+    emeta = result.asset_materializations_for_node("evaluation_metrics")[0].metadata
+    assert "data:image/png;base64" in emeta["equity_curves"].value
+    assert "| window | strategy |" in emeta["metrics"].value
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert set(checks) == {"agent_not_stuck_flat", "metrics_finite"}
+    assert checks["metrics_finite"].passed
+    assert "time_in_market" in checks["agent_not_stuck_flat"].metadata
+
+
+def test_training_failure_fails_the_asset(lake_root: str) -> None:
+    """An empty train window makes the subprocess raise; the asset fails and says what to check."""
+    result = _materialize(lake_root, _run_config(train_start="2024-03-20", train_end="2024-03-21"))
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    message = str(failure.step_failure_data.error)
+    assert "training subprocess failed" in message
+    assert "2024-03-20..2024-03-21" in message
+    assert "ValueError: train: only 0 rows in the train window" in message
