@@ -11,6 +11,7 @@ import datetime as dt
 import sys
 
 import dagster as dg
+import polars as pl
 
 from phoenix_assets.definitions import defs, resources
 from phoenix_assets.lib import cme_calendar as cal
@@ -51,7 +52,7 @@ def run_demo(start: dt.date, end: dt.date, instance: dg.DagsterInstance) -> bool
             print(f"{key:<12}{'daily_job':<22}FAILED")
         blocking_failed = [c for c in checks if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR]
         ok = ok and landed.success and ingested.success and not blocking_failed
-    return ok and run_features(start, end, instance)
+    return ok and run_features(start, end, instance) and run_model(start, end, instance)
 
 
 def run_features(start: dt.date, end: dt.date, instance: dg.DagsterInstance) -> bool:
@@ -91,6 +92,57 @@ def run_features(start: dt.date, end: dt.date, instance: dg.DagsterInstance) -> 
         blocking = [c for c in checks if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR]
         ok = ok and result.success and not blocking
     return ok
+
+
+# The Phase-1 smoke run: 5K environment steps of SAC with a small Mamba extractor, one gradient step every
+# 8 environment steps (~20 s on 2 CPU cores; the full-size default trains at ~3-5 steps/s on this CPU).
+SMOKE_TRAINING = {
+    "timesteps": 5_000,
+    "learning_starts": 1_000,
+    "train_freq": 8,
+    "batch_size": 64,
+    "lookback": 16,
+    "d_model": 16,
+    "d_state": 8,
+    "n_layers": 1,
+    "log_every": 1_000,
+}
+
+
+def run_model(start: dt.date, end: dt.date, instance: dg.DagsterInstance) -> bool:
+    """Train on all but the last demo day, evaluate agent and baselines on the last day."""
+    days = cal.trade_dates_between(start, end)
+    train_end, held_out = days[-2].isoformat(), days[-1].isoformat()
+    windows = {"train_start": start.isoformat(), "train_end": train_end}
+    windows |= {"val_start": held_out, "val_end": held_out, "test_start": held_out, "test_end": held_out}
+    result = dg.materialize(
+        list(defs.assets or []),
+        selection=["mamba_sac_model", "backtests", "evaluation_metrics"],
+        instance=instance,
+        resources=resources(),
+        run_config={**QUIET, "ops": {"mamba_sac_model": {"config": SMOKE_TRAINING | windows}}},
+        tags={"phoenix/training": "true"},
+        raise_on_error=False,
+    )
+    for mat in result.get_asset_materialization_events():
+        meta = mat.materialization.metadata
+        rate = meta.get("steps_per_s")
+        detail = f"{rate.value:.0f} env steps/s" if rate is not None else ""
+        print(f"{'-':<12}{mat.asset_key.to_user_string():<22}{'ok':<10}{detail}")
+    checks = result.get_asset_check_evaluations()
+    for check in checks:
+        verdict = "passed" if check.passed else f"FAILED ({check.severity.value})"
+        print(f"{'-':<12}{'  check ' + check.check_name:<32}{verdict}")
+    if result.success:
+        lake = resources()["lake"].lake()
+        metrics = lake.scan("evaluation_metrics").filter(pl.col("window") == "test").collect()
+        latest = metrics.filter(pl.col("model_version") == metrics["model_version"].max())
+        cols = ["strategy", "total_return", "sortino", "max_drawdown_pct", "n_trades", "time_in_market", "total_cost"]
+        with pl.Config(tbl_rows=10, tbl_cols=10, tbl_hide_dataframe_shape=True):
+            print(f"held-out day {held_out}, $10K capital, after costs:")
+            print(latest.select(cols).sort("strategy"))
+    blocking = [c for c in checks if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR]
+    return result.success and not blocking
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,6 +57,8 @@ class MambaSacConfig(dg.Config):
     learning_starts: int = 1_000
     gamma: float = 0.99
     tau: float = 0.005
+    train_freq: int = Field(default=1, description="Environment steps between gradient updates")
+    gradient_steps: int = Field(default=1, description="Gradient steps per update")
     net_arch: list[int] = Field(default_factory=lambda: [64, 64])
     lookback: int = 32
     d_model: int = 32
@@ -88,6 +90,8 @@ class MambaSacConfig(dg.Config):
             "learning_starts",
             "gamma",
             "tau",
+            "train_freq",
+            "gradient_steps",
             "net_arch",
             "lookback",
             "d_model",
