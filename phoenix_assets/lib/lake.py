@@ -65,6 +65,18 @@ class Lake:
         with fs.open_input_stream(path) as src:
             return bytes(src.read())
 
+    def publish_latest(self, directory: str, path: str, version: str) -> None:
+        """Point `<directory>/latest.json` at a stored artifact version (written after the artifact)."""
+        self.write_artifact(f"{directory}/latest.json", json.dumps({"path": path, "version": version}).encode())
+
+    def latest(self, directory: str, producer: str) -> tuple[str, str]:
+        """(version, path) of the latest artifact under `directory`; names the asset that makes it."""
+        try:
+            pointer = json.loads(self.read_artifact(f"{directory}/latest.json"))
+        except Exception as exc:
+            raise FileNotFoundError(f"nothing under {self.root}/{directory}: materialize {producer} first") from exc
+        return pointer["version"], pointer["path"]
+
     def _artifact_fs(self, relative_path: str) -> tuple[pafs.FileSystem, str]:
         fs, base = pafs.FileSystem.from_uri(self.root)
         return fs, f"{base.rstrip('/')}/{relative_path}"

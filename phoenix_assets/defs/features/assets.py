@@ -2,7 +2,6 @@
 `features_1m` (monthly partitions). Point in time throughout: trailing windows, forward filtering only."""
 
 import datetime as dt
-import json
 
 import dagster as dg
 import polars as pl
@@ -39,13 +38,8 @@ def _month(context: dg.AssetExecutionContext) -> tuple[dt.date, dt.date]:
 
 
 def latest_model(lake: Lake) -> RegimeModel:
-    try:
-        pointer = json.loads(lake.read_artifact(f"{MODEL_DIR}/latest.json"))
-    except Exception as exc:
-        raise FileNotFoundError(
-            f"no HMM regime model under {lake.root}/{MODEL_DIR}: materialize hmm_regime_model first"
-        ) from exc
-    return RegimeModel.from_json(lake.read_artifact(pointer["path"]))
+    _, path = lake.latest(MODEL_DIR, "hmm_regime_model")
+    return RegimeModel.from_json(lake.read_artifact(path))
 
 
 class RegimeModelConfig(dg.Config):
@@ -75,7 +69,7 @@ def hmm_regime_model(
     version = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{catalog.content_hash[:8]}"
     path = f"{MODEL_DIR}/{version}.json"
     uri = the_lake.write_artifact(path, model.to_bytes())
-    the_lake.write_artifact(f"{MODEL_DIR}/latest.json", json.dumps({"path": path, "version": version}).encode())
+    the_lake.publish_latest(MODEL_DIR, path, version)
     summary = model_summary(model, filter_regimes(model, bars, catalog.hmm))
     context.log.info(
         f"HMM fit on {start}..{end}: log-likelihood {model.log_likelihood:.1f}, converged {model.converged}"

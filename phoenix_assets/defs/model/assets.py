@@ -161,13 +161,7 @@ def _versions() -> dict[str, str | None]:
 
 def _latest(lake: Lake) -> tuple[str, str]:
     """(version, artifact folder) of the latest trained model."""
-    try:
-        pointer = json.loads(lake.read_artifact(f"{MODEL_DIR}/latest.json"))
-    except Exception as exc:
-        raise FileNotFoundError(
-            f"no Mamba-SAC model under {lake.root}/{MODEL_DIR}: materialize mamba_sac_model first"
-        ) from exc
-    return pointer["version"], pointer["path"]
+    return lake.latest(MODEL_DIR, "mamba_sac_model")
 
 
 @dg.asset(
@@ -231,7 +225,7 @@ def mamba_sac_model(
         uri = the_lake.write_artifact(f"{folder}/model.zip", (out / "model.zip").read_bytes())
         the_lake.write_artifact(f"{folder}/config.json", json.dumps(saved, indent=2, default=str).encode())
         the_lake.write_artifact(f"{folder}/metrics.jsonl", (out / "metrics.jsonl").read_bytes())
-    the_lake.write_artifact(f"{MODEL_DIR}/latest.json", json.dumps({"path": folder, "version": version}).encode())
+    the_lake.publish_latest(MODEL_DIR, folder, version)
     context.log.info(f"model {version} stored at {uri}")
     return dg.MaterializeResult(
         metadata={
