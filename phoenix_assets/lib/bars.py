@@ -36,7 +36,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from phoenix_assets.lib.book_kernel import SECOND_COLUMNS
+from phoenix_assets.lib.book_kernel import COUNT_COLUMNS, SECOND_COLUMNS
 from phoenix_assets.lib.mbp10_schema import N_LEVELS, level_columns
 
 __all__ = [
@@ -119,14 +119,7 @@ def ofi_bars_1m(
         },
     )
     sums = [
-        "n_records",
-        "n_events",
-        "n_snapshots",
-        "n_crossed_events",
-        "trade_count",
-        "volume",
-        "buy_volume",
-        "sell_volume",
+        *COUNT_COLUMNS,
         "notional",
         *[f"ofi_l{m}" for m in LEVELS],
         "book_s",

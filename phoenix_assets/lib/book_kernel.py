@@ -149,7 +149,7 @@ N_FSTATE = 10
 
 # --- output rows (column-major: one row of these arrays per column) ------------------------------------
 _OFI_COLS = [f"ofi_l{m + 1}" for m in range(N_LEVELS)]
-_COUNT_COLS = [
+COUNT_COLUMNS = [  # per-second integer counts, summed as they are into 1-minute bars
     "n_records",
     "n_events",
     "n_snapshots",
@@ -160,7 +160,7 @@ _COUNT_COLS = [
     "sell_volume",
 ]
 _TW_COLS = ["book_s", "valid_s", "crossed_s", "tw_bid_sz_l1", "tw_ask_sz_l1"]  # ns in the kernel
-_SUM_COLS = [*_COUNT_COLS, *_OFI_COLS, *_TW_COLS]  # in I_SUMS order
+_SUM_COLS = [*COUNT_COLUMNS, *_OFI_COLS, *_TW_COLS]  # in I_SUMS order
 O_TS, O_IID, O_SEG_START, O_SEG_KIND, O_STATUS, O_SUMS = 0, 1, 2, 3, 4, 5  # O_SUMS: N_SUMS slots
 O_BID_SZ = O_SUMS + N_SUMS
 O_ASK_SZ = O_BID_SZ + N_LEVELS
@@ -190,7 +190,7 @@ SECOND_COLUMNS: dict[str, np.dtype] = {
     "instrument_id": np.dtype(np.int64),
     "trade_date": np.dtype("datetime64[D]"),
     "in_session": np.dtype(bool),  # continuous trading (not halt / pre-open)
-    **{c: np.dtype(np.int64) for c in _COUNT_COLS},
+    **{c: np.dtype(np.int64) for c in COUNT_COLUMNS},
     **{c: np.dtype(np.int64) for c in _OFI_COLS},
     **{c: np.dtype(np.float64) for c in level_columns("bid_px") + level_columns("ask_px")},  # points
     **{c: np.dtype(np.int64) for c in level_columns("bid_sz") + level_columns("ask_sz")},
