@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from dagster_pipes import open_dagster_pipes
+from dagster_pipes import PipesContext, open_dagster_pipes
 
-__all__ = ["ERROR_FILE", "learning_curve_markdown", "main"]
+__all__ = ["ERROR_FILE", "learning_curve_markdown", "main", "train_and_report"]
 
 ERROR_FILE = "error.txt"  # in --out when training raised: "<ExceptionType>: <message>"
 
@@ -81,44 +81,59 @@ def _json_safe(d: dict[str, float] | None) -> dict[str, float | None] | None:
     return None if d is None else {k: (v if math.isfinite(v) else None) for k, v in d.items()}
 
 
+def train_and_report(
+    pipes: PipesContext,
+    config_path: str | Path,
+    features_path: str | Path,
+    out: str | Path,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 0,
+) -> None:
+    """`phoenix_rl.train.train` with its metrics as Pipes log lines and one materialization at the end; on an
+    exception the reason is left in `out`/ERROR_FILE for the launcher to quote, then re-raised."""
+    from phoenix_rl.train import TrainConfig, train  # torch/SB3: only here, so importing ERROR_FILE stays cheap
+
+    cfg = TrainConfig.from_json(config_path)
+    features = pl.read_parquet(features_path)
+    pipes.log.info(
+        f"training SAC+Mamba on {features.height} feature rows, feature set {cfg.feature_set}, "
+        f"train {cfg.train_start}..{cfg.train_end}, {cfg.total_timesteps} timesteps, seed {cfg.seed}"
+    )
+    curve: list[dict[str, float]] = []
+
+    def sink(step: int, m: dict[str, float]) -> None:
+        if not any(k.startswith("val/") for k in m):
+            curve.append(dict(m))
+        pipes.log.info(json.dumps({"step": step, **m}))
+
+    try:
+        result = train(
+            cfg, features, out, on_metrics=sink, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every
+        )
+    except Exception as exc:  # leave the reason where the launcher can quote it, then fail as usual
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / ERROR_FILE).write_text(f"{type(exc).__name__}: {exc}")
+        raise
+    metadata: dict[str, Any] = {
+        "steps_per_s": {"raw_value": float(result.steps_per_s), "type": "float"},
+        "train_elapsed_s": {"raw_value": float(result.elapsed_s), "type": "float"},
+        "timesteps": {"raw_value": int(result.timesteps), "type": "int"},
+        "learning_curve": {"raw_value": learning_curve_markdown(curve), "type": "md"},
+        "final_train_metrics": {"raw_value": _json_safe(result.last_metrics), "type": "json"},
+        "val_metrics": {"raw_value": _json_safe(result.val_metrics) or {}, "type": "json"},
+    }
+    pipes.report_asset_materialization(metadata=metadata)
+    pipes.log.info(f"training done: {result.steps_per_s:.2f} steps/s, model at {Path(result.model_path)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m phoenix_rl.pipes_entry", description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="TrainConfig as JSON")
     parser.add_argument("--features", required=True, help="features_1m rows as one parquet file")
     parser.add_argument("--out", required=True, help="output folder (model.zip, config.json, metrics.jsonl)")
     args = parser.parse_args(argv)
-    from phoenix_rl.train import TrainConfig, train  # torch/SB3: only here, so importing ERROR_FILE stays cheap
-
     with open_dagster_pipes() as pipes:
-        cfg = TrainConfig.from_json(args.config)
-        features = pl.read_parquet(args.features)
-        pipes.log.info(
-            f"training SAC+Mamba on {features.height} feature rows, feature set {cfg.feature_set}, "
-            f"train {cfg.train_start}..{cfg.train_end}, {cfg.total_timesteps} timesteps, seed {cfg.seed}"
-        )
-        curve: list[dict[str, float]] = []
-
-        def sink(step: int, m: dict[str, float]) -> None:
-            if not any(k.startswith("val/") for k in m):
-                curve.append(dict(m))
-            pipes.log.info(json.dumps({"step": step, **m}))
-
-        try:
-            result = train(cfg, features, args.out, on_metrics=sink)
-        except Exception as exc:  # leave the reason where the launcher can quote it, then fail as usual
-            Path(args.out).mkdir(parents=True, exist_ok=True)
-            (Path(args.out) / ERROR_FILE).write_text(f"{type(exc).__name__}: {exc}")
-            raise
-        metadata: dict[str, Any] = {
-            "steps_per_s": {"raw_value": float(result.steps_per_s), "type": "float"},
-            "train_elapsed_s": {"raw_value": float(result.elapsed_s), "type": "float"},
-            "timesteps": {"raw_value": int(result.timesteps), "type": "int"},
-            "learning_curve": {"raw_value": learning_curve_markdown(curve), "type": "md"},
-            "final_train_metrics": {"raw_value": _json_safe(result.last_metrics), "type": "json"},
-            "val_metrics": {"raw_value": _json_safe(result.val_metrics) or {}, "type": "json"},
-        }
-        pipes.report_asset_materialization(metadata=metadata)
-        pipes.log.info(f"training done: {result.steps_per_s:.2f} steps/s, model at {Path(result.model_path)}")
+        train_and_report(pipes, args.config, args.features, args.out)
     return 0
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import polars as pl
 import torch
 from stable_baselines3 import SAC
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
 from stable_baselines3.common.monitor import Monitor
 
 from feature_specs import load_feature_set
@@ -37,7 +37,7 @@ from phoenix_rl.backtest import run_backtest
 from phoenix_rl.env import EnvConfig, MnqTradingEnv
 from phoenix_rl.extractor import MambaFeaturesExtractor
 
-__all__ = ["MetricsCallback", "TrainConfig", "TrainResult", "main", "select_window", "train"]
+__all__ = ["MetricsCallback", "TrainConfig", "TrainResult", "main", "resume_from_checkpoint", "select_window", "train"]
 
 MetricsSink = Callable[[int, dict[str, float]], None]
 
@@ -200,10 +200,32 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     torch.backends.cudnn.deterministic = deterministic
 
 
+def resume_from_checkpoint(model: SAC, env: Monitor, checkpoint_dir: Path) -> SAC:
+    """The newest `rl_model_<steps>_steps.zip` of SB3's CheckpointCallback in `checkpoint_dir` (with its replay
+    buffer when saved) loaded onto `env`; `model` unchanged when there is none."""
+    found = sorted(checkpoint_dir.glob("rl_model_*_steps.zip"), key=lambda p: int(p.stem.split("_")[-2]))
+    if not found:
+        return model
+    resumed = SAC.load(found[-1], env=env, device=model.device)
+    buffer = checkpoint_dir / f"rl_model_replay_buffer_{resumed.num_timesteps}_steps.pkl"
+    if buffer.exists():
+        resumed.load_replay_buffer(buffer)
+    return resumed
+
+
 def train(
-    cfg: TrainConfig, features: pl.DataFrame, out_dir: str | Path, on_metrics: MetricsSink | None = None
+    cfg: TrainConfig,
+    features: pl.DataFrame,
+    out_dir: str | Path,
+    on_metrics: MetricsSink | None = None,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 0,
 ) -> TrainResult:
-    """Train on the train window, save model + config, backtest the val window (module doc)."""
+    """Train on the train window, save model + config, backtest the val window (module doc).
+
+    With `checkpoint_dir`, training resumes from the newest checkpoint found there (a spot instance that was
+    interrupted) and, when `checkpoint_every` > 0, saves model + replay buffer there every that many steps.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     fset = load_feature_set(cfg.feature_set)
@@ -256,8 +278,17 @@ def train(
     metrics_path = out / "metrics.jsonl"
     metrics_path.unlink(missing_ok=True)
     callback = MetricsCallback(cfg.log_every, metrics_path, on_metrics)
+    callbacks: list[BaseCallback] = [callback]
+    if checkpoint_dir is not None:
+        model = resume_from_checkpoint(model, env, Path(checkpoint_dir))
+        if checkpoint_every > 0:
+            callbacks.append(CheckpointCallback(checkpoint_every, str(checkpoint_dir), save_replay_buffer=True))
     t0 = time.perf_counter()
-    model.learn(total_timesteps=cfg.total_timesteps, callback=callback)
+    model.learn(
+        total_timesteps=cfg.total_timesteps - model.num_timesteps,
+        callback=callbacks,
+        reset_num_timesteps=model.num_timesteps == 0,
+    )
     elapsed = time.perf_counter() - t0
     last = callback.last if callback.last.get("timesteps") == float(model.num_timesteps) else callback.emit()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import socket
 import subprocess
@@ -12,9 +13,13 @@ from pathlib import Path
 
 import boto3
 import dagster as dg
+import polars as pl
 import pytest
 
+from feature_specs import load_feature_set
 from phoenix_assets.lib.lake import Lake
+from phoenix_assets.lib.microstructure import to_delta_arrow
+from phoenix_rl.testing import synthetic_features
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -22,6 +27,21 @@ ESH4_MBP10 = SHARED_DATA / "glbx-mdp3-esh4-20231225.mbp-10.derived-from-mbo.dbn.
 ESM4_MBP10 = SHARED_DATA / "glbx-mdp3-esm4-20240508T000000-000002.mbp-10.derived-from-mbo.dbn.zst"  # 2024-05-08
 ESH1_MBP10 = SHARED_DATA / "glbx-mdp3-esh1-20201228.mbp-10.fixture.dbn.zst"  # trade date 2020-12-28
 ESH1_TRADES = SHARED_DATA / "glbx-mdp3-esh1-20201228.trades.fixture.dbn.zst"
+# mamba_sac_model config for a seconds-long training run on the features_lake_root data
+TINY_MODEL_CONFIG = {
+    "timesteps": 64,
+    "learning_starts": 32,
+    "batch_size": 16,
+    "buffer_size": 500,
+    "lookback": 8,
+    "d_model": 8,
+    "d_state": 4,
+    "n_layers": 1,
+    "net_arch": [16, 16],
+    "episode_steps": 40,
+    "log_every": 16,
+    "torch_threads": 1,
+}
 MBP10_FIXTURES = sorted(p for p in SHARED_DATA.glob("*.dbn*") if ".mbp-10." in p.name)
 
 
@@ -94,3 +114,19 @@ def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
         monkeypatch.setenv(key, value)
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="phoenix-lake")
     return s3_endpoint
+
+
+@pytest.fixture(scope="module")
+def features_lake_root(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A lake whose features_1m holds the phase2_ofi columns for trade dates 2024-03-13..15 (one month)."""
+    root = str(tmp_path_factory.mktemp("lake"))
+    cols = load_feature_set("phase2_ofi").columns
+    frame = synthetic_features(cols, n_sessions=3, bars_per_session=80, first_trade_date=dt.date(2024, 3, 13))
+    frame = frame.with_columns(
+        pl.col("warm").alias("warm_phase2_ofi"),
+        feature_spec_hash=pl.lit("testhash0123"),
+        month=pl.lit(dt.date(2024, 3, 1)),
+    )
+    table = to_delta_arrow(frame)
+    Lake(root).replace_partition("features_1m", table.schema, table.to_batches(), "month", dt.date(2024, 3, 1))
+    return root

@@ -1,71 +1,43 @@
 """mamba_sac_model (Pipes subprocess) -> backtests -> evaluation_metrics on a small synthetic features_1m table."""
 
-import datetime as dt
 import json
 import math
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
-import pytest
 
-from feature_specs import load_feature_set
 from phoenix_assets.defs.model.assets import backtests, evaluation_metrics, mamba_sac_model
+from phoenix_assets.defs.model.sagemaker import SageMakerResource
 from phoenix_assets.defs.resources import LakeResource
 from phoenix_assets.lib.lake import Lake
-from phoenix_assets.lib.microstructure import to_delta_arrow
-from phoenix_rl.testing import synthetic_features
+from tests.conftest import TINY_MODEL_CONFIG
 
 ASSETS = [mamba_sac_model, backtests, evaluation_metrics]
-TINY = {
-    "timesteps": 64,
-    "learning_starts": 32,
-    "batch_size": 16,
-    "buffer_size": 500,
-    "lookback": 8,
-    "d_model": 8,
-    "d_state": 4,
-    "n_layers": 1,
-    "net_arch": [16, 16],
-    "episode_steps": 40,
-    "log_every": 16,
-    "torch_threads": 1,
-}
+TINY = TINY_MODEL_CONFIG
 
 
 def _run_config(**overrides: object) -> dg.RunConfig:
     return dg.RunConfig(ops={"mamba_sac_model": {"config": {**TINY, **overrides}}})
 
 
-@pytest.fixture(scope="module")
-def lake_root(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """features_1m with the phase2_ofi columns for trade dates 2024-03-13..15 (one month partition)."""
-    root = str(tmp_path_factory.mktemp("lake"))
-    cols = load_feature_set("phase2_ofi").columns
-    frame = synthetic_features(cols, n_sessions=3, bars_per_session=80, first_trade_date=dt.date(2024, 3, 13))
-    frame = frame.with_columns(
-        pl.col("warm").alias("warm_phase2_ofi"),
-        feature_spec_hash=pl.lit("testhash0123"),
-        month=pl.lit(dt.date(2024, 3, 1)),
-    )
-    table = to_delta_arrow(frame)
-    Lake(root).replace_partition("features_1m", table.schema, table.to_batches(), "month", dt.date(2024, 3, 1))
-    return root
-
-
 def _materialize(root: str, run_config: dg.RunConfig) -> dg.ExecuteInProcessResult:
     with dg.instance_for_test() as instance:
         return dg.materialize(
             ASSETS,
-            resources={"lake": LakeResource(uri=root), "pipes_subprocess_client": dg.PipesSubprocessClient()},
+            resources={
+                "lake": LakeResource(uri=root),
+                "pipes_subprocess_client": dg.PipesSubprocessClient(),
+                "sagemaker": SageMakerResource(),
+            },
             run_config=run_config,
             instance=instance,
             raise_on_error=False,
         )
 
 
-def test_train_backtest_evaluate(lake_root: str) -> None:
-    result = _materialize(lake_root, _run_config())
+def test_train_backtest_evaluate(features_lake_root: str) -> None:
+    result = _materialize(features_lake_root, _run_config())
     assert result.success
 
     # the model: Pipes-reported metadata merged with the asset's own, and a versioned artifact + latest pointer
@@ -75,9 +47,9 @@ def test_train_backtest_evaluate(lake_root: str) -> None:
     assert "data:image/png;base64" in meta["learning_curve"].value
     assert meta["timesteps"].value == 64
     assert meta["feature_spec_hash"].value == "testhash0123"
-    lake = Lake(lake_root)
+    lake = Lake(features_lake_root)
     pointer = json.loads(lake.read_artifact("artifacts/mamba_sac_model/latest.json"))
-    assert Path(lake_root, pointer["path"], "model.zip").stat().st_size > 0
+    assert Path(features_lake_root, pointer["path"], "model.zip").stat().st_size > 0
     saved = json.loads(lake.read_artifact(f"{pointer['path']}/config.json"))
     assert saved["feature_spec_hash"] == "testhash0123"
     assert saved["data_windows"]["train"] == ["2024-03-13", "2024-03-14"]
@@ -107,9 +79,9 @@ def test_train_backtest_evaluate(lake_root: str) -> None:
     assert "time_in_market" in checks["agent_not_stuck_flat"].metadata
 
 
-def test_training_failure_fails_the_asset(lake_root: str) -> None:
+def test_training_failure_fails_the_asset(features_lake_root: str) -> None:
     """An empty train window makes the subprocess raise; the asset fails and says what to check."""
-    result = _materialize(lake_root, _run_config(train_start="2024-03-20", train_end="2024-03-21"))
+    result = _materialize(features_lake_root, _run_config(train_start="2024-03-20", train_end="2024-03-21"))
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     message = str(failure.step_failure_data.error)

@@ -24,6 +24,7 @@ from pydantic import Field
 from feature_specs import load_feature_set
 from phoenix_assets.defs.checks import CheckTable, check_results, check_specs
 from phoenix_assets.defs.features.assets import FEATURES_TABLE, features_1m
+from phoenix_assets.defs.model.sagemaker import SageMakerResource
 from phoenix_assets.defs.resources import REPO_ROOT, LakeResource
 from phoenix_assets.lib.lake import Lake
 from phoenix_assets.lib.microstructure import to_delta_arrow
@@ -69,8 +70,12 @@ class MambaSacConfig(dg.Config):
     slippage_ticks_per_side: float = 1.0
     log_every: int = 500
     torch_threads: int | None = None
-    launch: Literal["local"] = Field(
-        default="local", description="Where training runs: a local subprocess via Dagster Pipes (only option today)"
+    launch: Literal["local", "sagemaker"] = Field(
+        default="local",
+        description=(
+            "Where training runs: 'local' (a subprocess via Dagster Pipes) or 'sagemaker' (a managed-spot training "
+            "job configured by the `sagemaker` resource, Pipes messages via S3)"
+        ),
     )
 
     def train_config(self) -> dict[str, Any]:
@@ -180,6 +185,7 @@ def mamba_sac_model(
     config: MambaSacConfig,
     lake: LakeResource,
     pipes_subprocess_client: dg.PipesSubprocessClient,
+    sagemaker: SageMakerResource,
 ) -> dg.MaterializeResult:
     the_lake = lake.lake()
     windows = config.windows()
@@ -197,19 +203,23 @@ def mamba_sac_model(
         rows.write_parquet(work / "features.parquet")
         (work / "config.json").write_text(json.dumps(config.train_config(), indent=2))
         out = work / "out"
-        command = [sys.executable, "-m", "phoenix_rl.pipes_entry", "--config", str(work / "config.json")]
-        command += ["--features", str(work / "features.parquet"), "--out", str(out)]
-        context.log.info(f"exported {rows.height} feature rows {first}..{last}; launching {' '.join(command)}")
-        try:
-            pipes_result = pipes_subprocess_client.run(command=command, context=context, cwd=str(REPO_ROOT))
-        except Exception as exc:
-            error = out / ERROR_FILE
-            reason = error.read_text() if error.exists() else str(exc)
-            raise RuntimeError(
-                f"mamba_sac_model: the training subprocess failed: {reason}. The traceback is in this step's logs; "
-                f"check that the windows (train {config.train_start}..{config.train_end}) have {FEATURES_TABLE} "
-                "rows and that the configuration is valid."
-            ) from exc
+        if config.launch == "sagemaker":
+            context.log.info(f"exported {rows.height} feature rows {first}..{last}; launching a SageMaker job")
+            pipes_result = sagemaker.launch(context, work / "features.parquet", work / "config.json", out)
+        else:
+            command = [sys.executable, "-m", "phoenix_rl.pipes_entry", "--config", str(work / "config.json")]
+            command += ["--features", str(work / "features.parquet"), "--out", str(out)]
+            context.log.info(f"exported {rows.height} feature rows {first}..{last}; launching {' '.join(command)}")
+            try:
+                pipes_result = pipes_subprocess_client.run(command=command, context=context, cwd=str(REPO_ROOT))
+            except Exception as exc:
+                error = out / ERROR_FILE
+                reason = error.read_text() if error.exists() else str(exc)
+                raise RuntimeError(
+                    f"mamba_sac_model: the training subprocess failed: {reason}. The traceback is in this step's "
+                    f"logs; check that the windows (train {config.train_start}..{config.train_end}) have "
+                    f"{FEATURES_TABLE} rows and that the configuration is valid."
+                ) from exc
         reported = pipes_result.get_materialize_result()
         saved = json.loads((out / "config.json").read_text())
         version = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{(hashes[0] if hashes else 'nohash')[:8]}"
