@@ -10,7 +10,9 @@ from phoenix_assets.defs.ingest.assets import raw_mbp10
 from phoenix_assets.defs.ingest.synthetic import synthetic_landing_job
 from phoenix_assets.defs.microstructure.assets import book_snapshots_1s, ofi_bars_1m
 from phoenix_assets.defs.model.assets import TRAINING_TAGS, backtests, evaluation_metrics, mamba_sac_model
+from phoenix_assets.defs.model.sagemaker import SageMakerResource
 from phoenix_assets.defs.resources import DatabentoResource, LakeResource, LandingResource, QualityThresholds
+from phoenix_assets.defs.retrain import retrain_sensor
 
 
 def resources() -> dict[str, dg.ConfigurableResource | dg.PipesSubprocessClient]:
@@ -21,6 +23,7 @@ def resources() -> dict[str, dg.ConfigurableResource | dg.PipesSubprocessClient]
         "databento": DatabentoResource(),
         "quality": QualityThresholds(),
         "pipes_subprocess_client": dg.PipesSubprocessClient(),
+        "sagemaker": SageMakerResource(),  # used only by mamba_sac_model with launch="sagemaker"
     }
 
 
@@ -56,6 +59,6 @@ defs = dg.Definitions(
         evaluation_metrics,
     ],
     jobs=[synthetic_landing_job, daily_job, features_job, model_job],
-    sensors=[landing_sensor, phoenix_automation, record_run_failure],
+    sensors=[landing_sensor, phoenix_automation, record_run_failure, retrain_sensor],
     resources=resources(),
 )

@@ -34,7 +34,10 @@ class LakeResource(dg.ConfigurableResource):
     uri: str | None = Field(default=None, description="Lake root; empty -> $PHOENIX_LAKE_URI -> <repo>/lake")
     storage_options: dict[str, str] = Field(
         default_factory=dict,
-        description="deltalake/object_store options (e.g. AWS_ENDPOINT_URL, AWS_REGION); AWS_* env vars apply too",
+        description=(
+            "deltalake/object_store options for tables and artifacts (e.g. AWS_ENDPOINT_URL, AWS_REGION); AWS_* env "
+            "vars apply too. On S3, conditional_put=etag unless set; unsafe-rename/locking-provider options are refused"
+        ),
     )
 
     def lake(self) -> Lake:

@@ -3,6 +3,17 @@
 Every write of a partition is one Delta transaction with a partition predicate: it replaces exactly
 that partition, atomically. If the producer fails half-way, nothing is committed and readers keep
 seeing the previous version.
+
+Concurrent writers (several runs, processes or machines on one lake). A commit is the creation of
+`_delta_log/<version>.json`; delta-rs (>= 1.0) creates it with a put-if-absent (`If-None-Match: *` on
+S3, which AWS S3 has honoured since 2024-08, as do MinIO, R2 and moto), so of two writers racing for a
+version exactly one wins. Phoenix commits never let delta-rs rebase a lost race on its own (its conflict
+check sees two replacements of an empty partition as two blind appends and keeps both): the loser
+rebuilds its transaction on the new latest version and commits again (`COMMIT_ATTEMPTS`), so a
+partition replaced by two writers at once ends as one of them, whole. On S3, `s3_storage_options`
+makes conditional writes explicit and refuses the settings that would be unsafe or are no longer
+honoured. Artifacts (models beside the tables) are written with pyarrow's S3 filesystem from the same
+storage options.
 """
 
 from __future__ import annotations
@@ -10,9 +21,11 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import os
+import random
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +35,74 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.fs import DeltaStorageHandler
-from deltalake.transaction import AddAction, create_table_with_add_actions
+from deltalake.transaction import AddAction, CommitProperties, create_table_with_add_actions
+
+S3_SCHEMES = ("s3://", "s3a://")
+COMMIT_ATTEMPTS = 25
+_CONDITIONAL_PUT_KEYS = ("conditional_put", "aws_conditional_put")
+
+
+def _truthy(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def s3_storage_options(options: Mapping[str, str], env: Mapping[str, str]) -> dict[str, str]:
+    """Storage options for a lake on S3: conditional writes on, nothing that could lose a commit.
+
+    `conditional_put=etag` (object_store: If-None-Match / If-Match on PutObject) is added unless the
+    options or `$AWS_CONDITIONAL_PUT` choose a mode themselves. Refused, naming the setting:
+    `AWS_S3_ALLOW_UNSAFE_RENAME` (Phoenix never commits by plain rename), `AWS_S3_LOCKING_PROVIDER`
+    (delta-rs >= 1.0 has no DynamoDB locking provider and would ignore it) and `conditional_put=disabled`
+    (delta-rs could not commit at all).
+    """
+    merged = dict(options)
+    given = {k.lower(): v for k, v in merged.items()}
+
+    def setting(name: str) -> tuple[str, str] | None:
+        if name.lower() in given:
+            return f"storage option {name}", given[name.lower()]
+        if name.upper() in env:
+            return f"${name.upper()}", env[name.upper()]
+        return None
+
+    unsafe = setting("AWS_S3_ALLOW_UNSAFE_RENAME")
+    if unsafe and _truthy(unsafe[1]):
+        raise ValueError(
+            f"lake on S3: {unsafe[0]}={unsafe[1]} is refused: an unsafe rename lets two writers overwrite each "
+            "other's Delta commit. S3 commits use conditional writes (If-None-Match); remove the setting."
+        )
+    locking = setting("AWS_S3_LOCKING_PROVIDER")
+    if locking:
+        raise ValueError(
+            f"lake on S3: {locking[0]}={locking[1]}: delta-rs >= 1.0 has no DynamoDB locking provider (it would be "
+            "ignored); commits are made safe by S3 conditional writes (If-None-Match). Remove the setting."
+        )
+    chosen = next((s for s in (setting(k) for k in _CONDITIONAL_PUT_KEYS) if s), None)
+    if chosen is None:
+        merged["conditional_put"] = "etag"
+    elif chosen[1].strip().lower() == "disabled":
+        raise ValueError(
+            f"lake on S3: {chosen[0]}=disabled: Delta commits need conditional writes (put-if-absent); "
+            "use 'etag' (AWS S3, MinIO, R2) or remove the setting."
+        )
+    return merged
+
+
+# deltalake/object_store storage option (lower case) -> pyarrow.fs.S3FileSystem argument, for artifacts
+_S3_ARTIFACT_ARGS = {
+    **dict.fromkeys(("aws_endpoint_url", "aws_endpoint", "endpoint_url", "endpoint"), "endpoint_override"),
+    **dict.fromkeys(("aws_region", "aws_default_region", "region"), "region"),
+    **dict.fromkeys(("aws_access_key_id", "access_key_id"), "access_key"),
+    **dict.fromkeys(("aws_secret_access_key", "secret_access_key"), "secret_key"),
+    **dict.fromkeys(("aws_session_token", "aws_token", "session_token", "token"), "session_token"),
+}
+
+
+def _lost_race(exc: DeltaError) -> bool:
+    """The commit failed because another writer committed first (the version or the table now exists)."""
+    return isinstance(exc, CommitFailedError) or "already exists" in str(exc)
 
 
 @dataclass(frozen=True)
@@ -37,6 +116,9 @@ class Lake:
         return f"{self.root.rstrip('/')}/{table}"
 
     def options(self) -> dict[str, str] | None:
+        """Storage options for deltalake/polars/object_store (on S3: see `s3_storage_options`)."""
+        if self.root.startswith(S3_SCHEMES):
+            return s3_storage_options(self.storage_options, os.environ)
         return dict(self.storage_options) or None
 
     def exists(self, table: str) -> bool:
@@ -52,10 +134,12 @@ class Lake:
     def write_artifact(self, relative_path: str, data: bytes) -> str:
         """Store a file beside the tables (e.g. `artifacts/hmm/<version>.json`); returns its URI.
 
-        Written through pyarrow's filesystem for the root's scheme (local or S3: AWS_* env vars apply).
+        Written through pyarrow's filesystem for the root's scheme; on S3 with the lake's storage options
+        (endpoint, region, credentials; the usual AWS_* environment for what they leave out).
         """
         fs, path = self._artifact_fs(relative_path)
-        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        if isinstance(fs, pafs.LocalFileSystem):
+            fs.create_dir(path.rsplit("/", 1)[0], recursive=True)  # object stores need no folders
         with fs.open_output_stream(path) as out:
             out.write(data)
         return f"{self.root.rstrip('/')}/{relative_path}"
@@ -78,8 +162,20 @@ class Lake:
         return pointer["version"], pointer["path"]
 
     def _artifact_fs(self, relative_path: str) -> tuple[pafs.FileSystem, str]:
-        fs, base = pafs.FileSystem.from_uri(self.root)
-        return fs, f"{base.rstrip('/')}/{relative_path}"
+        if not self.root.startswith(S3_SCHEMES):
+            fs, base = pafs.FileSystem.from_uri(self.root)
+            return fs, f"{base.rstrip('/')}/{relative_path}"
+        args = {
+            _S3_ARTIFACT_ARGS[k.lower()]: v for k, v in (self.options() or {}).items() if k.lower() in _S3_ARTIFACT_ARGS
+        }
+        endpoint = args.pop("endpoint_override", None) or os.environ.get("AWS_ENDPOINT_URL_S3")
+        endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL")  # as object_store reads it for the tables
+        if endpoint:
+            args["scheme"], args["endpoint_override"] = (
+                endpoint.split("://", 1) if "://" in endpoint else ("https", endpoint)
+            )
+        base = self.root.split("://", 1)[1].rstrip("/")
+        return pafs.S3FileSystem(**args), f"{base}/{relative_path}"
 
     def read_partition(
         self, table: str, trade_date: dt.date, columns: list[str] | None = None, order_by: str | None = None
@@ -107,7 +203,7 @@ class Lake:
         writer buffers ~140 bytes/row, 1.4 GB at 10M MBP-10 rows), then one transaction removes the
         partition's old files and adds the new ones. If the producer raises, the new files are deleted
         and the exception propagates as is, so the message naming the bad file reaches the user; the
-        table is unchanged. Returns the new table version.
+        table is unchanged. Returns the version this commit created.
         """
         uri = self.table_uri(table)
         if "://" not in uri:
@@ -122,25 +218,49 @@ class Lake:
         except BaseException:
             files.discard()
             raise
-        if self.exists(table):
-            self.table(table).create_write_transaction(
-                written,
-                mode="overwrite",
-                schema=schema,
-                partition_by=[partition_column],
-                partition_filters=[(partition_column, "=", str(partition_value))],
-            )
-        else:
-            create_table_with_add_actions(
-                uri,
-                deltalake.Schema.from_arrow(schema),
-                written,
-                mode="error",
-                partition_by=[partition_column],
-                description=description,
-                storage_options=self.options(),
-            )
-        return self.table(table).version()
+        return self._commit(table, schema, written, partition_column, str(partition_value), description)
+
+    def _commit(
+        self, table: str, schema: pa.Schema, written: list[AddAction], column: str, value: str, description: str | None
+    ) -> int:
+        """One commit on the latest version: the partition's current files out, `written` in; its version.
+
+        `max_commit_retries=0`: when another writer took the next version first (a table created by two
+        writers at once included), the commit fails instead of being rebased by delta-rs, and is rebuilt
+        here on the new latest version, whose files in the partition are then the ones removed, after a
+        jittered back-off. Never rebased, a commit made on version v is version v + 1.
+        """
+        no_rebase = CommitProperties(max_commit_retries=0)
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            try:
+                if self.exists(table):
+                    handle = self.table(table)
+                    read_version = handle.version()
+                    handle.create_write_transaction(
+                        written,
+                        mode="overwrite",
+                        schema=schema,
+                        partition_by=[column],
+                        partition_filters=[(column, "=", value)],
+                        commit_properties=no_rebase,
+                    )
+                    return read_version + 1
+                create_table_with_add_actions(
+                    self.table_uri(table),
+                    deltalake.Schema.from_arrow(schema),
+                    written,
+                    mode="error",
+                    partition_by=[column],
+                    description=description,
+                    storage_options=self.options(),
+                    commit_properties=no_rebase,
+                )
+                return 0
+            except DeltaError as exc:
+                if not _lost_race(exc) or attempt == COMMIT_ATTEMPTS:
+                    raise
+                time.sleep(random.uniform(0.0, min(2.0, 0.02 * 2**attempt)))
+        raise AssertionError("unreachable")
 
 
 class _PartitionFiles:
