@@ -13,6 +13,7 @@ from phoenix_assets.defs.model.assets import TRAINING_TAGS, backtests, evaluatio
 from phoenix_assets.defs.model.sagemaker import SageMakerResource
 from phoenix_assets.defs.resources import DatabentoResource, LakeResource, LandingResource, QualityThresholds
 from phoenix_assets.defs.retrain import retrain_sensor
+from phoenix_assets.defs.schedules import databento_daily
 
 
 def resources() -> dict[str, dg.ConfigurableResource | dg.PipesSubprocessClient]:
@@ -59,6 +60,7 @@ defs = dg.Definitions(
         evaluation_metrics,
     ],
     jobs=[synthetic_landing_job, daily_job, features_job, model_job],
+    schedules=[databento_daily],
     sensors=[landing_sensor, phoenix_automation, record_run_failure, retrain_sensor],
     resources=resources(),
 )

@@ -40,7 +40,7 @@ GROUPS = {
     "model": ["mamba_sac_model"],
     "evaluation": ["backtests", "evaluation_metrics"],
 }
-SENSORS = ["landing_sensor", "phoenix_automation", "record_run_failure", "retrain_sensor"]
+AUTOMATIONS = ["landing_sensor", "phoenix_automation", "record_run_failure", "retrain_sensor", "databento_daily"]
 LAUNCH_ASSET, LAUNCH_PARTITION = "book_snapshots_1s", "2024-03-14"
 UI_TIMEOUT_MS = 60_000  # one page or dialog on 2 busy cores
 RUN_TIMEOUT_MS = 240_000  # queued -> daemon -> run worker (imports torch) -> success
@@ -133,7 +133,7 @@ def check_catalog(page: Page, url: str, shots: Path) -> None:
 
 def check_sensors(page: Page, url: str, shots: Path) -> None:
     page.goto(f"{url}/automation")
-    for sensor in SENSORS:
+    for sensor in AUTOMATIONS:
         expect(page.get_by_text(sensor, exact=True)).to_be_visible()
     expect(page.get_by_text("Automation condition sensor")).to_be_visible()
     page.screenshot(path=shots / "03_automation.png")
