@@ -61,13 +61,14 @@ def test_definitions_register_sensors_and_conditions() -> None:
         "landing_sensor": dg.DefaultSensorStatus.STOPPED,
         "phoenix_automation": dg.DefaultSensorStatus.RUNNING,
         "record_run_failure": dg.DefaultSensorStatus.RUNNING,
+        "retrain_sensor": dg.DefaultSensorStatus.RUNNING,
     }
     job = repo.get_job(defs.resolve_sensor_def("landing_sensor").job_name)
     assert job.asset_layer.executable_asset_keys == {raw_mbp10.key}
     conditions = {k.to_user_string(): c for a in defs.assets or [] for k, c in a.automation_conditions_by_key.items()}
     assert conditions.get("raw_mbp10") is None and conditions.get("hmm_regime_model") is None  # never auto-refit
     assert all(conditions[a] is not None for a in ("book_snapshots_1s", "ofi_bars_1m", "hmm_regimes", "features_1m"))
-    assert not repo.schedule_defs
+    assert [s.name for s in repo.schedule_defs] == ["databento_daily"]  # stopped by default (API key)
 
 
 # --- landing sensor ----------------------------------------------------------------------------------
