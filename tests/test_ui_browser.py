@@ -3,12 +3,13 @@
 The demo's data (synthetic MNQ 2024-03-13..15 through every asset up to `evaluation_metrics`) is built
 into a temporary DAGSTER_HOME and lake; `dagster dev` serves it on 127.0.0.1; the browser then checks
 what a user sees: the asset graph in its five groups, every asset's description and partitions in the
-catalog, the sensors; it launches ONE partition of `book_snapshots_1s` from the asset page's launch
-dialog, waits for the queued run (the daemon started by `dagster dev` dequeues it) to succeed, and opens
-`evaluation_metrics` to find the equity-curve PNG and the metrics table.
+catalog, the sensors and the schedule; it launches ONE partition of `book_snapshots_1s` from the asset
+page's launch dialog and waits for the queued run (the daemon started by `dagster dev` dequeues it) to
+succeed, then a backfill of a range of its partitions from the same dialog until the daemon has run it,
+and opens `evaluation_metrics` to find the equity-curve PNG and the metrics table.
 
-Screenshots (01_asset_graph.png ... 07_metrics.png, failure.png when a step fails) go to
-`$PHOENIX_SCREENSHOTS` when set, else to the test's tmp_path/screenshots. Runs ~3-4 minutes on 2 cores
+Screenshots (01_asset_graph.png ... 09_metrics.png, failure.png when a step fails) go to
+`$PHOENIX_SCREENSHOTS` when set, else to the test's tmp_path/screenshots. Runs ~1.5-4 minutes on 2 cores
 (the demo is most of it). Skipped where no Chromium or no Playwright is installed; `.ci/run` installs
 Chromium, so CI runs it. Skip it locally with `-m "not browser"`.
 """
@@ -17,14 +18,17 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 
 import dagster as dg
 import pytest
+from dagster._core.execution.backfill import BulkActionStatus
 from ui_support import CHROMIUM_ARGS, DagsterDev, chromium_path, phoenix_env, prepare_dagster_home, run_demo, tail
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (dev extra)")
 Page = sync_api.Page
+Locator = sync_api.Locator
 expect = sync_api.expect
 
 pytestmark = [
@@ -42,8 +46,16 @@ GROUPS = {
 }
 AUTOMATIONS = ["landing_sensor", "phoenix_automation", "record_run_failure", "retrain_sensor", "databento_daily"]
 LAUNCH_ASSET, LAUNCH_PARTITION = "book_snapshots_1s", "2024-03-14"
+BACKFILL_PARTITIONS = ["2024-03-13", "2024-03-14", "2024-03-15"]  # a range, launched as an asset backfill
 UI_TIMEOUT_MS = 60_000  # one page or dialog on 2 busy cores
 RUN_TIMEOUT_MS = 240_000  # queued -> daemon -> run worker (imports torch) -> success
+BACKFILL_DONE = {
+    BulkActionStatus.COMPLETED,
+    BulkActionStatus.COMPLETED_SUCCESS,
+    BulkActionStatus.COMPLETED_FAILED,
+    BulkActionStatus.FAILED,
+    BulkActionStatus.CANCELED,
+}
 
 
 def test_dagster_ui_graph_launch_one_partition_and_evaluation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -54,6 +66,7 @@ def test_dagster_ui_graph_launch_one_partition_and_evaluation(tmp_path: Path, mo
     env = phoenix_env(home, tmp_path / "lake", tmp_path / "landing")
     run_demo(env, tmp_path / "demo.log")
 
+    monkeypatch.setenv("DAGSTER_HOME", str(home))  # for the instance read below: dagster.yaml's storage reads it
     with DagsterDev(env, tmp_path / "dagster_dev.log") as dev, sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
@@ -64,6 +77,7 @@ def test_dagster_ui_graph_launch_one_partition_and_evaluation(tmp_path: Path, mo
             check_catalog(page, dev.url, shots)
             check_sensors(page, dev.url, shots)
             run_id = launch_one_partition(page, dev.url, shots)
+            backfill_id = launch_backfill(page, dev.url, shots, home)
             check_evaluation(page, dev.url, shots)
         except Exception:
             page.screenshot(path=shots / "failure.png", full_page=True)
@@ -73,21 +87,26 @@ def test_dagster_ui_graph_launch_one_partition_and_evaluation(tmp_path: Path, mo
             browser.close()
     assert dev.leftovers == [], f"processes of dagster dev survived its shutdown: {dev.leftovers}"
 
-    # What the UI launched is what the instance recorded: that run, that partition, succeeded.
-    monkeypatch.setenv("DAGSTER_HOME", str(home))  # dagster.yaml's storage reads it
+    # What the UI launched is what the instance recorded: that run, that partition, succeeded; the backfill ran
+    # one successful run per partition of the range.
     with dg.DagsterInstance.from_config(str(home)) as instance:
         run = instance.get_run_by_id(run_id)
         assert run is not None and run.status == dg.DagsterRunStatus.SUCCESS
         assert run.tags.get("dagster/partition") == LAUNCH_PARTITION
         assert run.asset_selection == {dg.AssetKey(LAUNCH_ASSET)}
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+        assert sorted(r.tags["dagster/partition"] for r in runs) == BACKFILL_PARTITIONS
+        assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs), [(r.run_id, r.status) for r in runs]
     assert sorted(p.name for p in shots.glob("*.png")) == [
         "01_asset_graph.png",
         "02_catalog.png",
         "03_automation.png",
         "04_launch_dialog.png",
         "05_run_success.png",
-        "06_equity_curves.png",
-        "07_metrics.png",
+        "06_backfill_dialog.png",
+        "07_backfill_done.png",
+        "08_equity_curves.png",
+        "09_metrics.png",
     ]
 
 
@@ -139,10 +158,8 @@ def check_sensors(page: Page, url: str, shots: Path) -> None:
     page.screenshot(path=shots / "03_automation.png")
 
 
-def launch_one_partition(page: Page, url: str, shots: Path) -> str:
-    """Asset page -> Materialize… -> type the partition key -> Launch 1 run -> toast's View -> run page -> Success.
-
-    Returns the run id (from the run page's URL)."""
+def open_materialize_dialog(page: Page, url: str) -> Locator:
+    """The asset page's Materialize… dialog, its date range widened to All time."""
     page.goto(f"{url}/assets/{LAUNCH_ASSET}")
     page.get_by_role("button", name="Materialize…").click()
     # (the range menu below is a dialog-role popover too: name the launch dialog by its title)
@@ -156,6 +173,44 @@ def launch_one_partition(page: Page, url: str, shots: Path) -> str:
         date_range.click()
         page.get_by_role("menuitem", name="All time").click()
     expect(date_range).to_contain_text("All time")
+    return dialog
+
+
+def launch_backfill(page: Page, url: str, shots: Path, home: Path) -> str:
+    """Materialize… -> a partition range -> Launch backfill -> the daemon runs it; returns the backfill id.
+
+    Waits on the instance (the backfill's own status), then shows the backfill's page."""
+    dialog = open_materialize_dialog(page, url)
+    partition_box = dialog.get_by_role("textbox")
+    partition_box.fill(f"[{BACKFILL_PARTITIONS[0]}...{BACKFILL_PARTITIONS[-1]}]")
+    partition_box.press("Enter")
+    expect(dialog).to_contain_text(f"{len(BACKFILL_PARTITIONS)} partitions")
+    launch = dialog.get_by_role("button", name="Launch backfill")
+    expect(launch).to_be_enabled()
+    page.screenshot(path=shots / "06_backfill_dialog.png")
+    launch.click()
+    toast = page.get_by_text(re.compile(r"Created backfill [a-z]{8}")).first
+    expect(toast).to_be_visible()
+    backfill_id = re.search(r"Created backfill ([a-z]{8})", toast.inner_text()).group(1)  # type: ignore[union-attr]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        deadline = time.monotonic() + RUN_TIMEOUT_MS / 1000
+        while (backfill := instance.get_backfill(backfill_id)) is None or backfill.status not in BACKFILL_DONE:
+            assert time.monotonic() < deadline, f"backfill {backfill_id} not done: {backfill and backfill.status}"
+            time.sleep(2)
+    assert backfill.status == BulkActionStatus.COMPLETED_SUCCESS, backfill.status
+    page.goto(f"{url}/runs/b/{backfill_id}")
+    expect(page.get_by_text(backfill_id).first).to_be_visible()
+    expect(page.get_by_text("Succeeded", exact=True).first).to_be_visible()  # the backfill's status
+    expect(page.get_by_text("100% completed").first).to_be_visible()  # the asset's progress bar
+    page.screenshot(path=shots / "07_backfill_done.png")
+    return backfill_id
+
+
+def launch_one_partition(page: Page, url: str, shots: Path) -> str:
+    """Asset page -> Materialize… -> type the partition key -> Launch 1 run -> toast's View -> run page -> Success.
+
+    Returns the run id (from the run page's URL)."""
+    dialog = open_materialize_dialog(page, url)
     partition_box = dialog.get_by_role("textbox")
     partition_box.fill(LAUNCH_PARTITION)
     partition_box.press("Enter")
@@ -194,7 +249,7 @@ def check_evaluation(page: Page, url: str, shots: Path) -> None:
     assert natural[0] and natural[1] > 200 and natural[2] > 200, f"equity curve PNG not decoded: {natural}"
     for text in ("agent", "flat", "buy_and_hold", "Sortino"):
         expect(dialog).to_contain_text(text)
-    page.screenshot(path=shots / "06_equity_curves.png")
+    page.screenshot(path=shots / "08_equity_curves.png")
     dialog.get_by_role("button", name="Close").click()
     expect(dialog).to_be_hidden()
 
@@ -204,4 +259,4 @@ def check_evaluation(page: Page, url: str, shots: Path) -> None:
     for text in ("strategy", "sortino", "max_drawdown_pct", "agent", "flat", "ofi_threshold"):
         expect(table).to_contain_text(text)
     expect(table.get_by_role("row").filter(has_text="agent").first).to_be_visible()
-    page.screenshot(path=shots / "07_metrics.png")
+    page.screenshot(path=shots / "09_metrics.png")
