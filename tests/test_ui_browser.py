@@ -176,22 +176,30 @@ def open_materialize_dialog(page: Page, url: str) -> Locator:
     return dialog
 
 
+def launch_from_dialog(page: Page, url: str, shot: Path, partitions: str, count: str, button: str, toast: str) -> str:
+    """Materialize… -> type `partitions` -> the dialog counts `count` -> `button`; returns the toast's id group."""
+    dialog = open_materialize_dialog(page, url)
+    partition_box = dialog.get_by_role("textbox")
+    partition_box.fill(partitions)
+    partition_box.press("Enter")
+    expect(dialog).to_contain_text(count)
+    launch = dialog.get_by_role("button", name=button)
+    expect(launch).to_be_enabled()
+    page.screenshot(path=shot)
+    launch.click()
+    message = page.get_by_text(re.compile(toast)).first
+    expect(message).to_be_visible()
+    return re.search(toast, message.inner_text()).group(1)  # type: ignore[union-attr]
+
+
 def launch_backfill(page: Page, url: str, shots: Path, home: Path) -> str:
     """Materialize… -> a partition range -> Launch backfill -> the daemon runs it; returns the backfill id.
 
     Waits on the instance (the backfill's own status), then shows the backfill's page."""
-    dialog = open_materialize_dialog(page, url)
-    partition_box = dialog.get_by_role("textbox")
-    partition_box.fill(f"[{BACKFILL_PARTITIONS[0]}...{BACKFILL_PARTITIONS[-1]}]")
-    partition_box.press("Enter")
-    expect(dialog).to_contain_text(f"{len(BACKFILL_PARTITIONS)} partitions")
-    launch = dialog.get_by_role("button", name="Launch backfill")
-    expect(launch).to_be_enabled()
-    page.screenshot(path=shots / "06_backfill_dialog.png")
-    launch.click()
-    toast = page.get_by_text(re.compile(r"Created backfill [a-z]{8}")).first
-    expect(toast).to_be_visible()
-    backfill_id = re.search(r"Created backfill ([a-z]{8})", toast.inner_text()).group(1)  # type: ignore[union-attr]
+    partitions = f"[{BACKFILL_PARTITIONS[0]}...{BACKFILL_PARTITIONS[-1]}]"
+    count = f"{len(BACKFILL_PARTITIONS)} partitions"
+    shot, toast = shots / "06_backfill_dialog.png", r"Created backfill ([a-z]{8})"
+    backfill_id = launch_from_dialog(page, url, shot, partitions, count, "Launch backfill", toast)
     with dg.DagsterInstance.from_config(str(home)) as instance:
         deadline = time.monotonic() + RUN_TIMEOUT_MS / 1000
         while (backfill := instance.get_backfill(backfill_id)) is None or backfill.status not in BACKFILL_DONE:
@@ -210,18 +218,10 @@ def launch_one_partition(page: Page, url: str, shots: Path) -> str:
     """Asset page -> Materialize… -> type the partition key -> Launch 1 run -> toast's View -> run page -> Success.
 
     Returns the run id (from the run page's URL)."""
-    dialog = open_materialize_dialog(page, url)
-    partition_box = dialog.get_by_role("textbox")
-    partition_box.fill(LAUNCH_PARTITION)
-    partition_box.press("Enter")
-    expect(dialog).to_contain_text("1 partition")
-    launch = dialog.get_by_role("button", name="Launch 1 run")
-    expect(launch).to_be_enabled()
-    page.screenshot(path=shots / "04_launch_dialog.png")
-    launch.click()
-    toast = page.get_by_text(re.compile(r"Launched run [0-9a-f]{8}")).first
-    expect(toast).to_be_visible()
-    prefix = re.search(r"Launched run ([0-9a-f]{8})", toast.inner_text()).group(1)  # type: ignore[union-attr]
+    prefix = launch_from_dialog(
+        page, url, shots / "04_launch_dialog.png", LAUNCH_PARTITION, "1 partition", "Launch 1 run",
+        r"Launched run ([0-9a-f]{8})",
+    )  # fmt: skip
     # The toast's View button may fade before it can be clicked on busy cores: go through the runs list.
     page.goto(f"{url}/runs")
     page.locator(f"a[href^='/runs/{prefix}']").first.click()
