@@ -127,7 +127,7 @@ def run_model(start: dt.date, end: dt.date, instance: dg.DagsterInstance) -> boo
     for mat in result.get_asset_materialization_events():
         meta = mat.materialization.metadata
         rate = meta.get("steps_per_s")
-        detail = f"{rate.value:.0f} env steps/s" if rate is not None else ""
+        detail = f"{rate.value:.0f} training steps/s (SAC + Mamba)" if rate is not None else ""
         print(f"{'-':<12}{mat.asset_key.to_user_string():<22}{'ok':<10}{detail}")
     checks = result.get_asset_check_evaluations()
     for check in checks:
