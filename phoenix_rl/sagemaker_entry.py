@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     from dagster_pipes import PipesS3ContextLoader, PipesS3MessageWriter, open_dagster_pipes
 
     from phoenix_rl.pipes_entry import train_and_report
+    from phoenix_rl.train import CHECKPOINT_GLOB
 
     root = sm_root()
     model_dir = Path(os.environ.get("SM_MODEL_DIR") or root / "model")
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             context_loader=PipesS3ContextLoader(s3),
             message_writer=PipesS3MessageWriter(s3, interval=args.pipes_interval),
         ) as pipes:
-            found = list(checkpoints.glob("rl_model_*_steps.zip"))
+            found = list(checkpoints.glob(CHECKPOINT_GLOB))
             if found:
                 pipes.log.info(f"resuming from the newest of {len(found)} checkpoints in {checkpoints} (restarted job)")
             train_and_report(

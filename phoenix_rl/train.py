@@ -37,9 +37,19 @@ from phoenix_rl.backtest import run_backtest
 from phoenix_rl.env import EnvConfig, MnqTradingEnv
 from phoenix_rl.extractor import MambaFeaturesExtractor
 
-__all__ = ["MetricsCallback", "TrainConfig", "TrainResult", "main", "resume_from_checkpoint", "select_window", "train"]
+__all__ = [
+    "CHECKPOINT_GLOB",
+    "MetricsCallback",
+    "TrainConfig",
+    "TrainResult",
+    "main",
+    "resume_from_checkpoint",
+    "select_window",
+    "train",
+]
 
 MetricsSink = Callable[[int, dict[str, float]], None]
+CHECKPOINT_GLOB = "rl_model_*_steps.zip"  # what SB3's CheckpointCallback (default name prefix) saves
 
 
 @dataclass
@@ -203,7 +213,7 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 def resume_from_checkpoint(model: SAC, env: Monitor, checkpoint_dir: Path) -> SAC:
     """The newest `rl_model_<steps>_steps.zip` of SB3's CheckpointCallback in `checkpoint_dir` (with its replay
     buffer when saved) loaded onto `env`; `model` unchanged when there is none."""
-    found = sorted(checkpoint_dir.glob("rl_model_*_steps.zip"), key=lambda p: int(p.stem.split("_")[-2]))
+    found = sorted(checkpoint_dir.glob(CHECKPOINT_GLOB), key=lambda p: int(p.stem.split("_")[-2]))
     if not found:
         return model
     resumed = SAC.load(found[-1], env=env, device=model.device)
@@ -283,11 +293,12 @@ def train(
         model = resume_from_checkpoint(model, env, Path(checkpoint_dir))
         if checkpoint_every > 0:
             callbacks.append(CheckpointCallback(checkpoint_every, str(checkpoint_dir), save_replay_buffer=True))
+    resumed_at = model.num_timesteps  # > 0 when a checkpoint was restored: only the rest runs here
     t0 = time.perf_counter()
     model.learn(
-        total_timesteps=cfg.total_timesteps - model.num_timesteps,
+        total_timesteps=cfg.total_timesteps - resumed_at,
         callback=callbacks,
-        reset_num_timesteps=model.num_timesteps == 0,
+        reset_num_timesteps=resumed_at == 0,
     )
     elapsed = time.perf_counter() - t0
     last = callback.last if callback.last.get("timesteps") == float(model.num_timesteps) else callback.emit()
@@ -328,7 +339,7 @@ def train(
         metrics_path=metrics_path,
         timesteps=cfg.total_timesteps,
         elapsed_s=elapsed,
-        steps_per_s=cfg.total_timesteps / max(elapsed, 1e-9),
+        steps_per_s=(model.num_timesteps - resumed_at) / max(elapsed, 1e-9),  # steps this process ran
         last_metrics=last,
         val_metrics=val_metrics,
     )
