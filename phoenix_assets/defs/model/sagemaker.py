@@ -35,12 +35,14 @@ import dagster as dg
 from pydantic import Field
 
 from phoenix_assets.defs.resources import _setting
+from phoenix_rl import sagemaker_entry
 
 __all__ = ["SageMakerConfigError", "SageMakerJobError", "SageMakerResource", "SageMakerSettings", "job_name"]
 
 TERMINAL_STATUSES = ("Completed", "Failed", "Stopped")
-ENTRYPOINT = ["python", "-m", "phoenix_rl.sagemaker_entry"]
-CHANNEL_FILES = {"features": "features.parquet", "config": "config.json"}
+ENTRYPOINT = ["python", "-m", sagemaker_entry.__name__]
+# the file uploaded into each training channel: named as the container entry point looks for it
+CHANNEL_FILES = {channel: f"{channel}{suffix}" for channel, suffix in sagemaker_entry.CHANNELS.items()}
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 MODEL_FILES = ("model.zip", "config.json", "metrics.jsonl")
 ENV_VALUE_MAX = 512  # CreateTrainingJob: Environment values are at most 512 characters
