@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import os
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,7 +15,7 @@ import dagster as dg
 import polars as pl
 import pytest
 from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
-from ui_support import REPO, VENV_BIN, phoenix_env, prepare_dagster_home, tail
+from ui_support import REPO, VENV_BIN, phoenix_env, prepare_dagster_home, start_in_own_group, stop_group, tail
 
 from phoenix_assets.definitions import defs, resources
 from phoenix_assets.lib.lake import Lake
@@ -42,27 +40,13 @@ def _cli(env: dict[str, str], *args: str) -> str:
 
 @contextlib.contextmanager
 def _daemon(env: dict[str, str], log: Path) -> Iterator[None]:
-    """`dagster-daemon run -w workspace.yaml` in its own process group, stopped with SIGINT then SIGKILL."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            ["env", "--default-signal=INT,TERM", str(VENV_BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    """`dagster-daemon run -w workspace.yaml` in its own process group, stopped with everything it started."""
+    cmd = ["env", "--default-signal=INT,TERM", str(VENV_BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"]
+    proc = start_in_own_group(cmd, env, log)
     try:
         yield
     finally:
-        for sig, wait_s in ((signal.SIGINT, 20), (signal.SIGKILL, 5)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, sig)
-            try:
-                proc.wait(timeout=wait_s)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        stop_group(proc)
 
 
 def _backfill(env: dict[str, str], home: Path, log: Path) -> PartitionBackfill:

@@ -70,30 +70,68 @@ def prepare_dagster_home(home: Path) -> None:
     (home / ".nux" / "nux.yaml").write_text("seen: 1\n")
 
 
+def start_in_own_group(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`cmd` from the repo root in a new session (its own process group, so all it starts can be signalled
+    together), stdout and stderr to `log`."""
+    with log.open("wb") as out:
+        return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_group(proc: subprocess.Popen[bytes]) -> list[str]:
+    """Stop a process started by `start_in_own_group` and everything it started: SIGINT to the group, then
+    SIGTERM, then SIGKILL, each after a grace period; returns the command lines of descendants that had
+    left the group (a setsid'd grandchild) and had to be killed."""
+    pgid = proc.pid  # start_new_session: the group is led by the process itself
+    try:
+        started = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        started = []
+    for sig, wait_s in ((signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            break
+        if _group_gone(proc, wait_s):
+            break
+    leftovers = []
+    alive = [p for p in started if _alive(p)]
+    for p in alive:
+        try:
+            leftovers.append(" ".join(p.cmdline())[:200])
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+    proc.wait(timeout=5)
+    return leftovers
+
+
+def _group_gone(proc: subprocess.Popen[bytes], wait_s: float) -> bool:
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        proc.poll()  # reap our own child, or its zombie would count as a member
+        if not any(_alive(p) and _pgid(p) == proc.pid for p in psutil.process_iter()):
+            return True
+        time.sleep(0.25)
+    return False
+
+
 def run_demo(env: dict[str, str], log: Path, timeout_s: float = 600) -> None:
     """`./phoenix demo` (synthetic 2024-03-13..15 -> raw -> microstructure -> features -> model -> evaluation)
     in a subprocess, so its Dagster instance and environment never leak into the test process.
 
     ~80 s on 2 idle cores; the timeout is generous because the SAC smoke run slows down a lot when the
     machine is shared. Its own session, so a timeout also ends the Pipes training process it started."""
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "phoenix_assets.demo"],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise AssertionError(f"phoenix demo not done after {timeout_s:.0f} s; {log}:\n{tail(log)}") from None
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)  # nothing of the demo outlives it
+    proc = start_in_own_group([sys.executable, "-m", "phoenix_assets.demo"], env, log)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise AssertionError(f"phoenix demo not done after {timeout_s:.0f} s; {log}:\n{tail(log)}") from None
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # nothing of the demo outlives it
     if proc.returncode != 0:
         raise AssertionError(f"phoenix demo failed (rc {proc.returncode}); last lines of {log}:\n{tail(log)}")
 
@@ -126,15 +164,11 @@ class DagsterDev:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.leftovers: list[str] = []
-        self.graceful = False
 
     def __enter__(self) -> DagsterDev:
         cmd = ["env", "--default-signal=INT,TERM", str(VENV_BIN / "dagster"), "dev"]
         cmd += ["-h", "127.0.0.1", "-p", str(self.port), "-w", "workspace.yaml"]
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                cmd, cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
+        self.proc = start_in_own_group(cmd, self.env, self.log)
         try:
             self.wait_until_loaded()
         except BaseException:
@@ -177,42 +211,9 @@ class DagsterDev:
         raise AssertionError(f"dagster dev not ready after {timeout_s:.0f} s ({status}):\n{tail(self.log)}")
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        pgid = self.proc.pid  # start_new_session: the group is led by the `env`/dagster process itself
-        try:
-            started = psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            started = []
-        for sig, wait_s in ((signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-            try:
-                os.killpg(pgid, sig)
-            except ProcessLookupError:
-                break
-            if self._group_gone(pgid, wait_s):
-                self.graceful = sig == signal.SIGINT
-                break
-        # Anything that left the group (a setsid'd grandchild) still counts as ours.
-        alive = [p for p in started if _alive(p)]
-        for p in alive:
-            try:
-                self.leftovers.append(" ".join(p.cmdline())[:200])
-                p.kill()
-            except psutil.Error:
-                pass
-        psutil.wait_procs(alive, timeout=5)
-        self.proc.wait(timeout=5)
-        self.proc = None
-
-    def _group_gone(self, pgid: int, wait_s: float) -> bool:
-        assert self.proc is not None
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            self.proc.poll()  # reap our own child, or its zombie would count as a member
-            if not any(_alive(p) and _pgid(p) == pgid for p in psutil.process_iter()):
-                return True
-            time.sleep(0.25)
-        return False
+        if self.proc is not None:
+            self.leftovers += stop_group(self.proc)
+            self.proc = None
 
 
 def _pgid(p: psutil.Process) -> int | None:
