@@ -21,6 +21,7 @@ from arch.bootstrap import StationaryBootstrap, optimal_block_length
 from scipy import stats
 
 __all__ = [
+    "EULER_GAMMA",
     "MIN_DAYS",
     "deflated_sharpe_ratio",
     "mean_ci",

@@ -42,9 +42,9 @@ class RewardConfig:
         if self.hold_bars < 0:
             raise ValueError(f"RewardConfig.hold_bars must be >= 0, got {self.hold_bars}")
         if self.differential not in (None, "sharpe", "sortino"):
-            raise ValueError(f"RewardConfig.differential must be None, 'sharpe' or 'sortino', got {self.differential!r}")
+            raise ValueError(f"RewardConfig.differential must be None, 'sharpe' or 'sortino': {self.differential!r}")
         if not 0 < self.eta <= 1:
-            raise ValueError(f"RewardConfig.eta (EMA rate of the differential ratios) must be in (0, 1], got {self.eta}")
+            raise ValueError(f"RewardConfig.eta (EMA rate of the differential ratios) must be in (0, 1]: {self.eta}")
 
 
 def differential_sharpe(r: float, a_prev: float, b_prev: float, eta: float) -> tuple[float, float, float]:
@@ -77,9 +77,8 @@ def differential_downside_ratio(r: float, a_prev: float, dd2_prev: float, eta: f
         return 0.0, a_new, dd2_new
     dd = math.sqrt(dd2_prev)
     if r > 0:
-        d = (r - 0.5 * a_prev) / dd
-    else:
-        d = (dd2_prev * (r - 0.5 * a_prev) - 0.5 * a_prev * r * r) / dd**3
+        return (r - 0.5 * a_prev) / dd, a_new, dd2_new
+    d = (dd2_prev * (r - 0.5 * a_prev) - 0.5 * a_prev * r * r) / dd**3
     return d, a_new, dd2_new
 
 
