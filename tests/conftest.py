@@ -1,4 +1,4 @@
-"""Shared fixtures: the real Databento files in ../shared/data, temporary lakes and Dagster homes."""
+"""Shared fixtures: real Databento files vendored in tests/data (see its SOURCES.md), temp lakes and Dagster homes."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from phoenix_assets.lib.microstructure import to_delta_arrow
 from phoenix_rl.testing import synthetic_features
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+SHARED_DATA = REPO / "tests" / "data"  # vendored from ../shared/data so a fresh clone is self-contained
 ESH4_MBP10 = SHARED_DATA / "glbx-mdp3-esh4-20231225.mbp-10.derived-from-mbo.dbn.zst"  # trade date 2023-12-26
 ESM4_MBP10 = SHARED_DATA / "glbx-mdp3-esm4-20240508T000000-000002.mbp-10.derived-from-mbo.dbn.zst"  # 2024-05-08
 ESH1_MBP10 = SHARED_DATA / "glbx-mdp3-esh1-20201228.mbp-10.fixture.dbn.zst"  # trade date 2020-12-28

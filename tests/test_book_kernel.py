@@ -33,7 +33,7 @@ from phoenix_assets.lib.book_kernel import (
 from phoenix_assets.lib.dbn_reader import inspect_dbn, iter_mbp10_arrays, mbp10_batch
 from phoenix_assets.lib.synthetic import SyntheticMarketConfig, write_day
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parent / "data"
 ESH4 = SHARED_DATA / "glbx-mdp3-esh4-20231225.mbp-10.derived-from-mbo.dbn.zst"  # crossed pre-open, open
 ESM4 = SHARED_DATA / "glbx-mdp3-esm4-20240508T000000-000002.mbp-10.derived-from-mbo.dbn.zst"  # snapshot
 ESH1 = SHARED_DATA / "glbx-mdp3-esh1-20201228.mbp-10.fixture.dbn.zst"

@@ -18,6 +18,7 @@ from phoenix_assets.lib.synthetic import SyntheticMarketConfig
 from tests.conftest import REPO
 
 
+@pytest.mark.slow
 def test_demo_lands_and_ingests_synthetic_days_across_the_roll(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, instance: dg.DagsterInstance
 ) -> None:
