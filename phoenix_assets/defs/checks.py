@@ -5,6 +5,8 @@ partitioned like their asset, so a blocking failure gates exactly that partition
 Non-blocking checks report with WARN severity.
 """
 
+import warnings
+
 import dagster as dg
 
 from phoenix_assets.lib.raw_quality import CheckOutcome
@@ -15,10 +17,16 @@ CheckTable = dict[str, tuple[str, bool]]
 def check_specs(
     asset: str, checks: CheckTable, partitions_def: dg.PartitionsDefinition | None
 ) -> list[dg.AssetCheckSpec]:
-    return [
-        dg.AssetCheckSpec(name, asset=asset, description=description, blocking=blocking, partitions_def=partitions_def)
-        for name, (description, blocking) in checks.items()
-    ]
+    # Partitioned checks are "preview" in dagster 1.13; we rely on them deliberately, so the warning
+    # (printed once per check at import) is silenced here only, not for the rest of dagster.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=dg.PreviewWarning, message=".*partitions_def on an AssetCheckSpec")
+        return [
+            dg.AssetCheckSpec(
+                name, asset=asset, description=description, blocking=blocking, partitions_def=partitions_def
+            )
+            for name, (description, blocking) in checks.items()
+        ]
 
 
 def check_results(asset: str, checks: CheckTable, outcomes: dict[str, CheckOutcome]) -> list[dg.AssetCheckResult]:
