@@ -17,7 +17,7 @@ import dagster as dg
 from pydantic import Field
 
 from phoenix_assets.lib import cme_calendar as cal
-from phoenix_assets.lib.lake import Lake
+from phoenix_assets.lib.lake import OBJECT_STORE_SCHEMES, Lake, normalize_lake_root
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,10 +41,11 @@ class LakeResource(dg.ConfigurableResource):
     )
 
     def lake(self) -> Lake:
-        root = _setting(self.uri, "PHOENIX_LAKE_URI", str(REPO_ROOT / "lake"))
-        assert root is not None
-        if not root.startswith(("s3://", "s3a://", "gs://", "az://", "abfss://")):
-            root = str(Path(root).expanduser().resolve())
+        source = "LakeResource.uri" if self.uri else "PHOENIX_LAKE_URI"
+        raw = _setting(self.uri, "PHOENIX_LAKE_URI", str(REPO_ROOT / "lake"))
+        assert raw is not None
+        root = normalize_lake_root(raw, source)
+        if not root.startswith(OBJECT_STORE_SCHEMES):
             Path(root).mkdir(parents=True, exist_ok=True)
         return Lake(root=root, storage_options=dict(self.storage_options))
 

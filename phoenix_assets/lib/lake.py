@@ -23,6 +23,7 @@ import datetime as dt
 import json
 import os
 import random
+import re
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -98,6 +99,39 @@ _S3_ARTIFACT_ARGS = {
     **dict.fromkeys(("aws_secret_access_key", "secret_access_key"), "secret_key"),
     **dict.fromkeys(("aws_session_token", "aws_token", "session_token", "token"), "session_token"),
 }
+
+
+OBJECT_STORE_SCHEMES = ("s3://", "s3a://", "gs://", "az://", "abfss://")
+_URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def normalize_lake_root(root: str, source: str) -> str:
+    """A lake root as deltalake needs it: `scheme://bucket[/prefix]` or an absolute local path.
+
+    Refuses what would otherwise silently become a local folder (`s3:/bucket`, `s3:bucket`) or a root
+    with no bucket (`s3://`); `source` names where the value came from (e.g. PHOENIX_LAKE_URI).
+    """
+    value = root.strip()
+    if value.startswith("file://"):
+        value = value.removeprefix("file://")
+    elif "://" in value:
+        scheme, _, rest = value.partition("://")
+        if f"{scheme}://" not in OBJECT_STORE_SCHEMES:
+            raise ValueError(
+                f"{source}={root!r}: unsupported scheme {scheme!r}; use a local path, file://, "
+                f"or one of {', '.join(OBJECT_STORE_SCHEMES)}"
+            )
+        if not rest.strip("/").split("/")[0]:
+            raise ValueError(f"{source}={root!r} names no bucket; use e.g. {scheme}://my-bucket/phoenix")
+        return value.rstrip("/")
+    elif _URI_SCHEME.match(value):
+        raise ValueError(
+            f"{source}={root!r} looks like a URI with a malformed scheme (expected 'scheme://', "
+            f"e.g. s3://bucket/prefix); refusing to write to a local folder named {value.split('/')[0]!r}"
+        )
+    if not value:
+        raise ValueError(f"{source} is empty; give a local folder or s3://bucket/prefix")
+    return str(Path(value).expanduser().resolve())
 
 
 def _lost_race(exc: DeltaError) -> bool:
