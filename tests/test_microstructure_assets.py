@@ -12,7 +12,7 @@ import pytest
 from phoenix_assets.defs.ingest.assets import raw_mbp10
 from phoenix_assets.defs.microstructure.assets import book_snapshots_1s, ofi_bars_1m
 from phoenix_assets.lib import microstructure as ms
-from phoenix_assets.lib.lake import Lake
+from phoenix_assets.lib.lake import Lake, MissingUpstreamError
 from tests.conftest import ESH4_MBP10, land
 from tests.test_raw_asset import resources
 from tests.test_raw_ingest import ESH4_DAY
@@ -96,3 +96,25 @@ def test_bar_check_severities() -> None:
         for n in ("no_nan_with_book", "spread_at_least_one_tick", "ofi_sums_match_1s", "volume_matches_raw")
     )
     assert dt.date(2023, 12, 26) == ESH4_DAY
+
+
+def test_missing_upstream_partition_fails_naming_what_to_materialize(
+    chain: dg.ExecuteInProcessResult, instance: dg.DagsterInstance, lake: Lake, landing: Path
+) -> None:
+    """A trade date with no raw partition must not produce 0 rows that pass every check (issue 13 item 3)."""
+    other_day = (ESH4_DAY + dt.timedelta(days=1)).isoformat()
+    with pytest.raises(MissingUpstreamError, match=f"book_snapshots_1s {other_day}: upstream raw_mbp10 .*materialize"):
+        dg.materialize(
+            [book_snapshots_1s], partition_key=other_day, instance=instance, resources=resources(lake, landing)
+        )
+    with pytest.raises(MissingUpstreamError, match=f"ofi_bars_1m {other_day}: upstream book_snapshots_1s"):
+        dg.materialize([ofi_bars_1m], partition_key=other_day, instance=instance, resources=resources(lake, landing))
+    assert lake.read_partition(ms.SECONDS_TABLE, ESH4_DAY + dt.timedelta(days=1)).height == 0
+
+
+def test_ofi_bars_without_the_seconds_table_names_it(instance: dg.DagsterInstance, lake: Lake, landing: Path) -> None:
+    with pytest.raises(MissingUpstreamError, match="upstream book_snapshots_1s has no partition"):
+        dg.materialize(
+            [ofi_bars_1m], partition_key=ESH4_DAY.isoformat(), instance=instance, resources=resources(lake, landing)
+        )
+    assert not lake.exists(ms.BARS_TABLE)

@@ -139,6 +139,10 @@ def _lost_race(exc: DeltaError) -> bool:
     return isinstance(exc, CommitFailedError) or "already exists" in str(exc)
 
 
+class MissingUpstreamError(RuntimeError):
+    """An asset's input partition does not exist (the message names the asset and partition to materialize)."""
+
+
 @dataclass(frozen=True)
 class Lake:
     """A lake root plus the storage options deltalake needs to reach it."""
@@ -221,6 +225,17 @@ class Lake:
         if columns is not None:
             frame = frame.select(columns)
         return frame.collect()
+
+    def require_partition(self, table: str, trade_date: dt.date, needed_by: str) -> None:
+        """Fail before computing when an upstream partition is missing, instead of writing 0 rows that pass checks."""
+        missing = not self.exists(table) or (
+            self.scan(table).filter(pl.col("trade_date") == trade_date).select(pl.len()).collect().item() == 0
+        )
+        if missing:
+            raise MissingUpstreamError(
+                f"{needed_by} {trade_date}: upstream {table} has no partition {trade_date} in {self.table_uri(table)}; "
+                f"materialize {table} for {trade_date} first"
+            )
 
     def replace_partition(
         self,

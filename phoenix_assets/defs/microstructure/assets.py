@@ -14,6 +14,7 @@ from phoenix_assets.defs.resources import LakeResource
 from phoenix_assets.lib import bars as bar_lib
 from phoenix_assets.lib import microstructure as ms
 from phoenix_assets.lib.lake import Lake
+from phoenix_assets.lib.raw_ingest import RAW_TABLE
 from phoenix_assets.lib.raw_quality import CheckOutcome
 
 SECONDS_CHECKS: CheckTable = {
@@ -50,6 +51,7 @@ def _iso(ts: object) -> str:
 def book_snapshots_1s(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     trade_date = dt.date.fromisoformat(context.partition_key)
     the_lake = lake.lake()
+    the_lake.require_partition(RAW_TABLE, trade_date, needed_by="book_snapshots_1s")
     seconds, diagnostics = ms.seconds_of_day(the_lake, trade_date)
     seconds = seconds.join(ms.symbols_of_day(the_lake, trade_date), on="instrument_id", how="left")
     table = ms.to_delta_arrow(seconds)
@@ -105,6 +107,7 @@ class OfiBarsConfig(dg.Config):
 def ofi_bars_1m(context: dg.AssetExecutionContext, config: OfiBarsConfig, lake: LakeResource) -> dg.MaterializeResult:
     trade_date = dt.date.fromisoformat(context.partition_key)
     the_lake = lake.lake()
+    the_lake.require_partition(ms.SECONDS_TABLE, trade_date, needed_by="ofi_bars_1m")
     seconds = the_lake.read_partition(ms.SECONDS_TABLE, trade_date)
     stoikov, train_dates = _stoikov_table(the_lake, trade_date, config.stoikov_train_days)
     bars = bar_lib.ofi_bars_1m(seconds, stoikov_table=stoikov)
