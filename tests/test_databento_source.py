@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+import socketserver
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import dagster as dg
 import pytest
+import requests
+from databento.common.error import BentoClientError
 
 from phoenix_assets.defs.ingest.assets import raw_mbp10
-from phoenix_assets.defs.resources import DatabentoError, DatabentoResource
+from phoenix_assets.defs.resources import DatabentoError, DatabentoResource, _is_transient
 from phoenix_assets.lib import cme_calendar as cal
 from phoenix_assets.lib.lake import Lake
 from tests.conftest import ESH4_MBP10
@@ -127,3 +132,42 @@ def test_server_errors_are_transient_and_retried(tmp_path: Path, lake: Lake, lan
     assert not result.success
     retries = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
     assert len(retries) == 3, "a transient Databento error is retried 3 times"
+
+
+class _DroppingGateway(socketserver.BaseRequestHandler):
+    """A real TCP server on 127.0.0.1 that accepts each HTTP request and closes the connection unanswered."""
+
+    def handle(self) -> None:
+        self.request.recv(65536)
+
+
+@pytest.fixture
+def dropping_gateway() -> Iterator[str]:
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), _DroppingGateway) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+        server.shutdown()
+
+
+def test_dropped_connections_of_the_real_client_are_transient(dropping_gateway: str, tmp_path: Path) -> None:
+    """requests' ConnectionError from the real databento.Historical is retried (issue 13 item 7)."""
+    source = DatabentoResource(api_key="db-" + "x" * 29, gateway=dropping_gateway)
+    with pytest.raises(DatabentoError, match="partition 2023-12-26: Databento cost query failed") as err:
+        source.download_day(ESH4_DAY, tmp_path)
+    assert isinstance(err.value.__cause__, requests.ConnectionError)
+    assert err.value.transient
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("exc", "transient"),
+    [
+        (requests.ReadTimeout("read timed out"), True),
+        (requests.ConnectionError("reset"), True),
+        (BentoClientError(http_status=429, message="rate limited"), True),
+        (BentoClientError(http_status=400, message="bad symbol"), False),
+        (ValueError("bad"), False),
+    ],
+)
+def test_transient_classification(exc: Exception, transient: bool) -> None:
+    assert _is_transient(exc) is transient

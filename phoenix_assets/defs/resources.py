@@ -77,9 +77,20 @@ class DatabentoError(RuntimeError):
 
 
 def _is_transient(exc: Exception) -> bool:
-    from databento.common.error import BentoServerError
+    """Server errors, rate limits, timeouts and dropped connections are retried; bad requests are not.
 
-    return isinstance(exc, BentoServerError | ConnectionError | TimeoutError)
+    requests' ConnectionError/Timeout do not derive from the builtin ConnectionError/TimeoutError,
+    so they are named explicitly (a dropped connection to the gateway was not retried before).
+    """
+    import requests
+    from databento.common.error import BentoClientError, BentoServerError
+
+    if isinstance(exc, BentoClientError):
+        return exc.http_status == 429
+    return isinstance(
+        exc,
+        BentoServerError | ConnectionError | TimeoutError | requests.ConnectionError | requests.Timeout,
+    )
 
 
 class DatabentoResource(dg.ConfigurableResource):
@@ -90,6 +101,7 @@ class DatabentoResource(dg.ConfigurableResource):
     symbols: list[str] = Field(default_factory=lambda: ["MNQ.v.0"])
     stype_in: str = "continuous"
     max_cost_usd: float = Field(default=5.0, description="Refuse any single request estimated above this")
+    gateway: str | None = Field(default=None, description="Historical gateway URL; empty -> Databento's default")
 
     def _key(self) -> str:
         key = _setting(self.api_key, "DATABENTO_API_KEY", None)
@@ -104,6 +116,8 @@ class DatabentoResource(dg.ConfigurableResource):
         """A `databento.Historical` client (tests substitute their own by overriding this)."""
         import databento as db
 
+        if self.gateway:
+            return db.Historical(self._key(), gateway=self.gateway)
         return db.Historical(self._key())
 
     def download_day(self, trade_date: dt.date, dest_folder: Path) -> Path:
