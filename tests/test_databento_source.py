@@ -29,6 +29,13 @@ from tests.conftest import ESH4_MBP10
 from tests.test_raw_asset import resources
 from tests.test_raw_ingest import ESH4_DAY
 
+SECRET_KEY = "db-phoenixSecretTestKey0123456789"
+
+
+@pytest.fixture(autouse=True)
+def databento_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABENTO_API_KEY", SECRET_KEY)
+
 
 class RecordingClient:
     """Stands in for databento.Historical: records the requests, serves a real DBN file."""
@@ -65,7 +72,7 @@ def test_no_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 
 
 def test_cost_above_the_limit_is_refused_before_downloading(tmp_path: Path) -> None:
-    source = OfflineDatabento(api_key="db-test", cost=12.5, max_cost_usd=5.0)
+    source = OfflineDatabento(cost=12.5, max_cost_usd=5.0)
     with pytest.raises(
         DatabentoError, match=r"partition 2023-12-26: Databento estimates \$12.50 .* max_cost_usd=\$5.00"
     ):
@@ -76,7 +83,7 @@ def test_cost_above_the_limit_is_refused_before_downloading(tmp_path: Path) -> N
 
 
 def test_request_is_the_trade_date_window_of_the_continuous_symbol(tmp_path: Path) -> None:
-    source = OfflineDatabento(api_key="db-test", cost=0.4)
+    source = OfflineDatabento(cost=0.4)
     path = source.download_day(ESH4_DAY, tmp_path)
     assert path.exists() and path.parent == tmp_path
     (_, cost_req), (_, get_req) = OfflineDatabento.last_client.requests  # type: ignore[attr-defined]
@@ -88,7 +95,7 @@ def test_request_is_the_trade_date_window_of_the_continuous_symbol(tmp_path: Pat
 
 def test_asset_downloads_then_ingests(tmp_path: Path, lake: Lake, landing: Path) -> None:
     res = resources(lake, landing)
-    res["databento"] = OfflineDatabento(api_key="db-test", cost=0.4)
+    res["databento"] = OfflineDatabento(cost=0.4)
     with dg.instance_for_test() as instance:
         result = dg.materialize(
             [raw_mbp10],
@@ -115,11 +122,11 @@ def test_server_errors_are_transient_and_retried(tmp_path: Path, lake: Lake, lan
             return FlakyClient(0.1, ESH4_MBP10)
 
     with pytest.raises(DatabentoError, match="Databento download failed") as err:
-        FlakyDatabento(api_key="k").download_day(ESH4_DAY, tmp_path)
+        FlakyDatabento().download_day(ESH4_DAY, tmp_path)
     assert err.value.transient
     assert not list(tmp_path.glob("*.part"))
     res = resources(lake, landing)
-    res["databento"] = FlakyDatabento(api_key="k")
+    res["databento"] = FlakyDatabento()
     with dg.instance_for_test() as instance:
         result = dg.materialize(
             [raw_mbp10],
@@ -151,7 +158,7 @@ def dropping_gateway() -> Iterator[str]:
 
 def test_dropped_connections_of_the_real_client_are_transient(dropping_gateway: str, tmp_path: Path) -> None:
     """requests' ConnectionError from the real databento.Historical is retried (issue 13 item 7)."""
-    source = DatabentoResource(api_key="db-" + "x" * 29, gateway=dropping_gateway)
+    source = DatabentoResource(gateway=dropping_gateway)
     with pytest.raises(DatabentoError, match="partition 2023-12-26: Databento cost query failed") as err:
         source.download_day(ESH4_DAY, tmp_path)
     assert isinstance(err.value.__cause__, requests.ConnectionError)
@@ -171,3 +178,22 @@ def test_dropped_connections_of_the_real_client_are_transient(dropping_gateway: 
 )
 def test_transient_classification(exc: Exception, transient: bool) -> None:
     assert _is_transient(exc) is transient
+
+
+def test_api_key_never_reaches_dagster_home_or_the_lake(
+    instance: dg.DagsterInstance, tmp_path: Path, lake: Lake, landing: Path
+) -> None:
+    """The key lives only in the environment: no config field can hold it (issue 13 item 8)."""
+    assert "api_key" not in DatabentoResource.model_fields
+    res = resources(lake, landing)
+    res["databento"] = OfflineDatabento(cost=0.4)
+    result = dg.materialize(
+        [raw_mbp10],
+        partition_key=ESH4_DAY.isoformat(),
+        resources=res,
+        instance=instance,
+        run_config={"ops": {"raw_mbp10": {"config": {"source": "databento"}}}},
+    )
+    assert result.success
+    leaked = [p for p in tmp_path.rglob("*") if p.is_file() and SECRET_KEY.encode() in p.read_bytes()]
+    assert leaked == []

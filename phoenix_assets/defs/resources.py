@@ -96,7 +96,11 @@ def _is_transient(exc: Exception) -> bool:
 class DatabentoResource(dg.ConfigurableResource):
     """Databento historical API as a second source of MBP-10 days, with a cost guard."""
 
-    api_key: str | None = Field(default=None, description="Empty -> $DATABENTO_API_KEY")
+    api_key_env: str = Field(
+        default="DATABENTO_API_KEY",
+        description="NAME of the environment variable holding the key; the key itself is never config, so it "
+        "cannot end up in the run storage",
+    )
     dataset: str = "GLBX.MDP3"
     symbols: list[str] = Field(default_factory=lambda: ["MNQ.v.0"])
     stype_in: str = "continuous"
@@ -104,10 +108,10 @@ class DatabentoResource(dg.ConfigurableResource):
     gateway: str | None = Field(default=None, description="Historical gateway URL; empty -> Databento's default")
 
     def _key(self) -> str:
-        key = _setting(self.api_key, "DATABENTO_API_KEY", None)
+        key = os.environ.get(self.api_key_env)
         if not key:
             raise DatabentoError(
-                "No Databento API key: set DATABENTO_API_KEY (or the resource's api_key) to download from "
+                f"No Databento API key: set {self.api_key_env} (named by the resource's api_key_env) to download from "
                 "Databento, or put DBN files in the landing folder and use source='landing'."
             )
         return key
