@@ -93,17 +93,22 @@ def test_request_is_the_trade_date_window_of_the_continuous_symbol(tmp_path: Pat
     assert (get_req["start"], get_req["end"]) == cal.trade_date_window(ESH4_DAY)
 
 
-def test_asset_downloads_then_ingests(tmp_path: Path, lake: Lake, landing: Path) -> None:
+def materialize_from_databento(instance: dg.DagsterInstance, lake: Lake, landing: Path) -> dg.ExecuteInProcessResult:
+    """raw_mbp10 for ESH4_DAY with source=databento, served by the offline client."""
     res = resources(lake, landing)
     res["databento"] = OfflineDatabento(cost=0.4)
+    return dg.materialize(
+        [raw_mbp10],
+        partition_key=ESH4_DAY.isoformat(),
+        resources=res,
+        instance=instance,
+        run_config={"ops": {"raw_mbp10": {"config": {"source": "databento"}}}},
+    )
+
+
+def test_asset_downloads_then_ingests(tmp_path: Path, lake: Lake, landing: Path) -> None:
     with dg.instance_for_test() as instance:
-        result = dg.materialize(
-            [raw_mbp10],
-            partition_key=ESH4_DAY.isoformat(),
-            resources=res,
-            instance=instance,
-            run_config={"ops": {"raw_mbp10": {"config": {"source": "databento"}}}},
-        )
+        result = materialize_from_databento(instance, lake, landing)
     assert result.success
     assert result.get_asset_materialization_events()[0].materialization.metadata["dagster/row_count"].value == 43_717
     assert dt.date(2023, 12, 26) == ESH4_DAY
@@ -185,15 +190,6 @@ def test_api_key_never_reaches_dagster_home_or_the_lake(
 ) -> None:
     """The key lives only in the environment: no config field can hold it (issue 13 item 8)."""
     assert "api_key" not in DatabentoResource.model_fields
-    res = resources(lake, landing)
-    res["databento"] = OfflineDatabento(cost=0.4)
-    result = dg.materialize(
-        [raw_mbp10],
-        partition_key=ESH4_DAY.isoformat(),
-        resources=res,
-        instance=instance,
-        run_config={"ops": {"raw_mbp10": {"config": {"source": "databento"}}}},
-    )
-    assert result.success
+    assert materialize_from_databento(instance, lake, landing).success
     leaked = [p for p in tmp_path.rglob("*") if p.is_file() and SECRET_KEY.encode() in p.read_bytes()]
     assert leaked == []
