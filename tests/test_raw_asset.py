@@ -94,10 +94,57 @@ def test_blocking_check_fails_on_out_of_order_records(instance: dg.DagsterInstan
     recs[[i, i + 1]] = recs[[i + 1, i]]
     (landing / "swapped.dbn").write_bytes(meta + recs.tobytes())
     result = run(instance, lake, landing, ESH4_DAY)
-    check = checks_by_name(result)["ts_recv_ordered"]
-    assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+    assert not result.success
+    assert "ts_recv_ordered: 1 records out of ts_recv order" in failure_message(result)
+    assert not lake.exists(RAW_TABLE)  # refused before the commit: no table was created
     spec = next(s for s in raw_mbp10.check_specs if s.name == "ts_recv_ordered")
     assert spec.blocking
+
+
+def _partition_files(lake: Lake) -> set[str]:
+    return {p.name for p in Path(lake.table_uri(RAW_TABLE)).rglob("*.parquet")}
+
+
+def test_data_failing_a_blocking_check_is_never_committed(
+    instance: dg.DagsterInstance, lake: Lake, landing: Path
+) -> None:
+    """Issue 13 item 2: a price off the tick grid by 1e-9 used to replace the good partition."""
+    land(landing, ESH4_MBP10)
+    assert run(instance, lake, landing, ESH4_DAY).success
+    good, version, files = (
+        lake.scan(RAW_TABLE).sort("record_index").collect(),
+        lake.table(RAW_TABLE).version(),
+        _partition_files(lake),
+    )
+    meta, recs = dbn_bytes(ESH4_MBP10)
+    recs["price"][100] += 1  # one trade/level price 1e-9 off the 0.25 grid
+    (landing / ESH4_MBP10.name).unlink()
+    (landing / "off-grid.dbn").write_bytes(meta + recs.tobytes())
+    result = run(instance, lake, landing, ESH4_DAY)
+    assert not result.success
+    message = failure_message(result)
+    assert "raw_mbp10 2023-12-26: blocking check(s) failed on the staged data, nothing was committed" in message
+    assert "prices_on_tick_grid: 1 prices off the 0.25 grid" in message and "off-grid.dbn" in message
+    assert lake.table(RAW_TABLE).version() == version  # the previous version stays current
+    assert lake.scan(RAW_TABLE).sort("record_index").collect().equals(good)
+    assert _partition_files(lake) == files  # the refused files were deleted
+    assert not list(Path(lake.table_uri(RAW_TABLE), "_phoenix_staging").glob("*.json"))
+
+
+def test_copy_of_a_day_under_another_symbol_is_refused_naming_both_files(
+    instance: dg.DagsterInstance, lake: Lake, landing: Path
+) -> None:
+    """Issue 13 item 1: same records, metadata naming another symbol, used to double the day."""
+    land(landing, ESH4_MBP10)
+    meta, recs = dbn_bytes(ESH4_MBP10)
+    assert meta.count(b"ESH4") >= 1
+    (landing / "renamed.dbn").write_bytes(meta.replace(b"ESH4", b"NQH4") + recs.tobytes())
+    result = run(instance, lake, landing, ESH4_DAY)
+    assert not result.success
+    message = failure_message(result)
+    assert "no_duplicates: " in message and "duplicate book records" in message
+    assert "renamed.dbn" in message and ESH4_MBP10.name in message  # both files named
+    assert not lake.exists(RAW_TABLE)
 
 
 def test_bad_input_fails_with_a_message_naming_the_file(

@@ -25,6 +25,10 @@ def landed(lake: Lake, landing: Path) -> tuple[Lake, IngestStats]:
     return lake, stats
 
 
+def stored(lake: Lake) -> q.RawPartition:
+    return q.RawPartition.stored(lake, ESH4_DAY)
+
+
 def rewrite(lake: Lake, frame: pl.DataFrame) -> None:
     """Replace the partition with a crafted frame (same schema)."""
     table = frame.to_arrow().cast(RAW_MBP10_SCHEMA)
@@ -34,24 +38,24 @@ def rewrite(lake: Lake, frame: pl.DataFrame) -> None:
 def test_all_checks_pass_on_the_real_day(landed: tuple[Lake, IngestStats]) -> None:
     lake, stats = landed
     outcomes = [
-        q.check_schema(lake),
-        q.check_non_empty(lake, ESH4_DAY),
-        q.check_no_duplicates(lake, ESH4_DAY),
-        q.check_prices_on_grid(lake, ESH4_DAY, 0.25),
+        q.check_schema(stored(lake)),
+        q.check_non_empty(stored(lake)),
+        q.check_no_duplicates(stored(lake)),
+        q.check_prices_on_grid(stored(lake), 0.25),
         q.check_ordering(stats),
         q.check_crossed_share(stats, 0.001),
         q.check_session_gaps(stats, 15),
-        q.check_expectations(lake, ESH4_DAY),
+        q.check_expectations(stored(lake)),
     ]
     assert all(o.passed for o in outcomes), [o.description for o in outcomes if not o.passed]
-    assert q.check_no_duplicates(lake, ESH4_DAY).metadata["identical_trade_records (split fills, allowed)"] == 15
+    assert q.check_no_duplicates(stored(lake)).metadata["identical_trade_records (split fills, allowed)"] == 15
 
 
 def test_duplicated_book_records_fail(landed: tuple[Lake, IngestStats]) -> None:
     lake, _ = landed
     frame = lake.read_partition(RAW_TABLE, ESH4_DAY, order_by=RAW_ORDER)
     rewrite(lake, pl.concat([frame, frame.filter(pl.col("action") == "A").head(3)]))
-    outcome = q.check_no_duplicates(lake, ESH4_DAY)
+    outcome = q.check_no_duplicates(stored(lake))
     assert not outcome.passed and outcome.metadata["duplicate_book_records"] == 3
 
 
@@ -66,10 +70,10 @@ def test_off_grid_and_negative_prices_fail(landed: tuple[Lake, IngestStats]) -> 
         pl.when(pl.col("i") == 11).then(-pl.col("price")).otherwise(pl.col("price")).alias("price"),
     ).drop("i")
     rewrite(lake, frame)
-    outcome = q.check_prices_on_grid(lake, ESH4_DAY, 0.25)
+    outcome = q.check_prices_on_grid(stored(lake), 0.25)
     assert not outcome.passed
     assert outcome.metadata["columns"] == {"price": 1, "bid_px_03": 1}
-    assert q.check_prices_on_grid(lake, ESH4_DAY, 0.0025).metadata["columns"] == {"price": 1}
+    assert q.check_prices_on_grid(stored(lake), 0.0025).metadata["columns"] == {"price": 1}
 
 
 def test_wrong_types_fail_schema_and_expectations(landed: tuple[Lake, IngestStats], tmp_path: Path) -> None:
@@ -78,9 +82,9 @@ def test_wrong_types_fail_schema_and_expectations(landed: tuple[Lake, IngestStat
     bad = Lake(str(tmp_path / "bad_lake"))
     table = frame.with_columns(pl.col("size").cast(pl.Float64), pl.lit("X").alias("side")).to_arrow()
     bad.replace_partition(RAW_TABLE, table.schema, table.to_batches(), "trade_date", ESH4_DAY)
-    schema = q.check_schema(bad)
+    schema = q.check_schema(stored(bad))
     assert not schema.passed and "size: double (expected int64)" in schema.metadata["problems"]
-    expectations = q.check_expectations(bad, ESH4_DAY)
+    expectations = q.check_expectations(stored(bad))
     assert not expectations.passed
     assert expectations.metadata["failed"] == ["expect_column_values_to_be_in_set(side)"]
 
@@ -88,8 +92,8 @@ def test_wrong_types_fail_schema_and_expectations(landed: tuple[Lake, IngestStat
 def test_empty_partition_fails(lake: Lake) -> None:
     empty = pl.DataFrame(schema=pl.from_arrow(RAW_MBP10_SCHEMA.empty_table()).schema)
     rewrite(lake, empty)
-    assert not q.check_non_empty(lake, ESH4_DAY).passed
-    assert not q.check_expectations(lake, ESH4_DAY).passed
+    assert not q.check_non_empty(stored(lake)).passed
+    assert not q.check_expectations(stored(lake)).passed
 
 
 def _stats_for(records: np.ndarray) -> IngestStats:

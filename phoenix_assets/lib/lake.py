@@ -26,7 +26,7 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from typing import Any
 import deltalake
 import polars as pl
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from deltalake.exceptions import CommitFailedError, DeltaError
@@ -245,29 +246,83 @@ class Lake:
         partition_column: str,
         partition_value: dt.date | str,
         description: str | None = None,
+        before_commit: Callable[[pads.Dataset], None] | None = None,
     ) -> int:
         """Stream `batches` into `table`, replacing one partition in a single Delta commit.
 
         Parquet files are written batch by batch (memory stays flat however long the day: delta-rs's own
         writer buffers ~140 bytes/row, 1.4 GB at 10M MBP-10 rows), then one transaction removes the
-        partition's old files and adds the new ones. If the producer raises, the new files are deleted
-        and the exception propagates as is, so the message naming the bad file reaches the user; the
-        table is unchanged. Returns the version this commit created.
+        partition's old files and adds the new ones. `before_commit` sees the staged files as a pyarrow
+        dataset (no partition column) and may raise to refuse them (blocking quality checks). If the
+        producer or the gate raises, the new files are deleted and the exception propagates as is, so the
+        message naming the bad file reaches the user; the table is unchanged. Files left by a writer that
+        was killed are removed first (`remove_orphans`). Returns the version this commit created.
         """
         uri = self.table_uri(table)
         if "://" not in uri:
             Path(uri).mkdir(parents=True, exist_ok=True)  # object stores need no folders
-        files = _PartitionFiles(
-            pafs.PyFileSystem(DeltaStorageHandler(uri, self.options())), schema, partition_column, str(partition_value)
-        )
+        fs = pafs.PyFileSystem(DeltaStorageHandler(uri, self.options()))
+        self.remove_orphans(table, fs)
+        staging = self._artifact_fs(f"{table}/{_STAGING_DIR}")
+        files = _PartitionFiles(fs, schema, partition_column, str(partition_value), staging)
         try:
             for batch in batches:
                 files.write(batch)
             written = files.close()
+            if before_commit is not None:
+                before_commit(pads.dataset([a.path for a in written], schema=files.schema, filesystem=fs))
         except BaseException:
             files.discard()
             raise
-        return self._commit(table, schema, written, partition_column, str(partition_value), description)
+        # a failed commit may still have landed (lost reply): its files stay listed for `remove_orphans`
+        version = self._commit(table, schema, written, partition_column, str(partition_value), description)
+        files.committed()
+        return version
+
+    def committed_paths(self, table: str) -> set[str]:
+        """Paths (relative to the table) of the files the current version references."""
+        if not self.exists(table):
+            return set()
+        return set(pa.table(self.table(table).get_add_actions()).column("path").to_pylist())
+
+    def remove_orphans(self, table: str, fs: pafs.FileSystem | None = None) -> list[str]:
+        """Delete the uncommitted files of writers that died (killed step, lost machine); their paths.
+
+        Each writer lists its files in `_phoenix_staging/<id>.json` before creating them and deletes the
+        list once committed or discarded, so a list that outlives its writer names exactly the files no
+        Delta version will ever reference (Delta readers and vacuum ignore `_` folders; a lite vacuum
+        never sees never-committed files). A writer counts as dead when its process is gone (same host and
+        pid namespace) or its list is older than `STAGING_MAX_AGE_S`. Files the current version references
+        (a writer killed between its commit and deleting its list) are kept.
+        """
+        fs = fs or pafs.PyFileSystem(DeltaStorageHandler(self.table_uri(table), self.options()))
+        staging, base = self._artifact_fs(f"{table}/{_STAGING_DIR}")
+        try:
+            manifests = staging.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+        except OSError:
+            return []
+        removed: list[str] = []
+        current: set[str] | None = None
+        for info in manifests:
+            if not info.path.endswith(".json"):
+                continue
+            try:
+                with staging.open_input_stream(info.path) as src:
+                    manifest = json.loads(src.read())
+            except (OSError, ValueError):
+                continue  # being written right now, or gone already
+            if not _writer_is_dead(manifest):
+                continue
+            if current is None:
+                current = self.committed_paths(table)
+            for path in manifest.get("files", []):
+                if path not in current:
+                    with contextlib.suppress(OSError):
+                        fs.delete_file(path)
+                        removed.append(path)
+            with contextlib.suppress(OSError):
+                staging.delete_file(info.path)
+        return removed
 
     def _commit(
         self, table: str, schema: pa.Schema, written: list[AddAction], column: str, value: str, description: str | None
@@ -312,23 +367,71 @@ class Lake:
         raise AssertionError("unreachable")
 
 
+_STAGING_DIR = "_phoenix_staging"
+STAGING_MAX_AGE_S = 6 * 3600  # a writer whose liveness cannot be seen (another host) is dead after this
+
+
+def _writer_identity() -> str:
+    """Host and pid namespace: a pid means the same process only when both match."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = "?"
+    return f"{os.uname().nodename}/{namespace}"
+
+
+def _writer_is_dead(manifest: Mapping[str, Any]) -> bool:
+    if time.time() - float(manifest.get("started", 0)) > STAGING_MAX_AGE_S:
+        return True
+    if manifest.get("writer") != _writer_identity():
+        return False  # another host: only the age tells
+    try:
+        os.kill(int(manifest["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, KeyError, ValueError):
+        return False
+    return False
+
+
 class _PartitionFiles:
-    """Parquet files of one partition, written batch by batch, rolled every `ROWS_PER_FILE` rows."""
+    """Parquet files of one partition, written batch by batch, rolled every `ROWS_PER_FILE` rows.
+
+    Every file is listed in a staging manifest before it is created (see `Lake.remove_orphans`).
+    """
 
     ROWS_PER_FILE = 4_000_000
 
-    def __init__(self, fs: pafs.FileSystem, schema: pa.Schema, partition_column: str, value: str) -> None:
+    def __init__(
+        self,
+        fs: pafs.FileSystem,
+        schema: pa.Schema,
+        partition_column: str,
+        value: str,
+        staging: tuple[pafs.FileSystem, str],
+    ) -> None:
         self._fs, self._column, self._value = fs, partition_column, value
-        self._schema = pa.schema([f for f in schema if f.name != partition_column])  # value lives in the path
+        self._staging_fs, staging_dir = staging
+        self.schema = pa.schema([f for f in schema if f.name != partition_column])  # value lives in the path
         self._done: list[AddAction] = []
         self._open: tuple[str, Any, pq.ParquetWriter] | None = None
         self._rows = 0
+        self._manifest = f"{staging_dir}/{uuid.uuid4()}.json"
+        self._started = time.time()
+
+    def _list(self, paths: list[str]) -> None:
+        record = {"files": paths, "pid": os.getpid(), "writer": _writer_identity(), "started": self._started}
+        if isinstance(self._staging_fs, pafs.LocalFileSystem):
+            self._staging_fs.create_dir(self._manifest.rsplit("/", 1)[0], recursive=True)
+        with self._staging_fs.open_output_stream(self._manifest) as out:
+            out.write(json.dumps(record).encode())
 
     def write(self, batch: pa.RecordBatch) -> None:
         if self._open is None:
             path = f"{self._column}={self._value}/part-{uuid.uuid4()}.zstd.parquet"
+            self._list([a.path for a in self._done] + [path])
             sink = self._fs.open_output_stream(path)
-            self._open = (path, sink, pq.ParquetWriter(sink, self._schema, compression="zstd"))
+            self._open = (path, sink, pq.ParquetWriter(sink, self.schema, compression="zstd"))
             self._rows = 0
         self._open[2].write_batch(batch.drop_columns([self._column]))
         self._rows += batch.num_rows
@@ -357,6 +460,11 @@ class _PartitionFiles:
             self._finish()
         return self._done
 
+    def committed(self) -> None:
+        """The files are the table's now: the staging list has done its job."""
+        with contextlib.suppress(Exception):
+            self._staging_fs.delete_file(self._manifest)
+
     def discard(self) -> None:
         """Delete whatever was written: uncommitted files are invisible, but they take space."""
         paths = [a.path for a in self._done] + ([self._open[0]] if self._open else [])
@@ -367,3 +475,5 @@ class _PartitionFiles:
         for path in paths:
             with contextlib.suppress(Exception):
                 self._fs.delete_file(path)
+        with contextlib.suppress(Exception):
+            self._staging_fs.delete_file(self._manifest)

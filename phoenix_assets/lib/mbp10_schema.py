@@ -62,3 +62,4 @@ RAW_MBP10_SCHEMA = pa.schema(
     [pa.field(n, t, nullable=(n in PRICE_COLUMNS or n == "symbol")) for n, t in _HEADER + _LEVELS + _TAIL]
 )
 RAW_COLUMNS: list[str] = RAW_MBP10_SCHEMA.names
+RECORD_COLUMNS: list[str] = [n for n, _ in _HEADER + _LEVELS]  # the DBN record's own fields, no Phoenix additions

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.dataset as pads
 
 from phoenix_assets.lib import cme_calendar as cal
 from phoenix_assets.lib.dbn_reader import DbnFileInfo, SymbolResolver, iter_mbp10_arrays, mbp10_batch
@@ -51,6 +52,15 @@ class IngestStats:
     seconds: float = 0.0
     _last_ts_by_instrument: dict[int, int] = field(default_factory=dict)
     _last_session_ts: int | None = None
+
+    def file_of(self, record_index: int) -> str:
+        """The landing file a record came from (`record_index` counts records across files in order)."""
+        end = 0
+        for path, rows in self.rows_per_file.items():
+            end += rows
+            if record_index < end:
+                return path
+        return "unknown file"
 
     @property
     def crossed_share_in_session(self) -> float:
@@ -172,9 +182,17 @@ def raw_batches(
 
 
 def ingest_partition(
-    lake: Lake, files: list[DbnFileInfo], trade_date: dt.date, chunk_records: int
+    lake: Lake,
+    files: list[DbnFileInfo],
+    trade_date: dt.date,
+    chunk_records: int,
+    before_commit: Callable[[pads.Dataset, IngestStats], None] | None = None,
 ) -> tuple[IngestStats, int]:
-    """Replace the `raw_mbp10` partition of `trade_date` atomically; returns stats and table version."""
+    """Replace the `raw_mbp10` partition of `trade_date` atomically; returns stats and table version.
+
+    `before_commit` sees the staged files and the stream's stats once everything is written; if it
+    raises (a blocking check failed) nothing is committed and the previous version stays current.
+    """
     if not files:
         start, end = cal.trade_date_window(trade_date)
         raise LandingError(
@@ -189,6 +207,7 @@ def ingest_partition(
         partition_column="trade_date",
         partition_value=trade_date,
         description="Databento MBP-10 records, one partition per CME trade date",
+        before_commit=None if before_commit is None else lambda staged: before_commit(staged, stats),
     )
     return stats, version
 

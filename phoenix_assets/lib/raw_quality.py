@@ -1,25 +1,37 @@
 """Data-quality checks of one `raw_mbp10` partition (pure functions; the asset wraps them).
 
+The blocking checks run on the partition's staged Parquet files BEFORE the Delta commit (see
+`Lake.replace_partition(before_commit=...)`): data that fails them is never committed and the previous
+version stays current. The same functions check a stored partition (`RawPartition.stored`).
 Order-dependent figures (per-instrument `ts_recv` order, in-session gaps, crossed books) come from the
-streaming pass in `raw_ingest.IngestStats`; the rest is read back from the stored Delta partition
-with streaming polars scans or batch by batch, so memory stays bounded at 10M records/day.
+streaming pass in `raw_ingest.IngestStats`; the rest is read batch by batch, so memory stays bounded
+at 10M records/day.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.dataset as pads
 
 from phoenix_assets.lib.lake import Lake
-from phoenix_assets.lib.mbp10_schema import PRICE_COLUMNS, PRICE_SCALE, RAW_COLUMNS, RAW_MBP10_SCHEMA
+from phoenix_assets.lib.mbp10_schema import (
+    PRICE_COLUMNS,
+    PRICE_SCALE,
+    RAW_COLUMNS,
+    RAW_MBP10_SCHEMA,
+    RECORD_COLUMNS,
+)
 from phoenix_assets.lib.raw_ingest import RAW_TABLE, IngestStats
 
 ACTIONS = ["A", "C", "M", "R", "T", "F", "N"]
 SIDES = ["A", "B", "N"]
+BATCH_ROWS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -29,13 +41,39 @@ class CheckOutcome:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def _partition(lake: Lake, trade_date: dt.date) -> pl.LazyFrame:
-    return lake.scan(RAW_TABLE).filter(pl.col("trade_date") == trade_date)
+@dataclass(frozen=True)
+class RawPartition:
+    """One trade date of raw records to check: staged files before the commit, or the stored partition."""
+
+    dataset: pads.Dataset
+    trade_date: dt.date
+
+    @classmethod
+    def stored(cls, lake: Lake, trade_date: dt.date) -> RawPartition:
+        pruning = [("trade_date", "=", str(trade_date))]
+        return cls(lake.table(RAW_TABLE).to_pyarrow_dataset(file_pruning_predicate=pruning), trade_date)
+
+    def schema(self) -> pa.Schema:
+        """The columns as readers will see them (the partition value lives in the path, not the file)."""
+        schema = self.dataset.schema
+        if "trade_date" not in schema.names:
+            schema = schema.append(pa.field("trade_date", pa.date32()))
+        return schema
+
+    def batches(self, columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
+        """The partition `BATCH_ROWS` rows at a time, with the `trade_date` column in place."""
+        own = [c for c in columns or RAW_COLUMNS if c in self.dataset.schema.names]
+        for batch in self.dataset.to_batches(columns=own, batch_size=BATCH_ROWS):
+            frame = pl.from_arrow(pa.Table.from_batches([batch]))
+            assert isinstance(frame, pl.DataFrame)
+            if "trade_date" not in frame.columns and (columns is None or "trade_date" in columns):
+                frame = frame.with_columns(pl.lit(self.trade_date).alias("trade_date"))
+            yield frame
 
 
-def check_schema(lake: Lake) -> CheckOutcome:
-    """Stored column names and Arrow types equal the declared `raw_mbp10` schema."""
-    stored = pa.schema(lake.table(RAW_TABLE).schema().to_arrow())
+def check_schema(part: RawPartition) -> CheckOutcome:
+    """Column names and Arrow types equal the declared `raw_mbp10` schema."""
+    stored = part.schema()
     problems = []
     for want in RAW_MBP10_SCHEMA:
         if want.name not in stored.names:
@@ -49,46 +87,64 @@ def check_schema(lake: Lake) -> CheckOutcome:
     return CheckOutcome(not problems, "schema matches raw_mbp10", {"problems": problems or ["none"]})
 
 
-def check_non_empty(lake: Lake, trade_date: dt.date) -> CheckOutcome:
-    rows = _partition(lake, trade_date).select(pl.len()).collect().item()
+def check_non_empty(part: RawPartition) -> CheckOutcome:
+    rows = part.dataset.count_rows()
     return CheckOutcome(rows > 0, f"{rows} records stored", {"rows": rows})
 
 
-def check_no_duplicates(lake: Lake, trade_date: dt.date) -> CheckOutcome:
-    """No two stored book records identical in every DBN field (64-bit row hash, streamed).
+def check_no_duplicates(part: RawPartition, stats: IngestStats | None = None) -> CheckOutcome:
+    """No two book records identical in every DBN field (64-bit hash of the record's own fields).
 
+    Phoenix's additions (`record_index`, `symbol`, `trade_date`) are left out of the hash: a copy of a
+    day's file whose metadata names another symbol carries the same records and must count as duplicates.
     Identical trade records are legitimate in real CME data: one aggressor filling two resting orders
     of equal size in one packet gives two T records with the same ts, price, size and sequence (the
-    ESH4 fixture has 15). Overlapping source files duplicate book records too, so those are the test.
+    ESH4 fixture has 15). With `stats`, the description names the files the first duplicate came from.
     """
-    part = _partition(lake, trade_date)
-    fields = [c for c in RAW_COLUMNS if c != "record_index"]  # our own position column is always unique
-    hashed = part.select(pl.col("action"), pl.struct(fields).hash(seed=42).alias("h"))
+    parts = [
+        f.select(pl.struct(RECORD_COLUMNS).hash(seed=42).alias("h"), pl.col("action"), pl.col("record_index"))
+        for f in part.batches([*RECORD_COLUMNS, "record_index"])
+    ]
+    empty = {"h": pl.UInt64, "action": pl.String, "record_index": pl.Int64}
+    hashed = pl.concat(parts) if parts else pl.DataFrame(schema=empty)
     counts = (
         hashed.group_by("h")
-        .agg(pl.len(), (pl.col("action") == "T").all().alias("trade"))
+        .agg(
+            pl.len(),
+            (pl.col("action") == "T").all().alias("trade"),
+            pl.col("record_index").min().alias("first"),
+            pl.col("record_index").max().alias("last"),
+        )
         .filter(pl.col("len") > 1)
-        .collect(engine="streaming")
+        .sort("first")
     )
     book = counts.filter(~pl.col("trade"))
     duplicates = int((book["len"] - 1).sum()) if book.height else 0
     split_fills = int((counts.filter(pl.col("trade"))["len"] - 1).sum()) if counts.height else 0
-    return CheckOutcome(
-        duplicates == 0,
-        f"{duplicates} duplicate book records",
-        {"duplicate_book_records": duplicates, "identical_trade_records (split fills, allowed)": split_fills},
-    )
+    description = f"{duplicates} duplicate book records"
+    metadata: dict[str, Any] = {
+        "duplicate_book_records": duplicates,
+        "identical_trade_records (split fills, allowed)": split_fills,
+    }
+    if duplicates:
+        first, last = int(book["first"][0]), int(book["last"][0])
+        metadata["first_duplicate_record_indexes"] = [first, last]
+        if stats is not None:
+            a, b = stats.file_of(first), stats.file_of(last)
+            metadata["first_duplicate_files"] = [a, b]
+            description += f" (record {last} of {b} repeats record {first} of {a})"
+    return CheckOutcome(duplicates == 0, description, metadata)
 
 
-def check_prices_on_grid(lake: Lake, trade_date: dt.date, tick_size: float) -> CheckOutcome:
+def check_prices_on_grid(part: RawPartition, tick_size: float) -> CheckOutcome:
     """Every defined price (trade/level) is positive and a multiple of the tick."""
     tick = round(tick_size * PRICE_SCALE)
-    exprs = []
-    for col in PRICE_COLUMNS:
-        c = pl.col(col)
-        exprs.append(((c <= 0) | (c % tick != 0)).sum().alias(col))
-    bad = _partition(lake, trade_date).select(exprs).collect(engine="streaming").row(0, named=True)
-    offenders = {k: int(v) for k, v in bad.items() if v}
+    counts = dict.fromkeys(PRICE_COLUMNS, 0)
+    for frame in part.batches(PRICE_COLUMNS):
+        bad = frame.select(((pl.col(c) <= 0) | (pl.col(c) % tick != 0)).sum().alias(c) for c in PRICE_COLUMNS)
+        for col, value in bad.row(0, named=True).items():
+            counts[col] += int(value or 0)
+    offenders = {k: v for k, v in counts.items() if v}
     total = sum(offenders.values())
     return CheckOutcome(
         total == 0,
@@ -149,7 +205,7 @@ def _expectation_suite() -> Any:
     return suite
 
 
-def check_expectations(lake: Lake, trade_date: dt.date, batch_rows: int = 1_000_000) -> CheckOutcome:
+def check_expectations(part: RawPartition) -> CheckOutcome:
     """great-expectations suite (schema, non-null keys, value domains), validated batch by batch."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -162,16 +218,11 @@ def check_expectations(lake: Lake, trade_date: dt.date, batch_rows: int = 1_000_
         .add_batch_definition_whole_dataframe("batch")
     )
     suite = _expectation_suite()
-    dataset = lake.table(RAW_TABLE).to_pyarrow_dataset(file_pruning_predicate=[("trade_date", "=", str(trade_date))])
     unexpected: dict[str, int] = {}
     failed: set[str] = set()
     batches = 0
-    for batch in dataset.to_batches(batch_size=batch_rows):
-        frame = pa.Table.from_batches([batch]).to_pandas()
-        if "trade_date" not in frame:  # partition value lives in the path, not the file
-            frame["trade_date"] = trade_date
-        frame = frame[RAW_COLUMNS]
-        result = batch_def.get_batch(batch_parameters={"dataframe": frame}).validate(suite)
+    for frame in part.batches():
+        result = batch_def.get_batch(batch_parameters={"dataframe": frame.to_pandas()}).validate(suite)
         batches += 1
         for r in result.results:
             cfg = r.expectation_config

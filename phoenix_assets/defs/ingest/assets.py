@@ -6,7 +6,7 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
-from phoenix_assets.defs.ingest.checks import RAW_CHECK_SPECS, raw_check_results
+from phoenix_assets.defs.ingest.checks import RAW_CHECK_SPECS, RawDataRejected, raw_check_results, raw_gate
 from phoenix_assets.defs.partitions import trade_date_partitions
 from phoenix_assets.defs.resources import (
     DatabentoError,
@@ -18,6 +18,7 @@ from phoenix_assets.defs.resources import (
 from phoenix_assets.lib.dbn_reader import scan_dbn_files
 from phoenix_assets.lib.mbp10_schema import RAW_MBP10_SCHEMA
 from phoenix_assets.lib.raw_ingest import RAW_TABLE, ingest_partition, reject_unreadable, select_files
+from phoenix_assets.lib.raw_quality import CheckOutcome
 
 
 class RawMbp10Config(dg.Config):
@@ -53,7 +54,8 @@ def _table_schema() -> dg.TableSchema:
     description=(
         "Every Databento MBP-10 record of one CME trade date (16:00 CT D-1 to 16:00 CT D), lossless: prices "
         "int64 fixed-point 1e-9 with undefined -> null, timestamps int64 ns UTC. Partitioned by trade_date; "
-        "re-materializing replaces the partition in one Delta transaction."
+        "re-materializing replaces the partition in one Delta transaction. Blocking checks run on the staged "
+        "files before the commit: data that fails them is never committed (the previous version stays current)."
     ),
 )
 def raw_mbp10(
@@ -86,7 +88,14 @@ def raw_mbp10(
         context.log.warning(note)
     context.log.info(f"partition {trade_date}: ingesting {[str(f.path) for f in files]}")
     the_lake = lake.lake()
-    stats, version = ingest_partition(the_lake, files, trade_date, config.chunk_records)
+    outcomes: dict[str, CheckOutcome] = {}
+    try:
+        stats, version = ingest_partition(
+            the_lake, files, trade_date, config.chunk_records, before_commit=raw_gate(trade_date, quality, outcomes)
+        )
+    except RawDataRejected as exc:
+        verdicts = {f"check {n}": f"{'passed' if o.passed else 'FAILED'}: {o.description}" for n, o in outcomes.items()}
+        raise dg.Failure(description=str(exc), metadata=verdicts) from exc
     rate = stats.rows / stats.seconds if stats.seconds else 0.0
     context.log.info(f"partition {trade_date}: {stats.rows} records in {stats.seconds:.2f}s ({rate:,.0f}/s)")
     return dg.MaterializeResult(
@@ -102,5 +111,5 @@ def raw_mbp10(
             "delta_version": version,
             "table_uri": dg.MetadataValue.path(the_lake.table_uri(RAW_TABLE)),
         },
-        check_results=raw_check_results(the_lake, trade_date, stats, quality),
+        check_results=raw_check_results(outcomes),
     )

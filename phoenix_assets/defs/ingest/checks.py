@@ -5,14 +5,15 @@ The in-session gap check only warns: real days have quiet spells, and later stag
 """
 
 import datetime as dt
+from collections.abc import Callable
 
 import dagster as dg
+import pyarrow.dataset as pads
 
 from phoenix_assets.defs.checks import CheckTable, check_results, check_specs
 from phoenix_assets.defs.partitions import trade_date_partitions
 from phoenix_assets.defs.resources import QualityThresholds
 from phoenix_assets.lib import raw_quality as q
-from phoenix_assets.lib.lake import Lake
 from phoenix_assets.lib.raw_ingest import IngestStats
 
 ASSET = "raw_mbp10"
@@ -29,17 +30,44 @@ RAW_CHECKS: CheckTable = {
 RAW_CHECK_SPECS = check_specs(ASSET, RAW_CHECKS, trade_date_partitions)
 
 
-def raw_check_results(
-    lake: Lake, trade_date: dt.date, stats: IngestStats, thresholds: QualityThresholds
-) -> list[dg.AssetCheckResult]:
-    outcomes = {
-        "schema": q.check_schema(lake),
-        "non_empty": q.check_non_empty(lake, trade_date),
+class RawDataRejected(ValueError):
+    """The staged partition failed a blocking check; nothing was committed."""
+
+
+def raw_outcomes(part: q.RawPartition, stats: IngestStats, thresholds: QualityThresholds) -> dict[str, q.CheckOutcome]:
+    return {
+        "schema": q.check_schema(part),
+        "non_empty": q.check_non_empty(part),
         "ts_recv_ordered": q.check_ordering(stats),
-        "no_duplicates": q.check_no_duplicates(lake, trade_date),
-        "prices_on_tick_grid": q.check_prices_on_grid(lake, trade_date, thresholds.tick_size),
+        "no_duplicates": q.check_no_duplicates(part, stats),
+        "prices_on_tick_grid": q.check_prices_on_grid(part, thresholds.tick_size),
         "crossed_share": q.check_crossed_share(stats, thresholds.max_crossed_share),
-        "expectations": q.check_expectations(lake, trade_date),
+        "expectations": q.check_expectations(part),
         "session_gaps": q.check_session_gaps(stats, thresholds.max_gap_minutes),
     }
+
+
+def raw_gate(
+    trade_date: dt.date, thresholds: QualityThresholds, outcomes: dict[str, q.CheckOutcome]
+) -> Callable[[pads.Dataset, IngestStats], None]:
+    """The pre-commit gate: evaluate every check on the staged files, refuse them if a blocking one fails.
+
+    `outcomes` is filled in for the caller, which reports them as check results once committed.
+    """
+
+    def gate(staged: pads.Dataset, stats: IngestStats) -> None:
+        outcomes.update(raw_outcomes(q.RawPartition(staged, trade_date), stats, thresholds))
+        failed = [name for name, (_, blocking) in RAW_CHECKS.items() if blocking and not outcomes[name].passed]
+        if failed:
+            reasons = "; ".join(f"{name}: {outcomes[name].description}" for name in failed)
+            raise RawDataRejected(
+                f"{ASSET} {trade_date}: blocking check(s) failed on the staged data, nothing was committed "
+                f"(the partition's previous version stays current): {reasons}. "
+                f"Files: {', '.join(stats.rows_per_file) or 'none'}"
+            )
+
+    return gate
+
+
+def raw_check_results(outcomes: dict[str, q.CheckOutcome]) -> list[dg.AssetCheckResult]:
     return check_results(ASSET, RAW_CHECKS, outcomes)
