@@ -1,7 +1,8 @@
 """Benchmark: DBN decode and `raw_mbp10` ingestion (decode -> Arrow -> one Delta commit) on synthetic days.
 
 Prints a table: records, seconds, records/s for plain decode (to_ndarray chunks) and for the whole
-ingestion, and the peak RSS of the ingestion (each size runs in a fresh process so peaks don't mix).
+ingestion, the ingestion with every raw check run on the staged files before the commit (the asset's
+path), and the peak RSS of the ingestion (each size runs in a fresh process so peaks don't mix).
 
     python benchmarks/bench_ingest.py            # 1M records
     python benchmarks/bench_ingest.py --full     # 1M and 10M records
@@ -23,6 +24,8 @@ DAY = dt.date(2024, 3, 13)
 
 
 def _one(records: int, chunk: int) -> dict[str, float]:
+    from phoenix_assets.defs.ingest.checks import raw_gate
+    from phoenix_assets.defs.resources import QualityThresholds
     from phoenix_assets.lib.dbn_reader import inspect_dbn, iter_mbp10_arrays
     from phoenix_assets.lib.lake import Lake
     from phoenix_assets.lib.raw_ingest import ingest_partition
@@ -40,12 +43,17 @@ def _one(records: int, chunk: int) -> dict[str, float]:
         t0 = time.perf_counter()
         stats, _ = ingest_partition(Lake(str(Path(tmp) / "lake")), [info], DAY, chunk)
         ingest_s = time.perf_counter() - t0
+        t0 = time.perf_counter()  # the asset's path: every raw check on the staged files, then the commit
+        gate = raw_gate(DAY, QualityThresholds(), {})
+        ingest_partition(Lake(str(Path(tmp) / "lake")), [info], DAY, chunk, before_commit=gate)
+        gated_s = time.perf_counter() - t0
         return {
             "records": n,
             "file_mb": path.stat().st_size / 1e6,
             "generate_s": gen_s,
             "decode_s": decode_s,
             "ingest_s": ingest_s,
+            "gated_s": gated_s,
             "rows": stats.rows,
             "rss_after_generate_mb": rss_after_gen,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -63,7 +71,8 @@ def main() -> None:
         return
     sizes = [1_000_000, 10_000_000] if args.full else [1_000_000]
     print(
-        f"{'records':>11} {'file MB':>8} {'decode rec/s':>13} {'ingest rec/s':>13} {'ingest s':>9} {'peak RSS MB':>12}"
+        f"{'records':>11} {'file MB':>8} {'decode rec/s':>13} {'ingest rec/s':>13} {'ingest s':>9} "
+        f"{'+checks s':>10} {'peak RSS MB':>12}"
     )
     for size in sizes:
         out = subprocess.run(
@@ -73,7 +82,8 @@ def main() -> None:
         r = json.loads(out.stdout.strip().splitlines()[-1])
         print(
             f"{r['records']:>11,} {r['file_mb']:>8.1f} {r['records'] / r['decode_s']:>13,.0f} "
-            f"{r['records'] / r['ingest_s']:>13,.0f} {r['ingest_s']:>9.1f} {r['peak_rss_mb']:>12,.0f}"
+            f"{r['records'] / r['ingest_s']:>13,.0f} {r['ingest_s']:>9.1f} "
+            f"{r['gated_s']:>10.1f} {r['peak_rss_mb']:>12,.0f}"
         )
 
 
