@@ -126,10 +126,12 @@ COLUMNS = ("total_return", "sortino", "max_drawdown_pct", "n_trades", "win_rate"
 
 
 def print_table(report: dict) -> None:
+    from phoenix_rl.metrics import format_metric
+
     print(f"\nplanted strength {report['strength']}: test window {TEST[0]}..{TEST[1]} (held out), after costs")
     print(f"{'strategy':<15}" + "".join(f"{c:>18}" for c in COLUMNS))
     for name, m in report["test"].items():
-        print(f"{name:<15}" + "".join(f"{m[c]:>18.4g}" for c in COLUMNS))
+        print(f"{name:<15}" + "".join(f"{format_metric(m[c]):>18}" for c in COLUMNS))
     print(
         f"training {report['train_steps_per_s']:.0f} steps/s (SAC + Mamba, CPU), env {report['env_steps_per_s']:.0f} "
         "steps/s (random actions)"

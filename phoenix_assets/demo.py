@@ -140,7 +140,8 @@ def run_model(start: dt.date, end: dt.date, instance: dg.DagsterInstance) -> boo
         cols = ["strategy", "total_return", "sortino", "max_drawdown_pct", "n_trades", "time_in_market", "total_cost"]
         with pl.Config(tbl_rows=10, tbl_cols=10, tbl_hide_dataframe_shape=True):
             print(f"held-out day {held_out}, $10K capital, after costs:")
-            print(latest.select(cols).sort("strategy"))
+            shown = latest.select(cols).sort("strategy").with_columns(pl.col("sortino").round(2).cast(pl.String))
+            print(shown.with_columns(pl.col("sortino").fill_null("n/a")))  # n/a: fewer days than min_days_for_ratios
     blocking = [c for c in checks if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR]
     return result.success and not blocking
 

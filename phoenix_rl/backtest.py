@@ -71,7 +71,7 @@ class BacktestResult:
     name: str
     equity: pl.DataFrame
     trades: pl.DataFrame
-    metrics: dict[str, float]
+    metrics: dict[str, float | None]
 
 
 def flat_policy(obs: Observation) -> float:

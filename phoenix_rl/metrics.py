@@ -9,6 +9,10 @@ Conventions (all results are finite floats, also with zero trades or a single da
                     (Sortino & Price 1994, "Performance Measurement in a Downside Risk Framework"; the
                     full-sample downside deviation as in Rollinger & Hoffman, "Sortino: A 'Sharper' Ratio",
                     Red Rock Capital 2013).
+    n/a             `compute_metrics` reports Sharpe and Sortino as None ("n/a") on fewer than `min_days` daily
+                    returns (default MIN_DAYS_FOR_RATIOS = 20: one day gives Sortino +-15.87, a week is noise)
+                    and when the deviation is 0 (no down day, constant returns): such a window is never ranked
+                    on them (`ratio_for_ranking` refuses).
     Ratios with a zero denominator (Sharpe with constant returns, Sortino with no down day, profit factor
                     with no losing trade) are +RATIO_CAP when the numerator is > 0, -RATIO_CAP when < 0 and
                     0.0 when it is 0 (instead of inf/NaN, so metadata and comparisons stay finite).
@@ -29,12 +33,15 @@ import numpy as np
 import polars as pl
 
 __all__ = [
+    "MIN_DAYS_FOR_RATIOS",
     "RATIO_CAP",
     "TRADING_DAYS",
     "compute_metrics",
     "daily_returns",
+    "format_metric",
     "max_drawdown_pct",
     "profit_factor",
+    "ratio_for_ranking",
     "safe_ratio",
     "sharpe_ratio",
     "sortino_ratio",
@@ -43,6 +50,7 @@ __all__ = [
 
 TRADING_DAYS = 252
 RATIO_CAP = 100.0
+MIN_DAYS_FOR_RATIOS = 20
 _TINY = 1e-12
 
 
@@ -104,9 +112,12 @@ def profit_factor(pnl: np.ndarray) -> float:
     return safe_ratio(float(pnl[pnl > 0].sum()), float(-pnl[pnl < 0].sum()))
 
 
-def compute_metrics(equity: pl.DataFrame, trades: pl.DataFrame, capital: float = 10_000.0) -> dict[str, float]:
+def compute_metrics(
+    equity: pl.DataFrame, trades: pl.DataFrame, capital: float = 10_000.0, min_days: int = MIN_DAYS_FOR_RATIOS
+) -> dict[str, float | None]:
     """Every metric of the module doc. `equity`: per bar trade_date, position, equity ($, starting at
-    capital), cost, traded; `trades`: one row per round trip with `pnl` (net of costs)."""
+    capital), cost, traded; `trades`: one row per round trip with `pnl` (net of costs). Sharpe and
+    Sortino are None (n/a) below `min_days` daily returns or with a zero deviation."""
     eq = equity["equity"].to_numpy().astype(np.float64)
     end = float(eq[-1]) if len(eq) else capital
     r = daily_returns(equity, capital)
@@ -115,13 +126,14 @@ def compute_metrics(equity: pl.DataFrame, trades: pl.DataFrame, capital: float =
     annual = (end / capital) ** (TRADING_DAYS / n_days) - 1.0 if n_days and end > 0 else (-1.0 if end <= 0 else 0.0)
     pnl = trades["pnl"].to_numpy().astype(np.float64) if trades.height else np.zeros(0)
     pos = equity["position"].to_numpy().astype(np.float64)
+    enough = n_days >= max(min_days, 2)
     return {
         "capital": float(capital),
         "final_equity": end,
         "total_return": float(total),
         "annualised_return": float(annual),
-        "sharpe": float(sharpe_ratio(r)),
-        "sortino": float(sortino_ratio(r)),
+        "sharpe": float(sharpe_ratio(r)) if enough and float(np.std(r, ddof=1)) > _TINY else None,
+        "sortino": float(sortino_ratio(r)) if enough and bool(np.any(r < -_TINY)) else None,
         "max_drawdown_pct": max_drawdown_pct(eq, capital),
         "win_rate": win_rate(pnl),
         "profit_factor": profit_factor(pnl),
@@ -132,3 +144,19 @@ def compute_metrics(equity: pl.DataFrame, trades: pl.DataFrame, capital: float =
         "total_cost": float(equity["cost"].sum()) if equity.height else 0.0,
         "n_days": float(n_days),
     }
+
+
+def format_metric(value: float | None, fmt: str = "{:.4g}") -> str:
+    """A metric for a table: "n/a" where it is undefined (too few days, zero deviation)."""
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else fmt.format(value)
+
+
+def ratio_for_ranking(metrics: dict[str, float | None], key: str, where: str) -> float:
+    """A Sharpe/Sortino to rank on, refusing n/a: too short a window must never pick a model or seed."""
+    value = metrics.get(key)
+    if value is None:
+        raise ValueError(
+            f"{where}: {key} is n/a ({metrics.get('n_days', 0):.0f} days; at least {MIN_DAYS_FOR_RATIOS} with a "
+            "non-zero deviation are needed): lengthen the window or rank on another metric"
+        )
+    return float(value)

@@ -77,8 +77,8 @@ def learning_curve_markdown(curve: list[dict[str, float]], max_rows: int = 20) -
     return "\n".join(md)
 
 
-def _json_safe(d: dict[str, float] | None) -> dict[str, float | None] | None:
-    return None if d is None else {k: (v if math.isfinite(v) else None) for k, v in d.items()}
+def _json_safe(d: dict[str, float | None] | None) -> dict[str, float | None] | None:
+    return None if d is None else {k: (v if v is not None and math.isfinite(v) else None) for k, v in d.items()}
 
 
 def train_and_report(

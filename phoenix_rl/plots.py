@@ -18,6 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from phoenix_rl.backtest import BacktestResult
+from phoenix_rl.metrics import format_metric
 
 __all__ = ["equity_curve_png", "equity_markdown", "markdown_image"]
 
@@ -83,6 +84,6 @@ def equity_markdown(curves: Curves, *, title: str = "Equity") -> str:
         md += ["", "| policy | " + " | ".join(h for _, h, _ in _TABLE_METRICS) + " |"]
         md.append("|---" * (len(_TABLE_METRICS) + 1) + "|")
         for name, r in results.items():
-            cells = [fmt.format(r.metrics[k]) for k, _, fmt in _TABLE_METRICS]
+            cells = [format_metric(r.metrics[k], fmt) for k, _, fmt in _TABLE_METRICS]
             md.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(md)

@@ -141,7 +141,7 @@ class TrainResult:
     elapsed_s: float
     steps_per_s: float
     last_metrics: dict[str, float]
-    val_metrics: dict[str, float] | None
+    val_metrics: dict[str, float | None] | None
 
 
 def select_window(features: pl.DataFrame, start: str | None, end: str | None) -> pl.DataFrame:

@@ -67,12 +67,14 @@ def test_train_backtest_evaluate(features_lake_root: str) -> None:
     assert metrics.height == 10
     assert sorted(metrics["strategy"].unique()) == ["agent", "buy_and_hold", "flat", "ofi_threshold", "random"]
     numeric = metrics.drop("model_version", "window", "strategy")
-    assert all(math.isfinite(v) for row in numeric.iter_rows() for v in row)
+    assert all(v is None or math.isfinite(v) for row in numeric.iter_rows() for v in row)  # None: n/a
     flat = metrics.filter(pl.col("strategy") == "flat")
     assert (flat["final_equity"] == flat["capital"]).all()
     emeta = result.asset_materializations_for_node("evaluation_metrics")[0].metadata
     assert "data:image/png;base64" in emeta["equity_curves"].value
     assert "| window | strategy |" in emeta["metrics"].value
+    assert metrics["sortino"].null_count() == metrics.height  # windows of a few days: n/a, never a number
+    assert "n/a" in emeta["metrics"].value and emeta["min_days_for_ratios"].value == 20
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert set(checks) == {"agent_not_stuck_flat", "metrics_finite"}
     assert checks["metrics_finite"].passed

@@ -10,11 +10,14 @@ import polars as pl
 import pytest
 
 from phoenix_rl.metrics import (
+    MIN_DAYS_FOR_RATIOS,
     RATIO_CAP,
     compute_metrics,
     daily_returns,
+    format_metric,
     max_drawdown_pct,
     profit_factor,
+    ratio_for_ranking,
     sharpe_ratio,
     sortino_ratio,
 )
@@ -44,7 +47,8 @@ def test_daily_sharpe_sortino_by_hand() -> None:
     assert sharpe_ratio(r) == pytest.approx(mean / sd * math.sqrt(252))  # 6.928
     assert sortino_ratio(r) == pytest.approx(mean / downside * math.sqrt(252))  # 18.33
     assert sortino_ratio(r) == pytest.approx(18.3303, abs=1e-4)
-    m = compute_metrics(eq, trades_frame([]), 10_000.0)
+    m = compute_metrics(eq, trades_frame([]), 10_000.0, min_days=3)
+    assert m["sharpe"] == pytest.approx(sharpe_ratio(r)) and m["sortino"] == pytest.approx(sortino_ratio(r))
     assert m["total_return"] == pytest.approx(0.019898)
     assert m["annualised_return"] == pytest.approx(1.019898 ** (252 / 3) - 1)
     assert m["time_in_market"] == pytest.approx(2 / 5)
@@ -79,7 +83,36 @@ def test_zero_denominators_follow_the_cap_rule() -> None:
 
 def test_everything_finite_with_zero_trades() -> None:
     eq = equity_frame([D1, D1, D2], [10_000.0] * 3, [0, 0, 0], [0, 0, 0])
-    m = compute_metrics(eq, trades_frame([]), 10_000.0)
-    assert all(math.isfinite(v) for v in m.values())
-    assert m["sharpe"] == m["sortino"] == m["max_drawdown_pct"] == m["win_rate"] == m["n_trades"] == 0.0
+    m = compute_metrics(eq, trades_frame([]), 10_000.0, min_days=2)
+    assert m["sharpe"] is None and m["sortino"] is None  # flat: zero deviation, undefined
+    assert all(math.isfinite(v) for v in m.values() if v is not None)
+    assert m["max_drawdown_pct"] == m["win_rate"] == m["n_trades"] == 0.0
     assert m["total_return"] == m["annualised_return"] == 0.0
+
+
+def _days(returns: list[float]) -> pl.DataFrame:
+    """One bar per trade date whose equity compounds `returns` from 10,000."""
+    dates = [dt.date(2024, 1, 1) + dt.timedelta(days=i) for i in range(len(returns))]
+    equity = list(10_000.0 * np.cumprod(1.0 + np.array(returns)))
+    return equity_frame(dates, equity, [0.0] * len(returns), [0.0] * len(returns))
+
+
+def test_ratios_are_na_below_the_minimum_days_and_never_ranked_on() -> None:
+    rng = np.random.default_rng(3)
+    returns = list(rng.normal(0.001, 0.01, 25))
+    short = compute_metrics(_days(returns[:19]), trades_frame([]))  # default MIN_DAYS_FOR_RATIOS = 20
+    assert MIN_DAYS_FOR_RATIOS == 20 and short["sharpe"] is None and short["sortino"] is None
+    one_day = compute_metrics(_days([0.01]), trades_frame([]))  # used to report Sortino +15.87
+    assert one_day["sortino"] is None and format_metric(one_day["sortino"]) == "n/a"
+    with pytest.raises(ValueError, match="validation fold 3: sortino is n/a \\(19 days; at least 20"):
+        ratio_for_ranking(short, "sortino", "validation fold 3")
+    full = compute_metrics(_days(returns[:20]), trades_frame([]))
+    r = np.array(returns[:20])
+    assert full["sharpe"] == pytest.approx(sharpe_ratio(r)) and full["sortino"] == pytest.approx(sortino_ratio(r))
+    assert ratio_for_ranking(full, "sortino", "x") == full["sortino"]
+
+
+def test_no_losing_day_is_na_not_capped() -> None:
+    m = compute_metrics(_days([0.001 * (1 + i % 3) for i in range(30)]), trades_frame([]))
+    assert m["sortino"] is None  # was RATIO_CAP = 100: a number that ranks first on nothing
+    assert m["sharpe"] is not None and m["sharpe"] > 0

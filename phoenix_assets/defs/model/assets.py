@@ -29,6 +29,7 @@ from phoenix_assets.defs.resources import REPO_ROOT, LakeResource
 from phoenix_assets.lib.lake import Lake
 from phoenix_assets.lib.microstructure import to_delta_arrow
 from phoenix_assets.lib.raw_quality import CheckOutcome
+from phoenix_rl.metrics import MIN_DAYS_FOR_RATIOS, format_metric
 from phoenix_rl.pipes_entry import ERROR_FILE
 
 MODEL_DIR = "artifacts/mamba_sac_model"
@@ -344,20 +345,24 @@ def backtests(context: dg.AssetExecutionContext, config: BacktestConfig, lake: L
 
 EVALUATION_CHECKS: CheckTable = {
     "agent_not_stuck_flat": ("The agent is in the market and trades on every window (thresholds in config)", False),
-    "metrics_finite": ("Every metric of every model x window x strategy is finite", True),
+    "metrics_finite": ("Every metric of every model x window x strategy is finite (or n/a where undefined)", True),
 }
 
 
 class EvaluationConfig(dg.Config):
     min_time_in_market: float = Field(default=0.01, description="agent_not_stuck_flat: least share of bars in market")
     min_trades: int = Field(default=1, description="agent_not_stuck_flat: least round trips per window")
+    min_days_for_ratios: int = Field(
+        default=MIN_DAYS_FOR_RATIOS,
+        description="Sharpe/Sortino are reported n/a on windows with fewer daily returns (never ranked on)",
+    )
 
 
 def _metrics_markdown(metrics: pl.DataFrame) -> str:
     cols = [c for c in metrics.columns if c not in ("model_version", "window", "strategy")]
     md = ["| window | strategy | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
     for row in metrics.iter_rows(named=True):
-        md.append(f"| {row['window']} | {row['strategy']} | " + " | ".join(f"{row[c]:.4g}" for c in cols) + " |")
+        md.append(f"| {row['window']} | {row['strategy']} | " + " | ".join(format_metric(row[c]) for c in cols) + " |")
     return "\n".join(md)
 
 
@@ -391,11 +396,11 @@ def evaluation_metrics(
         for strategy in equity.filter(pl.col("window") == window)["strategy"].unique(maintain_order=True):
             key = (pl.col("window") == window) & (pl.col("strategy") == strategy)
             eq, tr = equity.filter(key).sort("ts"), trades.filter(key).sort("entry_ts")
-            m = compute_metrics(eq, tr, capital)
+            m = compute_metrics(eq, tr, capital, config.min_days_for_ratios)
             rows.append({"model_version": version, "window": window, "strategy": strategy, **m})
             curves[strategy] = BacktestResult(strategy, eq, tr, m)
         figures.append(equity_markdown(curves, title=f"{window} window - model {version}"))
-    metrics = pl.DataFrame(rows)
+    metrics = pl.DataFrame(rows, schema_overrides={"sharpe": pl.Float64, "sortino": pl.Float64})
     table = metrics.to_arrow()
     dv = the_lake.replace_partition(METRICS_TABLE, table.schema, table.to_batches(), "model_version", version)
 
@@ -404,7 +409,7 @@ def evaluation_metrics(
         f"{r['window']}/{r['strategy']}: {c}"
         for r in metrics.iter_rows(named=True)
         for c in numeric.columns
-        if not math.isfinite(r[c])
+        if r[c] is not None and not math.isfinite(r[c])  # None: n/a by design (too few days)
     ]
     agent = metrics.filter(pl.col("strategy") == "agent")
     stuck = [
@@ -432,6 +437,7 @@ def evaluation_metrics(
             "metrics": dg.MetadataValue.md(_metrics_markdown(metrics)),
             "equity_curves": dg.MetadataValue.md("\n\n".join(figures)),
             "delta_version": dv,
+            "min_days_for_ratios": config.min_days_for_ratios,
         },
         check_results=check_results("evaluation_metrics", EVALUATION_CHECKS, outcomes),
     )
