@@ -92,6 +92,7 @@ def evaluate(strength: float, features: pl.DataFrame, out: Path, overrides: dict
     from phoenix_rl.backtest import run_backtest, run_baselines
     from phoenix_rl.env import EnvConfig
     from phoenix_rl.train import TrainConfig, select_window, train
+    from phoenix_rl.tuned_rule import tune_ofi_rule
 
     windows = {
         "train_start": str(TRAIN[0]),
@@ -112,13 +113,15 @@ def evaluate(strength: float, features: pl.DataFrame, out: Path, overrides: dict
     model = SAC.load(result.model_path, device="cpu")
     test = select_window(features, cfg.test_start, cfg.test_end)
     runs = {"agent": run_backtest(model, test, env_cfg, capital=cfg.capital)}
-    runs |= run_baselines(test, env_cfg, capital=cfg.capital)
+    rule = tune_ofi_rule(select_window(features, cfg.train_start, cfg.train_end), env_cfg, capital=cfg.capital)
+    runs |= run_baselines(test, env_cfg, capital=cfg.capital, tuned_rule=rule)  # the rule tuned on TRAIN only
     return {
         "strength": strength,
         "train_steps_per_s": result.steps_per_s,
         "env_steps_per_s": env_steps_per_s(select_window(features, cfg.train_start, cfg.train_end), env_cfg),
         "config": dataclasses.asdict(cfg),
         "test": {name: r.metrics for name, r in runs.items()},
+        "tuned_ofi_rule": rule.summary(),
     }
 
 

@@ -13,6 +13,8 @@ Baselines (same env config, hence same costs and the same forced-flat rules):
     random        i.i.d. uniform actions in [-1, 1] from a seeded generator.
     ofi_threshold long when ofi_1min_zscore > k, short when < -k, else flat, read from the observation's
                   last window row (the feature must be one of the env's feature columns).
+    tuned_ofi_rule  `phoenix_rl.tuned_rule`: a hysteresis OFI rule whose feature/entry/exit were tuned on the
+                  TRAIN window only; pass it as `tuned_rule` wherever the agent is judged.
 
 Round trip: a maximal run of non-zero positions of one sign. Its `pnl` is the marked-to-market PnL of the
 bars it was open (including the close->open gap of the bar it was exited at) minus its `costs`: every fill
@@ -25,13 +27,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 
 from phoenix_rl.env import EnvConfig, MnqTradingEnv
 from phoenix_rl.metrics import compute_metrics
+
+if TYPE_CHECKING:
+    from phoenix_rl.tuned_rule import TunedOfiRule
 
 __all__ = [
     "BacktestResult",
@@ -238,8 +243,10 @@ def run_baselines(
     seed: int = 0,
     ofi_threshold: float = 1.0,
     ofi_feature: str = "ofi_1min_zscore",
+    tuned_rule: TunedOfiRule | None = None,
 ) -> dict[str, BacktestResult]:
-    """flat, buy_and_hold, random and (when `ofi_feature` is a feature column) ofi_threshold."""
+    """flat, buy_and_hold, random, (when `ofi_feature` is a feature column) ofi_threshold, and the
+    train-tuned OFI rule when given (it needs its own feature column in `features`)."""
     policies: dict[str, Policy] = {
         "flat": flat_policy,
         "buy_and_hold": buy_and_hold_policy,
@@ -247,4 +254,7 @@ def run_baselines(
     }
     if ofi_feature in config.feature_columns:
         policies["ofi_threshold"] = OfiThresholdPolicy(config.feature_columns.index(ofi_feature), ofi_threshold)
-    return {name: run_backtest(p, features, config, capital=capital, name=name) for name, p in policies.items()}
+    results = {name: run_backtest(p, features, config, capital=capital, name=name) for name, p in policies.items()}
+    if tuned_rule is not None:
+        results["tuned_ofi_rule"] = tuned_rule.backtest(features, config, capital)
+    return results

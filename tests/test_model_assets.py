@@ -56,16 +56,20 @@ def test_train_backtest_evaluate(features_lake_root: str) -> None:
     assert saved["package_versions"]["stable-baselines3"]
     assert "git_commit" in saved
 
-    # backtests: trades and per-bar equity for 2 windows x 5 strategies
+    # backtests: trades and per-bar equity for 2 windows x 6 strategies (incl. the train-tuned OFI rule)
     version = pointer["version"]
     equity = lake.scan("backtest_equity").filter(pl.col("model_version") == version).collect()
-    assert equity.select("window", "strategy").unique().height == 10
+    assert equity.select("window", "strategy").unique().height == 12
+    rule = result.asset_materializations_for_node("backtests")[0].metadata["tuned_ofi_rule"].value
+    assert rule["tuned_on"] == ["2024-03-13", "2024-03-14"]  # the model's TRAIN window, never val/test
+    assert rule["feature"].startswith("ofi_") and rule["grid_points"] > 1
     assert lake.scan("backtest_trades").collect()["model_version"].unique().to_list() == [version]
 
     # evaluation: one finite row per window x strategy, Markdown with the equity PNG, checks evaluated
     metrics = lake.scan("evaluation_metrics").collect()
-    assert metrics.height == 10
-    assert sorted(metrics["strategy"].unique()) == ["agent", "buy_and_hold", "flat", "ofi_threshold", "random"]
+    assert metrics.height == 12
+    strategies = ["agent", "buy_and_hold", "flat", "ofi_threshold", "random", "tuned_ofi_rule"]
+    assert sorted(metrics["strategy"].unique()) == strategies
     numeric = metrics.drop("model_version", "window", "strategy")
     assert all(v is None or math.isfinite(v) for row in numeric.iter_rows() for v in row)  # None: n/a
     flat = metrics.filter(pl.col("strategy") == "flat")

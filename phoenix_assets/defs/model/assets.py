@@ -286,14 +286,16 @@ def _tagged(frame: pl.DataFrame, version: str, window: str, strategy: str) -> pl
     kinds={"deltalake", "pytorch"},
     deps=[mamba_sac_model],
     description=(
-        "Deterministic backtests of the latest model and the baselines (flat, buy-and-hold, random, OFI threshold) "
-        "on the model's validation and test windows, through the same env (identical costs and forced-flat rules). "
+        "Deterministic backtests of the latest model and the baselines (flat, buy-and-hold, random, OFI threshold, "
+        "and the OFI rule tuned on the model's TRAIN window: tuned_ofi_rule) on the model's validation and test "
+        "windows, through the same env (identical costs and forced-flat rules). "
         "Round trips -> backtest_trades, per-bar equity -> backtest_equity (partition: model_version)."
     ),
 )
 def backtests(context: dg.AssetExecutionContext, config: BacktestConfig, lake: LakeResource) -> dg.MaterializeResult:
     from phoenix_rl.backtest import run_backtest, run_baselines
     from phoenix_rl.env import EnvConfig
+    from phoenix_rl.tuned_rule import ofi_rule_features, tune_ofi_rule
 
     the_lake = lake.lake()
     version, model, saved = _load_model(the_lake)
@@ -307,6 +309,12 @@ def backtests(context: dg.AssetExecutionContext, config: BacktestConfig, lake: L
     env_cfg = EnvConfig(**saved["env_config"])
     capital = float(tc.get("capital", 10_000.0))
     columns = _feature_columns(the_lake, tc["feature_set"])
+    names = the_lake.scan(FEATURES_TABLE).collect_schema().names()
+    rule_inputs = [c for c in ofi_rule_features(names) if c not in columns]
+    train_rows = _features(the_lake, tc["train_start"], tc["train_end"], [*columns, *rule_inputs])
+    rule = tune_ofi_rule(train_rows, env_cfg, capital=capital)  # the TRAIN window only, like the model
+    context.log.info(f"tuned_ofi_rule on {rule.tuned_on}: {rule.feature} entry {rule.entry} exit {rule.exit}")
+    columns += [rule.feature] if rule.feature not in columns else []
     trades, equity, summary = [], [], {}
     for window in WINDOWS:
         start, end = tc[f"{window}_start"], tc[f"{window}_end"]
@@ -315,7 +323,12 @@ def backtests(context: dg.AssetExecutionContext, config: BacktestConfig, lake: L
             raise ValueError(f"backtests: {window} window {start}..{end} has {rows.height} {FEATURES_TABLE} rows")
         results = {"agent": run_backtest(model, rows, env_cfg, capital=capital, name="agent")}
         results |= run_baselines(
-            rows, env_cfg, capital=capital, seed=config.random_seed, ofi_threshold=config.ofi_threshold
+            rows,
+            env_cfg,
+            capital=capital,
+            seed=config.random_seed,
+            ofi_threshold=config.ofi_threshold,
+            tuned_rule=rule,
         )
         for name, r in results.items():
             trades.append(_tagged(r.trades, version, window, name))
@@ -337,6 +350,7 @@ def backtests(context: dg.AssetExecutionContext, config: BacktestConfig, lake: L
             "equity_rows": equity_table.num_rows,
             "windows": dg.MetadataValue.json({w: [tc[f"{w}_start"], tc[f"{w}_end"]] for w in WINDOWS}),
             "summary": dg.MetadataValue.json(summary),
+            "tuned_ofi_rule": dg.MetadataValue.json(rule.summary()),
             "capital": capital,
             "delta_versions": dg.MetadataValue.json({TRADES_TABLE: tv, EQUITY_TABLE: ev}),
         }
