@@ -1,0 +1,167 @@
+"""Processes doing Phoenix's work die with their parent (phoenix_assets/lib/process_lifetime.py), and a run whose
+worker died is marked FAILED (phoenix_assets/defs/run_health.py). Real processes, real signals, no mocks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import dagster as dg
+import psutil
+import pytest
+from ui_support import REPO, VENV_BIN, phoenix_env, prepare_dagster_home, start_in_own_group, stop_group, tail
+
+from phoenix_assets.definitions import defs
+from phoenix_assets.defs.run_health import fail_runs_with_dead_workers
+from phoenix_assets.lib.lake import Lake
+from phoenix_assets.lib.process_lifetime import (
+    ORPHAN_EXIT_CODE,
+    PARENT_PID_ENV,
+    die_with_dagster_step_parent,
+    pid_alive,
+)
+
+DAY = "2024-03-13"
+GONE_WITHIN_S = 5.0
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+# a child that arms its death signal (pid of its parent from PARENT_PID_ENV), says so, then sleeps; its parent
+# prints the child's pid and sleeps too, until the test kills it
+CHILD = textwrap.dedent(
+    """
+    import time
+    from phoenix_assets.lib.process_lifetime import die_with_parent_from_env
+    assert die_with_parent_from_env()
+    print("armed", flush=True)
+    time.sleep(120)
+    """
+)
+PARENT = textwrap.dedent(
+    f"""
+    import os, subprocess, sys, time
+    env = {{**os.environ, {PARENT_PID_ENV!r}: str(os.getpid())}}
+    child = subprocess.Popen([sys.executable, "-c", {CHILD!r}], env=env)
+    print(child.pid, flush=True)
+    time.sleep(120)
+    """
+)
+
+
+def _wait_gone(pids: list[int], timeout_s: float) -> list[int]:
+    """The pids still alive after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        alive = [p for p in pids if pid_alive(p)]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.05)
+
+
+def test_a_child_that_set_the_death_signal_dies_when_its_parent_is_killed() -> None:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    child_pid = None
+    try:
+        assert parent.stdout is not None
+        child_pid = int(parent.stdout.readline())
+        assert parent.stdout.readline().strip() == "armed"  # the child's line: prctl done, parent checked
+        assert pid_alive(child_pid)
+        parent.kill()
+        parent.wait(timeout=10)
+        assert not _wait_gone([child_pid], GONE_WITHIN_S), f"child {child_pid} outlived its killed parent"
+    finally:
+        parent.kill()
+        parent.wait(timeout=10)
+        if child_pid is not None and pid_alive(child_pid):
+            os.kill(child_pid, signal.SIGKILL)
+
+
+def test_a_child_whose_parent_died_before_it_set_the_death_signal_exits_at_once() -> None:
+    # The recorded parent pid is not the child's parent: exactly what the child sees when the parent died
+    # between fork and prctl (it was re-parented). Without the check it would live on, unsignalled.
+    code = "from phoenix_assets.lib.process_lifetime import die_with_parent_from_env as d; d(); print('lived on')"
+    env = {**os.environ, "PYTHONPATH": str(REPO), PARENT_PID_ENV: "1"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == ORPHAN_EXIT_CODE, done
+    assert "lived on" not in done.stdout
+
+
+def test_the_step_hook_does_nothing_outside_a_dagster_step_process() -> None:
+    # pytest is nobody's multiprocessing child: no death signal on it (nor on dagster dev, daemon, code servers)
+    assert die_with_dagster_step_parent() is False
+    # a plain `python -c` child (like a code server or `dagster api` subprocess) is no step process either
+    code = "from phoenix_assets.lib.process_lifetime import die_with_dagster_step_parent as d; print(d())"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
+    assert out.stdout.strip() == "False", out
+
+
+def _step_children(cli: psutil.Process) -> list[psutil.Process]:
+    """The multiprocess executor's step processes (spawn children), not multiprocessing's resource tracker."""
+    return [p for p in cli.children() if "spawn_main" in " ".join(p.cmdline())]
+
+
+@pytest.mark.slow
+def test_kill_9_of_dagster_asset_materialize_kills_its_step_and_the_run_is_marked_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "dagster_home"
+    prepare_dagster_home(home)
+    env = phoenix_env(home, tmp_path / "lake", tmp_path / "landing")
+    for key in ("DAGSTER_HOME", "PHOENIX_LAKE_URI", "PHOENIX_LANDING_DIR"):
+        monkeypatch.setenv(key, env[key])
+    lake = Lake(str(tmp_path / "lake"))
+    with dg.DagsterInstance.get() as instance:
+        landed = defs.resolve_job_def("synthetic_landing_job").execute_in_process(
+            partition_key=DAY, instance=instance, run_config=QUIET
+        )
+        assert landed.success
+
+        log = tmp_path / "materialize.log"
+        cmd = [str(VENV_BIN / "dagster"), "asset", "materialize", "-m", "phoenix_assets.definitions"]
+        cli = start_in_own_group([*cmd, "--select", "raw_mbp10", "--partition", DAY], env, log)
+        steps: list[psutil.Process] = []
+        try:
+            # wait until raw_mbp10 is computing in its step process (STEP_START is logged after the step
+            # process imported the definitions, i.e. after it set its death signal)
+            deadline = time.monotonic() + 60
+            run = None
+            while time.monotonic() < deadline and cli.poll() is None:
+                runs = instance.get_runs(limit=1, filters=dg.RunsFilter(job_name="__ASSET_JOB"))
+                run = runs[0] if runs else None
+                if (
+                    run is not None
+                    and instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.STEP_START).records
+                ):
+                    steps = _step_children(psutil.Process(cli.pid))
+                    break
+                time.sleep(0.1)
+            assert run is not None and steps, f"raw_mbp10 never started computing:\n{tail(log, 40)}"
+            assert cli.poll() is None, f"the run ended before it could be killed:\n{tail(log, 40)}"
+            assert fail_runs_with_dead_workers(instance) == []  # a live run is left alone
+
+            os.kill(cli.pid, signal.SIGKILL)
+            cli.wait(timeout=10)
+            survivors = _wait_gone([p.pid for p in steps], GONE_WITHIN_S)
+            assert not survivors, f"step process(es) {survivors} outlived the killed CLI"
+        finally:
+            stop_group(cli)  # whatever is left of the group, should the test fail
+            for p in steps:
+                if pid_alive(p.pid):
+                    p.kill()
+
+        assert not lake.exists("raw_mbp10"), "the killed run's step committed a Delta version"
+        stuck = instance.get_run_by_id(run.run_id)
+        assert stuck is not None and stuck.status == dg.DagsterRunStatus.STARTED  # nobody reported an end
+
+        assert fail_runs_with_dead_workers(instance) == [run.run_id]
+        failed = instance.get_run_by_id(run.run_id)
+        assert failed is not None and failed.status == dg.DagsterRunStatus.FAILURE
+        assert fail_runs_with_dead_workers(instance) == []  # once
