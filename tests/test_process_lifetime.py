@@ -3,12 +3,14 @@ worker died is marked FAILED (phoenix_assets/defs/run_health.py). Real processes
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -25,6 +27,7 @@ from phoenix_assets.lib.process_lifetime import (
     die_with_dagster_step_parent,
     pid_alive,
 )
+from tests.conftest import TINY_MODEL_CONFIG
 
 DAY = "2024-03-13"
 GONE_WITHIN_S = 5.0
@@ -108,15 +111,77 @@ def _step_children(cli: psutil.Process) -> list[psutil.Process]:
     return [p for p in cli.children() if "spawn_main" in " ".join(p.cmdline())]
 
 
+def _training_processes(cli: psutil.Process) -> list[psutil.Process]:
+    return [p for p in cli.children(recursive=True) if "phoenix_rl.pipes_entry" in " ".join(p.cmdline())]
+
+
+def _materialize_then_kill_9(
+    instance: dg.DagsterInstance,
+    env: dict[str, str],
+    log: Path,
+    args: list[str],
+    ready: Callable[[str], bool],
+    processes: Callable[[psutil.Process], list[psutil.Process]],
+) -> tuple[dg.DagsterRun, list[str]]:
+    """`dagster asset materialize ARGS`; once `ready(run_id)`, kill -9 the CLI and assert that every process
+    `processes(cli)` listed then is gone within GONE_WITHIN_S; returns the run and those processes' command lines."""
+    before = {r.run_id for r in instance.get_runs()}
+    cmd = [str(VENV_BIN / "dagster"), "asset", "materialize", "-m", "phoenix_assets.definitions", *args]
+    cli = start_in_own_group(cmd, env, log)
+    watched: list[psutil.Process] = []
+    cmdlines: list[str] = []
+    run = None
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and cli.poll() is None and not watched:
+            runs = [r for r in instance.get_runs(limit=5) if r.run_id not in before]
+            run = runs[0] if runs else None
+            if run is not None and ready(run.run_id):
+                watched = processes(psutil.Process(cli.pid))
+                cmdlines = [" ".join(p.cmdline()) for p in watched]
+            else:
+                time.sleep(0.1)
+        assert run is not None and watched, f"the run never got to the point to kill it:\n{tail(log, 40)}"
+        assert cli.poll() is None, f"the run ended before it could be killed:\n{tail(log, 40)}"
+        assert fail_runs_with_dead_workers(instance) == []  # a live run is left alone
+
+        os.kill(cli.pid, signal.SIGKILL)
+        cli.wait(timeout=10)
+        survivors = _wait_gone([p.pid for p in watched], GONE_WITHIN_S)
+        assert not survivors, (
+            f"{[c[:120] for p, c in zip(watched, cmdlines, strict=True) if p.pid in survivors]} outlived the CLI"
+        )
+    finally:
+        stop_group(cli)  # whatever is left of the group, should the test fail
+        for p in watched:
+            if pid_alive(p.pid):
+                p.kill()
+    return run, cmdlines
+
+
+def _assert_marked_failed_by_the_sweep(instance: dg.DagsterInstance, run_id: str) -> None:
+    stuck = instance.get_run_by_id(run_id)
+    assert stuck is not None and stuck.status == dg.DagsterRunStatus.STARTED  # nobody reported an end
+    assert fail_runs_with_dead_workers(instance) == [run_id]
+    failed = instance.get_run_by_id(run_id)
+    assert failed is not None and failed.status == dg.DagsterRunStatus.FAILURE
+    assert fail_runs_with_dead_workers(instance) == []  # once
+
+
+def _instance_env(tmp_path: Path, lake_root: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    home = tmp_path / "dagster_home"
+    prepare_dagster_home(home)  # the repo's dagster.yaml
+    env = phoenix_env(home, lake_root, tmp_path / "landing")
+    for key in ("DAGSTER_HOME", "PHOENIX_LAKE_URI", "PHOENIX_LANDING_DIR"):
+        monkeypatch.setenv(key, env[key])
+    return env
+
+
 @pytest.mark.slow
 def test_kill_9_of_dagster_asset_materialize_kills_its_step_and_the_run_is_marked_failed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    home = tmp_path / "dagster_home"
-    prepare_dagster_home(home)
-    env = phoenix_env(home, tmp_path / "lake", tmp_path / "landing")
-    for key in ("DAGSTER_HOME", "PHOENIX_LAKE_URI", "PHOENIX_LANDING_DIR"):
-        monkeypatch.setenv(key, env[key])
+    env = _instance_env(tmp_path, tmp_path / "lake", monkeypatch)
     lake = Lake(str(tmp_path / "lake"))
     with dg.DagsterInstance.get() as instance:
         landed = defs.resolve_job_def("synthetic_landing_job").execute_in_process(
@@ -124,44 +189,34 @@ def test_kill_9_of_dagster_asset_materialize_kills_its_step_and_the_run_is_marke
         )
         assert landed.success
 
-        log = tmp_path / "materialize.log"
-        cmd = [str(VENV_BIN / "dagster"), "asset", "materialize", "-m", "phoenix_assets.definitions"]
-        cli = start_in_own_group([*cmd, "--select", "raw_mbp10", "--partition", DAY], env, log)
-        steps: list[psutil.Process] = []
-        try:
-            # wait until raw_mbp10 is computing in its step process (STEP_START is logged after the step
-            # process imported the definitions, i.e. after it set its death signal)
-            deadline = time.monotonic() + 60
-            run = None
-            while time.monotonic() < deadline and cli.poll() is None:
-                runs = instance.get_runs(limit=1, filters=dg.RunsFilter(job_name="__ASSET_JOB"))
-                run = runs[0] if runs else None
-                if (
-                    run is not None
-                    and instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.STEP_START).records
-                ):
-                    steps = _step_children(psutil.Process(cli.pid))
-                    break
-                time.sleep(0.1)
-            assert run is not None and steps, f"raw_mbp10 never started computing:\n{tail(log, 40)}"
-            assert cli.poll() is None, f"the run ended before it could be killed:\n{tail(log, 40)}"
-            assert fail_runs_with_dead_workers(instance) == []  # a live run is left alone
+        def computing(run_id: str) -> bool:
+            # STEP_START is logged after the step process imported the definitions (and armed its death signal)
+            return bool(instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_START).records)
 
-            os.kill(cli.pid, signal.SIGKILL)
-            cli.wait(timeout=10)
-            survivors = _wait_gone([p.pid for p in steps], GONE_WITHIN_S)
-            assert not survivors, f"step process(es) {survivors} outlived the killed CLI"
-        finally:
-            stop_group(cli)  # whatever is left of the group, should the test fail
-            for p in steps:
-                if pid_alive(p.pid):
-                    p.kill()
-
+        args = ["--select", "raw_mbp10", "--partition", DAY]
+        run, killed = _materialize_then_kill_9(instance, env, tmp_path / "raw.log", args, computing, _step_children)
+        assert len(killed) == 1, killed
         assert not lake.exists("raw_mbp10"), "the killed run's step committed a Delta version"
-        stuck = instance.get_run_by_id(run.run_id)
-        assert stuck is not None and stuck.status == dg.DagsterRunStatus.STARTED  # nobody reported an end
+        _assert_marked_failed_by_the_sweep(instance, run.run_id)
 
-        assert fail_runs_with_dead_workers(instance) == [run.run_id]
-        failed = instance.get_run_by_id(run.run_id)
-        assert failed is not None and failed.status == dg.DagsterRunStatus.FAILURE
-        assert fail_runs_with_dead_workers(instance) == []  # once
+
+@pytest.mark.slow
+def test_kill_9_during_training_kills_the_step_and_its_pipes_training_process(
+    tmp_path: Path, features_lake_root: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = _instance_env(tmp_path, Path(features_lake_root), monkeypatch)
+    config = {"ops": {"mamba_sac_model": {"config": {**TINY_MODEL_CONFIG, "timesteps": 1_000_000}}}}
+    with dg.DagsterInstance.get() as instance:
+
+        def training(run_id: str) -> bool:
+            # logged through Pipes by the training process once it armed its death signal
+            return any("training SAC+Mamba on" in (e.user_message or "") for e in instance.all_logs(run_id))
+
+        def step_and_training(cli: psutil.Process) -> list[psutil.Process]:
+            return _step_children(cli) + _training_processes(cli)
+
+        args = ["--select", "mamba_sac_model", "--config-json", json.dumps(config)]
+        run, killed = _materialize_then_kill_9(instance, env, tmp_path / "train.log", args, training, step_and_training)
+        assert len(killed) == 2 and "phoenix_rl.pipes_entry" in killed[1], killed  # the step, then the training
+        assert not (Path(features_lake_root) / "artifacts").exists(), "the killed training published a model"
+        _assert_marked_failed_by_the_sweep(instance, run.run_id)
