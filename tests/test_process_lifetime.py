@@ -19,7 +19,7 @@ import pytest
 from ui_support import REPO, VENV_BIN, phoenix_env, prepare_dagster_home, start_in_own_group, stop_group, tail
 
 from phoenix_assets.definitions import defs
-from phoenix_assets.defs.run_health import fail_runs_with_dead_workers
+from phoenix_assets.defs.run_health import fail_runs_with_dead_workers, run_worker_sweep
 from phoenix_assets.lib.lake import Lake
 from phoenix_assets.lib.process_lifetime import (
     ORPHAN_EXIT_CODE,
@@ -96,6 +96,14 @@ def test_a_child_whose_parent_died_before_it_set_the_death_signal_exits_at_once(
     assert "lived on" not in done.stdout
 
 
+def test_the_training_entry_point_exits_at_once_when_its_launcher_is_already_gone() -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), PARENT_PID_ENV: "1"}
+    args = ["--config", "missing.json", "--features", "missing.parquet", "--out", "nowhere"]  # never read
+    cmd = [sys.executable, "-m", "phoenix_rl.pipes_entry", *args]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == ORPHAN_EXIT_CODE, done
+
+
 def test_the_step_hook_does_nothing_outside_a_dagster_step_process() -> None:
     # pytest is nobody's multiprocessing child: no death signal on it (nor on dagster dev, daemon, code servers)
     assert die_with_dagster_step_parent() is False
@@ -162,9 +170,12 @@ def _materialize_then_kill_9(
 def _assert_marked_failed_by_the_sweep(instance: dg.DagsterInstance, run_id: str) -> None:
     stuck = instance.get_run_by_id(run_id)
     assert stuck is not None and stuck.status == dg.DagsterRunStatus.STARTED  # nobody reported an end
-    assert fail_runs_with_dead_workers(instance) == [run_id]
+    result = run_worker_sweep(dg.build_sensor_context(instance=instance))  # what the daemon does each minute
+    assert isinstance(result, dg.SkipReason) and run_id in (result.skip_message or ""), result
     failed = instance.get_run_by_id(run_id)
     assert failed is not None and failed.status == dg.DagsterRunStatus.FAILURE
+    failure = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records
+    assert "Run worker process (pid" in (failure[0].event_log_entry.dagster_event.message or "")
     assert fail_runs_with_dead_workers(instance) == []  # once
 
 

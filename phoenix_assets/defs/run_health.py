@@ -16,7 +16,7 @@ is never failed); `dagster/max_runtime_seconds` on a run bounds that case too.
 from __future__ import annotations
 
 import dagster as dg
-from dagster._core.events import DagsterEventType
+from dagster._core.events import JobFailureData, RunFailureReason
 
 from phoenix_assets.lib.process_lifetime import pid_alive
 
@@ -25,7 +25,7 @@ __all__ = ["fail_runs_with_dead_workers", "run_worker_sweep"]
 
 def _worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
     """The pid of the process that started the run (its latest RUN_START event), None before it started."""
-    records = instance.get_records_for_run(run_id, of_type=DagsterEventType.RUN_START, limit=1, ascending=False)
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_START, limit=1, ascending=False)
     if not records.records:
         return None
     event = records.records[0].event_log_entry.dagster_event
@@ -48,6 +48,9 @@ def fail_runs_with_dead_workers(instance: dg.DagsterInstance) -> list[str]:
             f"Run worker process (pid {pid}) is gone while the run was STARTED: it was killed (kill -9, OOM) "
             "before it could report an outcome. Its step processes died with it; nothing after the last "
             "logged event was committed. Re-run the run's partitions.",
+            # like Dagster's own worker-health monitoring: a run the daemon launched is retried per
+            # dagster.yaml's run_retries; a CLI run has no code-location origin and is not
+            JobFailureData(error=None, failure_reason=RunFailureReason.UNEXPECTED_TERMINATION),
         )
         failed.append(run.run_id)
     return failed
