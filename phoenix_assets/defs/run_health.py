@@ -4,7 +4,8 @@ Dagster's run monitoring (`run_monitoring:` in dagster.yaml) times out runs stuc
 but it can only tell that a STARTED run's worker died through the run launcher's
 `check_run_worker_health`, which the `DefaultRunLauncher` of a local instance does not implement; and a
 run started by `dagster asset materialize` was never launched by any launcher at all. Killing that CLI
-with SIGKILL (or the OOM killer taking a run worker) left the run STARTED forever.
+with SIGKILL left the run STARTED forever. (A run the daemon launched is failed by its code server, which
+watches the run workers it started, unless the code server is gone too: OOM, reboot.)
 
 Every run records the pid of its worker process in its RUN_START event. This sensor (running by default,
 every minute, in the daemon) marks a STARTED run FAILED when that pid no longer exists on this machine.
@@ -48,7 +49,7 @@ def fail_runs_with_dead_workers(instance: dg.DagsterInstance) -> list[str]:
             f"Run worker process (pid {pid}) is gone while the run was STARTED: it was killed (kill -9, OOM) "
             "before it could report an outcome. Its step processes died with it; nothing after the last "
             "logged event was committed. Re-run the run's partitions.",
-            # like Dagster's own worker-health monitoring: a run the daemon launched is retried per
+            # as the code server reports a dead run worker: daemon-launched runs are then retried per
             # dagster.yaml's run_retries; a CLI run has no code-location origin and is not
             JobFailureData(error=None, failure_reason=RunFailureReason.UNEXPECTED_TERMINATION),
         )
