@@ -104,6 +104,20 @@ def test_the_training_entry_point_exits_at_once_when_its_launcher_is_already_gon
     assert done.returncode == ORPHAN_EXIT_CODE, done
 
 
+def test_pid_alive_counts_a_zombie_as_dead() -> None:
+    assert pid_alive(os.getpid())
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = time.monotonic() + 30
+        while pid_alive(child.pid) and time.monotonic() < deadline:  # exited but not reaped yet: a zombie
+            time.sleep(0.05)
+        assert not pid_alive(child.pid)
+        assert psutil.Process(child.pid).status() == psutil.STATUS_ZOMBIE  # still in the process table
+    finally:
+        child.wait(timeout=10)
+    assert not pid_alive(child.pid)
+
+
 def test_the_step_hook_does_nothing_outside_a_dagster_step_process() -> None:
     # pytest is nobody's multiprocessing child: no death signal on it (nor on dagster dev, daemon, code servers)
     assert die_with_dagster_step_parent() is False
