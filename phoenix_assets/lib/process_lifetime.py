@@ -9,13 +9,15 @@ kernel SIGKILL the child when its parent dies. Two kinds of process set it on th
   imports `phoenix_assets.definitions`): a `spawn` child whose target is Dagster's child-process wrapper.
   Run workers that a code server spawns are deliberately left alone: the code server starts them from a
   gRPC worker thread (PDEATHSIG fires when the parent *thread* exits), and Dagster lets runs outlive a
-  code-server reload; a dead run worker is handled by `run_worker_sweep` instead.
+  code-server reload; a dead run worker's run is failed by its code server, or by `run_worker_sweep`.
 - the training subprocess launched through Dagster Pipes (`phoenix_rl.pipes_entry`), told its parent's pid
   through `PARENT_PID_ENV` (set by `mamba_sac_model`).
 
-The step executor and the Pipes client fork from their run's main thread, so the "parent thread" caveat
-holds for both. After `prctl` the child compares `os.getppid()` with the pid its parent had: if the parent
-died between fork and `prctl` the child was already re-parented, and it exits at once.
+The multiprocess executor starts step processes from the run process's main thread (its step loop is
+cooperative, no threads), and the Pipes client starts training from the step's main thread: the death signal
+does not fire early because some short-lived thread that forked ended. After `prctl` the child compares
+`os.getppid()` with the pid its parent had: if the parent died between fork and `prctl` the child was already
+re-parented, and it exits at once.
 
 No dagster import: this module is also used by `phoenix_rl`, which runs where only `dagster-pipes` exists.
 """
