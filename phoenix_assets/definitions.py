@@ -13,7 +13,14 @@ from phoenix_assets.defs.model.assets import TRAINING_TAGS, backtests, evaluatio
 from phoenix_assets.defs.model.sagemaker import SageMakerResource
 from phoenix_assets.defs.resources import DatabentoResource, LakeResource, LandingResource, QualityThresholds
 from phoenix_assets.defs.retrain import retrain_sensor
+from phoenix_assets.defs.run_health import run_worker_sweep
 from phoenix_assets.defs.schedules import databento_daily
+from phoenix_assets.lib.process_lifetime import die_with_dagster_step_parent
+
+# A step process of the multiprocess executor imports this module before running its step: from here on it
+# is SIGKILLed when its run process dies (kill -9 of `dagster asset materialize`), instead of committing
+# orphaned. A no-op in every other process that loads the definitions (lib/process_lifetime.py says why).
+die_with_dagster_step_parent()
 
 
 def resources() -> dict[str, dg.ConfigurableResource | dg.PipesSubprocessClient]:
@@ -61,6 +68,6 @@ defs = dg.Definitions(
     ],
     jobs=[synthetic_landing_job, daily_job, features_job, model_job],
     schedules=[databento_daily],
-    sensors=[landing_sensor, phoenix_automation, record_run_failure, retrain_sensor],
+    sensors=[landing_sensor, phoenix_automation, record_run_failure, retrain_sensor, run_worker_sweep],
     resources=resources(),
 )

@@ -132,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--features", required=True, help="features_1m rows as one parquet file")
     parser.add_argument("--out", required=True, help="output folder (model.zip, config.json, metrics.jsonl)")
     args = parser.parse_args(argv)
+    from phoenix_assets.lib.process_lifetime import die_with_parent_from_env
+
+    die_with_parent_from_env()  # launched by mamba_sac_model: SIGKILLed if the step process dies
     with open_dagster_pipes() as pipes:
         train_and_report(pipes, args.config, args.features, args.out)
     return 0

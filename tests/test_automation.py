@@ -62,6 +62,7 @@ def test_definitions_register_sensors_and_conditions() -> None:
         "phoenix_automation": dg.DefaultSensorStatus.RUNNING,
         "record_run_failure": dg.DefaultSensorStatus.RUNNING,
         "retrain_sensor": dg.DefaultSensorStatus.RUNNING,
+        "run_worker_sweep": dg.DefaultSensorStatus.RUNNING,
     }
     job = repo.get_job(defs.resolve_sensor_def("landing_sensor").job_name)
     assert job.asset_layer.executable_asset_keys == {raw_mbp10.key}

@@ -63,5 +63,10 @@ def test_repo_dagster_yaml_is_a_working_instance(tmp_path: Path, monkeypatch: py
         assert coordinator.get_run_queue_config().max_concurrent_runs == 2
         limits = coordinator.get_run_queue_config().tag_concurrency_limits
         assert {"key": "phoenix/training", "limit": 1} in limits
+        # run monitoring on (daemon fails runs stuck STARTING/CANCELING); nothing resumed: the launcher can't
+        assert instance.run_monitoring_enabled
+        assert instance.run_monitoring_start_timeout_seconds == 180
+        assert instance.run_monitoring_max_resume_run_attempts == 0
+        assert instance.run_monitoring_max_runtime_seconds == 0  # training and backfills run long
         assert str(home) in instance.root_directory
     assert (home / "history").exists() or (home / "storage").exists()

@@ -44,7 +44,14 @@ GROUPS = {
     "model": ["mamba_sac_model"],
     "evaluation": ["backtests", "evaluation_metrics"],
 }
-AUTOMATIONS = ["landing_sensor", "phoenix_automation", "record_run_failure", "retrain_sensor", "databento_daily"]
+AUTOMATIONS = [
+    "landing_sensor",
+    "phoenix_automation",
+    "record_run_failure",
+    "retrain_sensor",
+    "run_worker_sweep",
+    "databento_daily",
+]
 LAUNCH_ASSET, LAUNCH_PARTITION = "book_snapshots_1s", "2024-03-14"
 BACKFILL_PARTITIONS = ["2024-03-13", "2024-03-14", "2024-03-15"]  # a range, launched as an asset backfill
 UI_TIMEOUT_MS = 60_000  # one page or dialog on 2 busy cores

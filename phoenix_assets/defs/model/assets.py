@@ -11,6 +11,7 @@ import datetime as dt
 import importlib.metadata
 import json
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,7 @@ from phoenix_assets.defs.model.sagemaker import SageMakerResource
 from phoenix_assets.defs.resources import REPO_ROOT, LakeResource
 from phoenix_assets.lib.lake import Lake
 from phoenix_assets.lib.microstructure import to_delta_arrow
+from phoenix_assets.lib.process_lifetime import PARENT_PID_ENV
 from phoenix_assets.lib.raw_quality import CheckOutcome
 from phoenix_rl.metrics import MIN_DAYS_FOR_RATIOS, format_metric
 from phoenix_rl.pipes_entry import ERROR_FILE
@@ -212,7 +214,12 @@ def mamba_sac_model(
             command += ["--features", str(work / "features.parquet"), "--out", str(out)]
             context.log.info(f"exported {rows.height} feature rows {first}..{last}; launching {' '.join(command)}")
             try:
-                pipes_result = pipes_subprocess_client.run(command=command, context=context, cwd=str(REPO_ROOT))
+                pipes_result = pipes_subprocess_client.run(
+                    command=command,
+                    context=context,
+                    cwd=str(REPO_ROOT),
+                    env={PARENT_PID_ENV: str(os.getpid())},  # the child dies with this step process
+                )
             except Exception as exc:
                 error = out / ERROR_FILE
                 reason = error.read_text() if error.exists() else str(exc)
