@@ -30,6 +30,7 @@ from phoenix_assets.defs.resources import REPO_ROOT, LakeResource
 from phoenix_assets.lib.lake import Lake
 from phoenix_assets.lib.microstructure import to_delta_arrow
 from phoenix_assets.lib.raw_quality import CheckOutcome
+from phoenix_rl.config import TrainConfig
 from phoenix_rl.pipes_entry import ERROR_FILE
 
 MODEL_DIR = "artifacts/mamba_sac_model"
@@ -227,7 +228,7 @@ def backtests(context: dg.AssetExecutionContext, config: BacktestConfig, lake: L
             f"{stored_hash}, the current feature_specs differ: re-train mamba_sac_model"
         )
     env_cfg = EnvConfig(**saved["env_config"])
-    capital = float(tc.get("capital", 10_000.0))
+    capital = float(tc.get("capital", TrainConfig().capital))
     columns = _feature_columns(the_lake, tc["feature_set"])
     trades, equity, summary = [], [], {}
     for window in WINDOWS:
@@ -303,7 +304,8 @@ def evaluation_metrics(
 
     the_lake = lake.lake()
     version, folder = _latest(the_lake)
-    capital = float(json.loads(the_lake.read_artifact(f"{folder}/config.json"))["train_config"].get("capital", 1e4))
+    saved_train = json.loads(the_lake.read_artifact(f"{folder}/config.json"))["train_config"]
+    capital = float(saved_train.get("capital", TrainConfig().capital))
     equity = the_lake.scan(EQUITY_TABLE).filter(pl.col("model_version") == version).collect()
     trades = the_lake.scan(TRADES_TABLE).filter(pl.col("model_version") == version).collect()
     if equity.is_empty():
