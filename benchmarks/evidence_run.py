@@ -33,12 +33,11 @@ EVIDENCE_TRAINING = {
     "train_freq": 4,
     "gradient_steps": 1,
     "batch_size": 128,
-    "lookback": 16,
     "d_model": 16,
     "d_state": 8,
     "n_layers": 1,
     "gamma": 0.95,
-    "reward_scale": 0.1,
+    "env": {"lookback": 16, "reward_scale": 0.1},
     "log_every": 2_000,
 }
 
@@ -102,7 +101,8 @@ def evaluate(strength: float, features: pl.DataFrame, out: Path, overrides: dict
         "test_start": str(TEST[0]),
         "test_end": str(TEST[1]),
     }
-    cfg = TrainConfig(**{**EVIDENCE_TRAINING, **windows, **overrides})
+    env = {**EVIDENCE_TRAINING["env"], **overrides.get("env", {})}  # --set env={...} changes only those keys
+    cfg = TrainConfig.from_dict({**EVIDENCE_TRAINING, **windows, **overrides, "env": env})
     result = train(
         cfg, features, out / f"s{strength}", on_metrics=lambda step, m: print(json.dumps({"step": step, **m}))
     )

@@ -78,6 +78,7 @@ def block_speed(batch: int = 256, length: int = 64, d_model: int = 64, d_state: 
 def training_speed(steps: int, fused: bool) -> dict:
     """SAC + Mamba on the GPU; `fused=False` hides mamba_ssm so every layer uses the pure-PyTorch scan."""
     from feature_specs import load_feature_set
+    from phoenix_rl.config import EnvConfig
     from phoenix_rl.testing import synthetic_features
     from phoenix_rl.train import TrainConfig, train
 
@@ -92,7 +93,7 @@ def training_speed(steps: int, fused: bool) -> dict:
             total_timesteps=steps,
             learning_starts=min(500, steps // 4),
             batch_size=128,
-            lookback=16,
+            env=EnvConfig(lookback=16),
             d_model=16,
             d_state=8,
             n_layers=1,

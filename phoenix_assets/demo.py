@@ -97,11 +97,11 @@ def run_features(start: dt.date, end: dt.date, instance: dg.DagsterInstance) -> 
 # The Phase-1 smoke run: 5K environment steps of SAC with a small Mamba extractor, one gradient step every
 # 8 environment steps (~20 s on 2 CPU cores; the full-size default trains at ~3-5 steps/s on this CPU).
 SMOKE_TRAINING = {
-    "timesteps": 5_000,
+    "total_timesteps": 5_000,
     "learning_starts": 1_000,
     "train_freq": 8,
     "batch_size": 64,
-    "lookback": 16,
+    "env": {"lookback": 16},
     "d_model": 16,
     "d_state": 8,
     "n_layers": 1,

@@ -53,79 +53,21 @@ All arrays are precomputed in __init__ (numpy); `step` does no polars work.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import polars as pl
 from gymnasium import spaces
 
+from phoenix_rl.config import EnvConfig
+
 __all__ = ["AGENT_STATE_DIM", "EnvConfig", "MnqTradingEnv"]
 
-ActionMode = Literal["continuous", "deadband"]
-EpisodeMode = Literal["random", "whole"]
 AGENT_STATE_DIM = 3
 REQUIRED_COLUMNS = ("ts", "trade_date", "instrument_id", "open", "close")
 _NS_PER_MINUTE = 60_000_000_000
-
-
-@dataclass(frozen=True)
-class EnvConfig:
-    """Everything that shapes the environment (module doc explains each rule)."""
-
-    feature_columns: tuple[str, ...]
-    lookback: int = 32
-    max_contracts: int = 1
-    point_value: float = 2.0  # $ per index point (MNQ)
-    tick_size: float = 0.25  # index points
-    commission_per_side_usd: float = 0.62  # per contract per side, incl. exchange/clearing/NFA fees
-    slippage_ticks_per_side: float = 1.0
-    reward_scale: float = 0.01  # reward = reward_scale * $ (0.01: rewards in units of $100)
-    turnover_penalty_usd: float = 0.0  # shaping: extra $ per contract traded (reward only, not equity)
-    drawdown_penalty: float = 0.0  # shaping: x increase of the episode's $ drawdown (reward only)
-    action_mode: ActionMode = "deadband"
-    deadband: float = 0.3
-    episode_mode: EpisodeMode = "random"
-    max_steps: int | None = 390
-    max_gap_minutes: float = 5.0
-    warm_column: str | None = "warm"
-    trade_only_warm: bool = True
-    obs_clip: float = 10.0
-    upnl_scale_points: float = 10.0
-    time_scale_bars: float = 60.0
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "feature_columns", tuple(self.feature_columns))
-        problems = []
-        if not self.feature_columns:
-            problems.append("feature_columns is empty")
-        if self.lookback < 1:
-            problems.append(f"lookback must be >= 1 (got {self.lookback})")
-        if self.max_contracts < 1:
-            problems.append(f"max_contracts must be >= 1 (got {self.max_contracts})")
-        if self.action_mode not in ("continuous", "deadband"):
-            problems.append(f"action_mode must be 'continuous' or 'deadband' (got {self.action_mode!r})")
-        if not 0.0 <= self.deadband < 1.0:
-            problems.append(f"deadband must lie in [0, 1) (got {self.deadband})")
-        if self.episode_mode not in ("random", "whole"):
-            problems.append(f"episode_mode must be 'random' or 'whole' (got {self.episode_mode!r})")
-        if self.max_steps is not None and self.max_steps < 1:
-            problems.append(f"max_steps must be >= 1 or None (got {self.max_steps})")
-        if min(self.commission_per_side_usd, self.slippage_ticks_per_side) < 0:
-            problems.append("costs must be >= 0")
-        if problems:
-            raise ValueError("EnvConfig: " + "; ".join(problems))
-
-    @property
-    def cost_per_contract_side(self) -> float:
-        """$ paid per contract per side: commission + slippage_ticks * tick_size * point_value."""
-        return self.commission_per_side_usd + self.slippage_ticks_per_side * self.tick_size * self.point_value
-
-    def replace(self, **changes: Any) -> EnvConfig:
-        return dataclasses.replace(self, **changes)
 
 
 class MnqTradingEnv(gym.Env):
@@ -136,6 +78,8 @@ class MnqTradingEnv(gym.Env):
     def __init__(self, features: pl.DataFrame, config: EnvConfig) -> None:
         super().__init__()
         self.config = cfg = config
+        if not cfg.feature_columns:
+            raise ValueError("MnqTradingEnv: config.feature_columns is empty (name the observed feature columns)")
         missing = [c for c in (*REQUIRED_COLUMNS, *cfg.feature_columns) if c not in features.columns]
         if missing:
             raise ValueError(f"MnqTradingEnv: the feature frame lacks columns {missing}")

@@ -2,10 +2,11 @@
 
     python -m phoenix_rl.train --config cfg.json --features features.parquet --out runs/x
 
-Reads like CleanRL's `sac_continuous_action.py`: a single `TrainConfig` dataclass (every number that
-matters), an explicit seeding block, every metric logged. Windows are trade dates, inclusive; the model
-only sees the train window; validation metrics (a deterministic backtest on the val window, with the same
-env config) are reported; the test window is recorded in the config but never touched here.
+Reads like CleanRL's `sac_continuous_action.py`: a single `TrainConfig` dataclass (phoenix_rl/config.py:
+every number that matters, the env's settings nested under `env`), an explicit seeding block, every metric
+logged. Windows are trade dates, inclusive; the model only sees the train window; validation metrics (a
+deterministic backtest on the val window, with the same env config) are reported; the test window is
+recorded in the config but never touched here.
 
 Outputs in out_dir: model.zip (SB3), config.json (TrainConfig, EnvConfig, feature columns, the frame's
 `feature_spec_hash` when present and the feature set's content hash), metrics.jsonl (one line per log).
@@ -21,9 +22,8 @@ import json
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -34,7 +34,8 @@ from stable_baselines3.common.monitor import Monitor
 
 from feature_specs import load_feature_set
 from phoenix_rl.backtest import run_backtest
-from phoenix_rl.env import EnvConfig, MnqTradingEnv
+from phoenix_rl.config import TrainConfig
+from phoenix_rl.env import MnqTradingEnv
 from phoenix_rl.extractor import MambaFeaturesExtractor
 
 __all__ = [
@@ -50,86 +51,6 @@ __all__ = [
 
 MetricsSink = Callable[[int, dict[str, float]], None]
 CHECKPOINT_GLOB = "rl_model_*_steps.zip"  # what SB3's CheckpointCallback (default name prefix) saves
-
-
-@dataclass
-class TrainConfig:
-    """Everything a run depends on; JSON round-trips through `to_dict` / `from_dict`."""
-
-    feature_set: str = "phase2_ofi"
-    train_start: str | None = None  # ISO trade dates, inclusive; None = open end
-    train_end: str | None = None
-    val_start: str | None = None
-    val_end: str | None = None
-    test_start: str | None = None
-    test_end: str | None = None
-    total_timesteps: int = 20_000
-    seed: int = 1
-    torch_threads: int | None = None
-    torch_deterministic: bool = True
-    # SAC (Haarnoja et al. 2018), SB3 argument names
-    learning_rate: float = 3e-4
-    buffer_size: int = 50_000
-    batch_size: int = 64
-    learning_starts: int = 1_000
-    gamma: float = 0.99
-    tau: float = 0.005
-    train_freq: int = 1
-    gradient_steps: int = 1
-    ent_coef: str | float = "auto"
-    net_arch: list[int] = field(default_factory=lambda: [64, 64])
-    # Mamba extractor
-    lookback: int = 32
-    d_model: int = 32
-    d_state: int = 16
-    d_conv: int = 4
-    expand: int = 2
-    n_layers: int = 2
-    # environment (phoenix_rl.env.EnvConfig)
-    episode_steps: int = 390
-    action_mode: str = "deadband"
-    deadband: float = 0.3
-    reward_scale: float = 0.01
-    commission_per_side_usd: float = 0.62
-    slippage_ticks_per_side: float = 1.0
-    turnover_penalty_usd: float = 0.0
-    drawdown_penalty: float = 0.0
-    trade_only_warm: bool = True
-    # evaluation / logging
-    capital: float = 10_000.0
-    log_every: int = 500
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"TrainConfig: unknown keys {unknown}; known keys: {sorted(known)}")
-        return cls(**d)
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> TrainConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
-
-    def env_config(self, feature_columns: tuple[str, ...], warm_column: str | None) -> EnvConfig:
-        return EnvConfig(
-            feature_columns=feature_columns,
-            lookback=self.lookback,
-            reward_scale=self.reward_scale,
-            commission_per_side_usd=self.commission_per_side_usd,
-            slippage_ticks_per_side=self.slippage_ticks_per_side,
-            turnover_penalty_usd=self.turnover_penalty_usd,
-            drawdown_penalty=self.drawdown_penalty,
-            action_mode=self.action_mode,  # type: ignore[arg-type]
-            deadband=self.deadband,
-            episode_mode="random",
-            max_steps=self.episode_steps,
-            warm_column=warm_column,
-            trade_only_warm=self.trade_only_warm,
-        )
 
 
 @dataclass(frozen=True)
@@ -249,7 +170,7 @@ def train(
     warm_column = next((c for c in (f"warm_{cfg.feature_set}", "warm") if c in features.columns), None)
     env_cfg = cfg.env_config(columns, warm_column)
     train_rows = select_window(features, cfg.train_start, cfg.train_end)
-    if train_rows.height < cfg.lookback + 2:
+    if train_rows.height < cfg.env.lookback + 2:
         raise ValueError(f"train: only {train_rows.height} rows in the train window {cfg.train_start}..{cfg.train_end}")
 
     # --- seeding -----------------------------------------------------------------------------------------
@@ -269,7 +190,7 @@ def train(
         tau=cfg.tau,
         train_freq=cfg.train_freq,
         gradient_steps=cfg.gradient_steps,
-        ent_coef=cfg.ent_coef,
+        ent_coef=cfg.sb3_ent_coef,
         policy_kwargs={
             "features_extractor_class": MambaFeaturesExtractor,
             "features_extractor_kwargs": {

@@ -27,20 +27,25 @@ ESH4_MBP10 = SHARED_DATA / "glbx-mdp3-esh4-20231225.mbp-10.derived-from-mbo.dbn.
 ESM4_MBP10 = SHARED_DATA / "glbx-mdp3-esm4-20240508T000000-000002.mbp-10.derived-from-mbo.dbn.zst"  # 2024-05-08
 ESH1_MBP10 = SHARED_DATA / "glbx-mdp3-esh1-20201228.mbp-10.fixture.dbn.zst"  # trade date 2020-12-28
 ESH1_TRADES = SHARED_DATA / "glbx-mdp3-esh1-20201228.trades.fixture.dbn.zst"
-# mamba_sac_model config for a seconds-long training run on the features_lake_root data
+# mamba_sac_model config for a seconds-long training run on the features_lake_root data (2024-03-13..15)
 TINY_MODEL_CONFIG = {
-    "timesteps": 64,
+    "total_timesteps": 64,
     "learning_starts": 32,
     "batch_size": 16,
     "buffer_size": 500,
-    "lookback": 8,
     "d_model": 8,
     "d_state": 4,
     "n_layers": 1,
     "net_arch": [16, 16],
-    "episode_steps": 40,
+    "env": {"lookback": 8, "max_steps": 40},
     "log_every": 16,
     "torch_threads": 1,
+    "train_start": "2024-03-13",
+    "train_end": "2024-03-14",
+    "val_start": "2024-03-15",
+    "val_end": "2024-03-15",
+    "test_start": "2024-03-15",
+    "test_end": "2024-03-15",
 }
 MBP10_FIXTURES = sorted(p for p in SHARED_DATA.glob("*.dbn*") if ".mbp-10." in p.name)
 

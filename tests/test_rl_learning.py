@@ -24,14 +24,12 @@ LEARNS = {
     "train_freq": 2,
     "batch_size": 64,
     "buffer_size": 5_000,
-    "lookback": 4,
     "d_model": 8,
     "d_state": 4,
     "n_layers": 1,
     "net_arch": [32, 32],
-    "episode_steps": 100,
+    "env": {"lookback": 4, "max_steps": 100, "reward_scale": 0.1},
     "gamma": 0.9,
-    "reward_scale": 0.1,
     "log_every": 1_000,
 }
 

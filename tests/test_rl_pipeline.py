@@ -67,7 +67,7 @@ def test_short_training_run_on_pipeline_features(features: pl.DataFrame, tmp_pat
         learning_starts=100,
         batch_size=32,
         buffer_size=2_000,
-        lookback=16,
+        env=EnvConfig(lookback=16),
         d_model=16,
         d_state=8,
         n_layers=1,

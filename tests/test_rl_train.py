@@ -25,12 +25,11 @@ TINY = {
     "learning_starts": 50,
     "batch_size": 16,
     "buffer_size": 1_000,
-    "lookback": 8,
     "d_model": 8,
     "d_state": 4,
     "n_layers": 1,
     "net_arch": [16, 16],
-    "episode_steps": 60,
+    "env": {"lookback": 8, "max_steps": 60},
     "log_every": 100,
 }
 

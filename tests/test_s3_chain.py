@@ -23,16 +23,15 @@ DAYS = [dt.date(2024, 3, 13), dt.date(2024, 3, 14), dt.date(2024, 3, 15)]
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 RECORDS_PER_DAY = 40_000  # the generator's own default; enough for every blocking check
 TINY_TRAINING = {
-    "timesteps": 256,
+    "total_timesteps": 256,
     "learning_starts": 64,
     "batch_size": 32,
     "buffer_size": 1_000,
-    "lookback": 8,
     "d_model": 8,
     "d_state": 4,
     "n_layers": 1,
     "net_arch": [16, 16],
-    "episode_steps": 60,
+    "env": {"lookback": 8, "max_steps": 60},
     "log_every": 64,
     "torch_threads": 1,
     "train_start": "2024-03-13",

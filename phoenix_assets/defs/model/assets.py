@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -25,12 +25,14 @@ from pydantic import Field
 from feature_specs import load_feature_set
 from phoenix_assets.defs.checks import CheckTable, check_results, check_specs
 from phoenix_assets.defs.features.assets import FEATURES_TABLE, features_1m
+from phoenix_assets.defs.model.config import MambaSacConfig
 from phoenix_assets.defs.model.sagemaker import SageMakerResource
 from phoenix_assets.defs.resources import REPO_ROOT, LakeResource
 from phoenix_assets.lib.lake import Lake
 from phoenix_assets.lib.microstructure import to_delta_arrow
 from phoenix_assets.lib.process_lifetime import PARENT_PID_ENV
 from phoenix_assets.lib.raw_quality import CheckOutcome
+from phoenix_rl.config import TrainConfig
 from phoenix_rl.metrics import MIN_DAYS_FOR_RATIOS, format_metric
 from phoenix_rl.pipes_entry import ERROR_FILE
 
@@ -41,84 +43,6 @@ METRICS_TABLE = "evaluation_metrics"
 WINDOWS = ("val", "test")
 TRAINING_TAGS = {"phoenix/training": "true"}
 PACKAGES = ("torch", "stable-baselines3", "gymnasium", "mambapy", "numpy", "polars", "dagster-pipes")
-
-
-class MambaSacConfig(dg.Config):
-    """Windows are trade dates (ISO, inclusive). Defaults fit the demo data (2024-03-13..15)."""
-
-    feature_set: str = Field(default="phase2_ofi", description="Feature set of feature_specs/ the agent observes")
-    train_start: str = "2024-03-13"
-    train_end: str = "2024-03-14"
-    val_start: str = "2024-03-15"
-    val_end: str = "2024-03-15"
-    test_start: str = "2024-03-15"
-    test_end: str = "2024-03-15"
-    timesteps: int = Field(default=5_000, description="SAC environment steps")
-    seed: int = 1
-    learning_rate: float = 3e-4
-    buffer_size: int = 50_000
-    batch_size: int = 64
-    learning_starts: int = 1_000
-    gamma: float = 0.99
-    tau: float = 0.005
-    train_freq: int = Field(default=1, description="Environment steps between gradient updates")
-    gradient_steps: int = Field(default=1, description="Gradient steps per update")
-    net_arch: list[int] = Field(default_factory=lambda: [64, 64])
-    lookback: int = 32
-    d_model: int = 32
-    d_state: int = 16
-    n_layers: int = 2
-    episode_steps: int = 390
-    commission_per_side_usd: float = 0.62
-    slippage_ticks_per_side: float = 1.0
-    log_every: int = 500
-    torch_threads: int | None = None
-    launch: Literal["local", "sagemaker"] = Field(
-        default="local",
-        description=(
-            "Where training runs: 'local' (a subprocess via Dagster Pipes) or 'sagemaker' (a managed-spot training "
-            "job configured by the `sagemaker` resource, Pipes messages via S3)"
-        ),
-    )
-
-    def train_config(self) -> dict[str, Any]:
-        """The `phoenix_rl.train.TrainConfig` keys this config sets (the rest keep TrainConfig's defaults)."""
-        keys = [
-            "feature_set",
-            "train_start",
-            "train_end",
-            "val_start",
-            "val_end",
-            "test_start",
-            "test_end",
-            "seed",
-            "learning_rate",
-            "buffer_size",
-            "batch_size",
-            "learning_starts",
-            "gamma",
-            "tau",
-            "train_freq",
-            "gradient_steps",
-            "net_arch",
-            "lookback",
-            "d_model",
-            "d_state",
-            "n_layers",
-            "episode_steps",
-            "commission_per_side_usd",
-            "slippage_ticks_per_side",
-            "log_every",
-            "torch_threads",
-        ]
-        return {"total_timesteps": self.timesteps, **{k: getattr(self, k) for k in keys}}
-
-    def windows(self) -> dict[str, tuple[str, str]]:
-        return {
-            "train": (self.train_start, self.train_end),
-            "val": (self.val_start, self.val_end),
-            "test": (self.test_start, self.test_end),
-        }
 
 
 def _features(lake: Lake, start: str, end: str, columns: list[str] | None = None) -> pl.DataFrame:
@@ -204,7 +128,7 @@ def mamba_sac_model(
     with tempfile.TemporaryDirectory(prefix="phoenix-train-") as tmp:
         work = Path(tmp)
         rows.write_parquet(work / "features.parquet")
-        (work / "config.json").write_text(json.dumps(config.train_config(), indent=2))
+        (work / "config.json").write_text(config.to_train_config().to_json())
         out = work / "out"
         if config.launch == "sagemaker":
             context.log.info(f"exported {rows.height} feature rows {first}..{last}; launching a SageMaker job")
@@ -314,7 +238,7 @@ def backtests(context: dg.AssetExecutionContext, config: BacktestConfig, lake: L
             f"{stored_hash}, the current feature_specs differ: re-train mamba_sac_model"
         )
     env_cfg = EnvConfig(**saved["env_config"])
-    capital = float(tc.get("capital", 10_000.0))
+    capital = float(tc.get("capital", TrainConfig().capital))
     columns = _feature_columns(the_lake, tc["feature_set"])
     names = the_lake.scan(FEATURES_TABLE).collect_schema().names()
     rule_inputs = [c for c in ofi_rule_features(names) if c not in columns]
@@ -406,7 +330,8 @@ def evaluation_metrics(
 
     the_lake = lake.lake()
     version, folder = _latest(the_lake)
-    capital = float(json.loads(the_lake.read_artifact(f"{folder}/config.json"))["train_config"].get("capital", 1e4))
+    saved_train = json.loads(the_lake.read_artifact(f"{folder}/config.json"))["train_config"]
+    capital = float(saved_train.get("capital", TrainConfig().capital))
     equity = the_lake.scan(EQUITY_TABLE).filter(pl.col("model_version") == version).collect()
     trades = the_lake.scan(TRADES_TABLE).filter(pl.col("model_version") == version).collect()
     if equity.is_empty():

@@ -1,0 +1,90 @@
+"""`MambaSacConfig`, the Dagster config of `mamba_sac_model`, generated from `phoenix_rl.config`'s dataclasses.
+
+Every field, type, default and description comes from `TrainConfig` / `EnvConfig` (the one definition); this
+module only adds what is Dagster's own (`launch`). The run config mirrors the training JSON exactly: the
+training keys at the top, the environment's under `env`:
+
+    {"ops": {"mamba_sac_model": {"config": {"total_timesteps": 5000, "train_start": "2024-03-13", ...,
+                                            "env": {"lookback": 16, "max_steps": 390}}}}}
+
+and `MambaSacConfig.to_train_config()` is that same dict read by `TrainConfig.from_dict`. The env's data-bound
+fields (`DATA_BOUND_ENV_FIELDS`: the feature columns and the warm column) are set by `train`, not configured.
+"""
+
+import dataclasses
+import typing
+from typing import Any, Literal
+
+import dagster as dg
+import pydantic
+from pydantic import Field
+
+from phoenix_rl.config import DATA_BOUND_ENV_FIELDS, EnvConfig, TrainConfig
+
+__all__ = ["EnvSettings", "MambaSacConfig", "config_from_dataclass"]
+
+
+def config_from_dataclass(
+    name: str,
+    source: type,
+    doc: str,
+    exclude: tuple[str, ...] = (),
+    nested: dict[str, type[dg.Config]] | None = None,
+) -> type[dg.Config]:
+    """A `dg.Config` subclass with one field per field of the dataclass `source` (same name, type, default or
+    default factory, `metadata["doc"]` as description), minus `exclude`; fields named in `nested` take that
+    config class instead (its defaults, through its own default factory)."""
+    nested = nested or {}
+    hints = typing.get_type_hints(source)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(source):
+        if f.name in exclude:
+            continue
+        desc = f.metadata.get("doc")
+        if f.name in nested:
+            fields[f.name] = (nested[f.name], Field(default_factory=nested[f.name], description=desc))
+        elif f.default_factory is not dataclasses.MISSING:
+            fields[f.name] = (hints[f.name], Field(default_factory=f.default_factory, description=desc))
+        else:
+            fields[f.name] = (hints[f.name], Field(default=f.default, description=desc))
+    return pydantic.create_model(name, __base__=dg.Config, __doc__=doc, __module__=__name__, **fields)
+
+
+EnvSettings = config_from_dataclass(
+    "EnvSettings",
+    EnvConfig,
+    "MnqTradingEnv settings (phoenix_rl.config.EnvConfig; the feature and warm columns come from the data).",
+    exclude=DATA_BOUND_ENV_FIELDS,
+)
+_TrainSettings = config_from_dataclass(
+    "TrainSettings", TrainConfig, "phoenix_rl.config.TrainConfig", nested={"env": EnvSettings}
+)
+
+
+class MambaSacConfig(_TrainSettings):  # type: ignore[misc,valid-type]
+    """`phoenix_rl.config.TrainConfig` as Dagster config (same keys, defaults and env nesting) plus `launch`.
+    The train, val and test windows (ISO trade dates, inclusive) must be set: they have no default."""
+
+    launch: Literal["local", "sagemaker"] = Field(
+        default="local",
+        description=(
+            "Where training runs: 'local' (a subprocess via Dagster Pipes) or 'sagemaker' (a managed-spot training "
+            "job configured by the `sagemaker` resource, Pipes messages via S3)"
+        ),
+    )
+
+    def to_train_config(self) -> TrainConfig:
+        """The TrainConfig of this run (the JSON the training process reads is its `to_json()`)."""
+        return TrainConfig.from_dict(self.model_dump(exclude={"launch"}))
+
+    def windows(self) -> dict[str, tuple[str, str]]:
+        """The train/val/test windows; a ValueError naming the unset ones (the asset needs all three)."""
+        windows = self.to_train_config().windows()
+        unset = [k for w in windows for k in (f"{w}_start", f"{w}_end") if getattr(self, k) is None]
+        if unset:
+            raise ValueError(
+                f"mamba_sac_model: the run config lacks the windows {unset} (ISO trade dates, inclusive): set "
+                "train_start/train_end, val_start/val_end and test_start/test_end, e.g. the demo's train "
+                "2024-03-13..2024-03-14, val and test 2024-03-15"
+            )
+        return {w: (str(s), str(e)) for w, (s, e) in windows.items()}

@@ -1,0 +1,192 @@
+"""The one definition of every training setting and its default: `EnvConfig` (the environment) and `TrainConfig`
+(the run: data windows, SAC, the Mamba extractor, logging) which holds an `env: EnvConfig`.
+
+Everything else derives from these two: `phoenix_rl.train` reads a `TrainConfig` (JSON via `to_dict` /
+`from_dict`), the Pipes and SageMaker entry points read the same JSON, and the Dagster config of
+`mamba_sac_model` is generated from these dataclasses' fields (phoenix_assets/defs/model/config.py), so a field
+or a default changed here changes there. Pure dataclasses: no torch, gymnasium or dagster import, so loading
+the Dagster definitions stays cheap. A field's `metadata["doc"]` becomes its description in the Dagster UI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = ["DATA_BOUND_ENV_FIELDS", "ActionMode", "EnvConfig", "EpisodeMode", "TrainConfig"]
+
+ActionMode = Literal["continuous", "deadband"]
+EpisodeMode = Literal["random", "whole"]
+WINDOWS = ("train", "val", "test")
+
+
+def _doc(default: Any, text: str) -> Any:
+    """A dataclass field with a description (shown by Dagster's launchpad)."""
+    return field(default=default, metadata={"doc": text})
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Everything that shapes `MnqTradingEnv` (phoenix_rl/env.py's module doc explains each rule)."""
+
+    feature_columns: tuple[str, ...] = _doc((), "Observed feature columns; `train` sets them from the feature set")
+    lookback: int = _doc(32, "Bars in the observation window (L)")
+    max_contracts: int = 1
+    point_value: float = _doc(2.0, "$ per index point (MNQ)")
+    tick_size: float = _doc(0.25, "Index points per tick")
+    commission_per_side_usd: float = _doc(0.62, "$ per contract per side, incl. exchange/clearing/NFA fees")
+    slippage_ticks_per_side: float = 1.0
+    reward_scale: float = _doc(0.01, "reward = reward_scale * $ (0.01: rewards in units of $100)")
+    turnover_penalty_usd: float = _doc(0.0, "Shaping: extra $ per contract traded (reward only, not equity)")
+    drawdown_penalty: float = _doc(0.0, "Shaping: x increase of the episode's $ drawdown (reward only)")
+    action_mode: ActionMode = field(
+        default="deadband", metadata={"doc": "'deadband' (whole contracts) or 'continuous' (fractional)"}
+    )
+    deadband: float = _doc(0.3, "|action| below which the target position is flat (deadband mode)")
+    episode_mode: EpisodeMode = field(
+        default="random", metadata={"doc": "'random' start and max_steps long, or 'whole' data from bar 0"}
+    )
+    max_steps: int | None = _doc(390, "Steps per episode (random mode); None: to the end of the data")
+    max_gap_minutes: float = _doc(5.0, "A gap between bars longer than this ends a session segment")
+    warm_column: str | None = _doc("warm", "Column flagging complete feature rows; `train` picks it from the data")
+    trade_only_warm: bool = _doc(True, "Decisions at non-warm bars are forced flat")
+    obs_clip: float = 10.0
+    upnl_scale_points: float = 10.0
+    time_scale_bars: float = 60.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "feature_columns", tuple(self.feature_columns))
+        problems = []
+        if self.lookback < 1:
+            problems.append(f"lookback must be >= 1 (got {self.lookback})")
+        if self.max_contracts < 1:
+            problems.append(f"max_contracts must be >= 1 (got {self.max_contracts})")
+        if self.action_mode not in ("continuous", "deadband"):
+            problems.append(f"action_mode must be 'continuous' or 'deadband' (got {self.action_mode!r})")
+        if not 0.0 <= self.deadband < 1.0:
+            problems.append(f"deadband must lie in [0, 1) (got {self.deadband})")
+        if self.episode_mode not in ("random", "whole"):
+            problems.append(f"episode_mode must be 'random' or 'whole' (got {self.episode_mode!r})")
+        if self.max_steps is not None and self.max_steps < 1:
+            problems.append(f"max_steps must be >= 1 or None (got {self.max_steps})")
+        if min(self.commission_per_side_usd, self.slippage_ticks_per_side) < 0:
+            problems.append("costs must be >= 0")
+        if problems:
+            raise ValueError("EnvConfig: " + "; ".join(problems))
+
+    @property
+    def cost_per_contract_side(self) -> float:
+        """$ paid per contract per side: commission + slippage_ticks * tick_size * point_value."""
+        return self.commission_per_side_usd + self.slippage_ticks_per_side * self.tick_size * self.point_value
+
+    def replace(self, **changes: Any) -> EnvConfig:
+        return dataclasses.replace(self, **changes)
+
+
+# Set by `train` from the feature set and the data, never by the user: not in the Dagster config, and a
+# TrainConfig whose env sets them to anything but EnvConfig's defaults is refused.
+DATA_BOUND_ENV_FIELDS = ("feature_columns", "warm_column")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; JSON round-trips through `to_dict` / `from_dict` (`to_json` / `from_json`)."""
+
+    feature_set: str = _doc("phase2_ofi", "Feature set of feature_specs/ the agent observes")
+    train_start: str | None = _doc(None, "Train window start (ISO trade date, inclusive); None: open")
+    train_end: str | None = _doc(None, "Train window end (ISO trade date, inclusive); None: open")
+    val_start: str | None = _doc(None, "Validation window start; val None..None: no validation backtest")
+    val_end: str | None = None
+    test_start: str | None = _doc(None, "Test window start: recorded for the backtests, never used in training")
+    test_end: str | None = None
+    total_timesteps: int = _doc(5_000, "SAC environment steps")
+    seed: int = 1
+    torch_threads: int | None = _doc(None, "torch.set_num_threads; None: torch's default")
+    torch_deterministic: bool = True
+    # SAC (Haarnoja et al. 2018), SB3 argument names
+    learning_rate: float = 3e-4
+    buffer_size: int = 50_000
+    batch_size: int = 64
+    learning_starts: int = 1_000
+    gamma: float = 0.99
+    tau: float = 0.005
+    train_freq: int = _doc(1, "Environment steps between gradient updates")
+    gradient_steps: int = _doc(1, "Gradient steps per update")
+    ent_coef: str = _doc("auto", "SB3 ent_coef: 'auto', 'auto_<initial value>' or a fixed coefficient like '0.05'")
+    net_arch: list[int] = field(default_factory=lambda: [64, 64], metadata={"doc": "Actor and critic MLP layers"})
+    # Mamba extractor (phoenix_rl.extractor)
+    d_model: int = 32
+    d_state: int = 16
+    d_conv: int = 4
+    expand: int = 2
+    n_layers: int = 2
+    # the environment (lookback, costs, reward, actions, episodes)
+    env: EnvConfig = field(default_factory=EnvConfig, metadata={"doc": "MnqTradingEnv settings"})
+    # evaluation / logging
+    capital: float = _doc(10_000.0, "$ capital of the validation backtest and the metrics")
+    log_every: int = _doc(500, "Environment steps between metrics lines")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.env, dict):
+            self.env = _env_from_dict(self.env)
+        self.ent_coef = str(self.ent_coef)
+        problems = []
+        if not self.ent_coef.startswith("auto"):
+            try:
+                float(self.ent_coef)
+            except ValueError:
+                problems.append(f"ent_coef must be 'auto', 'auto_<float>' or a number (got {self.ent_coef!r})")
+        defaults = EnvConfig()
+        problems += [
+            f"env.{name} is set by train from the feature set and the data: leave it out "
+            f"(got {getattr(self.env, name)!r})"
+            for name in DATA_BOUND_ENV_FIELDS
+            if getattr(self.env, name) != getattr(defaults, name)
+        ]
+        if problems:
+            raise ValueError("TrainConfig: " + "; ".join(problems))
+
+    @property
+    def sb3_ent_coef(self) -> str | float:
+        """`ent_coef` as SB3 takes it: the 'auto...' string or a float."""
+        return self.ent_coef if self.ent_coef.startswith("auto") else float(self.ent_coef)
+
+    def windows(self) -> dict[str, tuple[str | None, str | None]]:
+        return {w: (getattr(self, f"{w}_start"), getattr(self, f"{w}_end")) for w in WINDOWS}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the env nested under "env" (feature_columns as a list)."""
+        d = dataclasses.asdict(self)
+        d["env"]["feature_columns"] = list(d["env"]["feature_columns"])
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        _refuse_unknown("TrainConfig", d, cls)
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> TrainConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def env_config(self, feature_columns: tuple[str, ...], warm_column: str | None) -> EnvConfig:
+        """The env of this run on a frame: `env` with the data-bound fields filled in."""
+        return self.env.replace(feature_columns=feature_columns, warm_column=warm_column)
+
+
+def _refuse_unknown(name: str, d: dict[str, Any], cls: type) -> None:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"{name}: unknown keys {unknown}; known keys: {sorted(known)}")
+
+
+def _env_from_dict(d: dict[str, Any]) -> EnvConfig:
+    _refuse_unknown("TrainConfig.env", d, EnvConfig)
+    return EnvConfig(**d)
