@@ -50,7 +50,9 @@ class EnvConfig:
         default="random", metadata={"doc": "'random' start and max_steps long, or 'whole' data from bar 0"}
     )
     max_steps: int | None = _doc(390, "Steps per episode (random mode); None: to the end of the data")
-    max_gap_minutes: float = _doc(5.0, "A gap between bars longer than this ends a session segment")
+    max_gap_minutes: float = _doc(
+        5.0, "An unscheduled gap between bars longer than this is a data hole: the next decision is forced flat"
+    )
     warm_column: str | None = _doc("warm", "Column flagging complete feature rows; `train` picks it from the data")
     trade_only_warm: bool = _doc(True, "Decisions at non-warm bars are forced flat")
     obs_clip: float = 10.0

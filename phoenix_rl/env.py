@@ -9,17 +9,20 @@ Timeline of one step (decision index i, bars are 1-minute, ts = bar start):
               (p = position held through bar i; the first term is the close->open gap of the old position)
 Reward = reward_scale * (pnl - cost - shaping) in $; shaping terms are OFF by default.
 
-Sessions and forced flattening
-    A segment is a maximal run of rows with the same trade_date and instrument_id and no time gap larger
-    than `max_gap_minutes` between consecutive bar starts. A new trade_date starts at the 17:00 CT reopen,
-    so the 16:00-17:00 CT halt always ends a segment; a roll (instrument change) and a data hole do too.
-    The position held through the LAST bar of every segment is forced to 0: the decision at the close of
-    the bar before it is overridden to flat and fills at that last bar's open, so no position is carried
-    over the halt, a hole or a roll, and every fill still happens at a bar open. The final bar of the data
-    ends the last segment, so the data end is flat too, and that flattening pays costs like any fill.
-    A decision made at the close of a segment's last bar is flat as well: it would fill in the next
-    segment, on information from before the halt, so every segment's first bar is also flat and the first
-    position of a session is opened at the open of its second bar.
+Sessions and forced flattening (only what is scheduled is known in advance)
+    Scheduled: the CME halt (a trade date's session closes at 16:00 America/Chicago, `SESSION_CLOSE`) and a
+    roll (the instrument_id changes; continuous symbols roll on a published schedule). The position held
+    through the session's last scheduled bar (15:59 CT) is forced to 0: a decision at the close of a bar
+    whose next bar by the clock is that last bar, or at the last bar itself, is overridden to flat, so it
+    fills at a bar open before the halt and no decision reaches over it. The same holds for the last bar
+    of an instrument before a roll, and the final bar of the data ends every position (the backtest end).
+    The flattening pays costs like any fill.
+    Unscheduled: a data hole (a gap longer than `max_gap_minutes` that the schedule does not explain) is
+    not known before it happens. A position open when the data stop is held through the hole and marked
+    across it (the close->open gap term of the next bar); if a hole swallows the session's last minutes,
+    the position rides the halt to the next session's first bar. After a hole the env reacts, knowing only
+    the past: the decision at the first bar after it is forced flat (a feed-gap risk rule).
+    A session's first position opens at its second bar at the earliest.
     With `trade_only_warm`, a decision at a non-warm bar is forced flat as well (features incomplete).
 
 Observation (Dict)
@@ -68,6 +71,20 @@ __all__ = ["AGENT_STATE_DIM", "EnvConfig", "MnqTradingEnv"]
 AGENT_STATE_DIM = 3
 REQUIRED_COLUMNS = ("ts", "trade_date", "instrument_id", "open", "close")
 _NS_PER_MINUTE = 60_000_000_000
+SESSION_TZ = "America/Chicago"
+SESSION_CLOSE = "16h"  # CME Globex equity futures: trade date D closes at 16:00 CT on D (halt to 17:00)
+
+
+def session_close_ns(trade_date: pl.Series) -> np.ndarray:
+    """UTC ns of each trade date's scheduled close (16:00 America/Chicago, DST-aware)."""
+    close = (
+        trade_date.cast(pl.Date)
+        .cast(pl.Datetime("ns"))
+        .dt.offset_by(SESSION_CLOSE)
+        .dt.replace_time_zone(SESSION_TZ)
+        .dt.convert_time_zone("UTC")
+    )
+    return close.dt.epoch("ns").to_numpy()
 
 
 class MnqTradingEnv(gym.Env):
@@ -113,15 +130,15 @@ class MnqTradingEnv(gym.Env):
         pad = np.zeros((cfg.lookback - 1, x.shape[1] + 1), dtype=np.float32)
         self._window_rows = np.concatenate([pad, np.column_stack([x, warm]).astype(np.float32)])
 
-        # segments (module doc): a new one starts at a trade_date / instrument change or a gap
-        td = self.trade_date.astype("datetime64[D]").astype(np.int64)
+        # forced flats (module doc): scheduled halts and rolls are known in advance, holes only afterwards
         iid = features["instrument_id"].to_numpy()
-        new_seg = np.ones(n, dtype=bool)
-        new_seg[1:] = (td[1:] != td[:-1]) | (iid[1:] != iid[:-1]) | (np.diff(ts) > cfg.max_gap_minutes * _NS_PER_MINUTE)
-        self.segment_last = np.append(new_seg[1:], True)
-        # decision at i is forced flat when bar i+1 is a segment's last bar, or when bar i is (its fill
-        # would land in the next segment: no decision reaches over a halt, a hole or a roll)
-        self._flat_next = np.append(self.segment_last[1:], True) | self.segment_last
+        last_before_halt = ts + 2 * _NS_PER_MINUTE >= session_close_ns(features["trade_date"])
+        roll_last = np.append(iid[1:] != iid[:-1], True)  # bar i is its instrument's last bar (or the data's)
+        gap = np.concatenate([[0], np.diff(ts)]) > cfg.max_gap_minutes * _NS_PER_MINUTE
+        after_hole = gap & ~np.concatenate([[True], last_before_halt[:-1] | roll_last[:-1]])
+        self.after_hole = after_hole
+        # decision at i is forced flat when bar i+1 is the last before a halt/roll/the data end, or bar i is
+        self._flat_next = last_before_halt | roll_last | np.append(roll_last[1:], True) | after_hole
         if cfg.trade_only_warm:
             self._flat_next = self._flat_next | ~warm
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import polars as pl
@@ -23,7 +24,8 @@ def synthetic_features(
     seed: int = 0,
     instrument_id: int = 42005347,
 ) -> pl.DataFrame:
-    """Sessions of 1-minute bars starting 22:00 UTC (17:00 CT in winter) on consecutive days, a random walk
+    """Sessions of 1-minute bars on consecutive trade dates, each ending at the scheduled 16:00 CT close (the
+    session's last `bars_per_session` minutes; the env flattens before it as before a real halt), a random walk
     on the 0.25 tick grid, N(0, 1) features, warm everywhere except each session's first 3 bars. When
     `signal` is one of the columns, the next bar's return leans towards its sign (a learnable edge)."""
     rng = np.random.default_rng(seed)
@@ -31,8 +33,9 @@ def synthetic_features(
     price = start_price
     for s in range(n_sessions):
         td = first_trade_date + dt.timedelta(days=s)
-        start = dt.datetime.combine(td - dt.timedelta(days=1), dt.time(22, 0), tzinfo=dt.UTC)
         n = bars_per_session
+        close = dt.datetime.combine(td, dt.time(16, 0), tzinfo=ZoneInfo("America/Chicago")).astimezone(dt.UTC)
+        start = close - dt.timedelta(minutes=n)
         feats = rng.standard_normal((n, len(columns)))
         drift = np.zeros(n)
         if signal in columns:

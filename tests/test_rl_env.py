@@ -27,10 +27,10 @@ def tiny_frame(
     trade_dates: list[dt.date] | None = None,
     feature: list[float | None] | None = None,
     warm: list[bool] | None = None,
+    t0: dt.datetime = dt.datetime(2024, 3, 12, 14, 0, tzinfo=dt.UTC),  # 09:00 CDT, mid-session
 ) -> pl.DataFrame:
     n = len(opens)
     minutes = list(range(n)) if minutes is None else minutes
-    t0 = dt.datetime(2024, 3, 12, 14, 0, tzinfo=dt.UTC)
     return pl.DataFrame(
         {
             "ts": [t0 + dt.timedelta(minutes=m) for m in minutes],
@@ -90,12 +90,13 @@ def test_fill_is_next_open_never_the_decision_bars_close() -> None:
 
 def test_forced_flat_before_the_halt_and_at_the_data_end() -> None:
     d1, d2 = dt.date(2024, 3, 12), dt.date(2024, 3, 13)
-    # session 1: minutes 0..3; halt (60 min); session 2: minutes 64..67
+    # session 1: 15:56..15:59 CDT; halt (16:00-17:00 CT); session 2: 17:00..17:03 CDT
     f = tiny_frame(
         opens=[100.0, 101.0, 102.0, 103.0, 110.0, 111.0, 112.0, 113.0],
         closes=[100.5, 101.5, 102.5, 103.5, 110.5, 111.5, 112.5, 113.5],
         minutes=[0, 1, 2, 3, 64, 65, 66, 67],
         trade_dates=[d1] * 4 + [d2] * 4,
+        t0=dt.datetime(2024, 3, 12, 20, 56, tzinfo=dt.UTC),
     )
     env = MnqTradingEnv(f, cfg())
     infos = run(env, [1.0] * 10)
@@ -108,15 +109,43 @@ def test_forced_flat_before_the_halt_and_at_the_data_end() -> None:
     assert not any(i["terminated"] for i in infos)
 
 
-def test_forced_flat_at_a_data_gap_and_a_roll() -> None:
-    f = tiny_frame(opens=[100.0] * 8, closes=[100.0] * 8, minutes=[0, 1, 2, 3, 20, 21, 22, 23])
-    env = MnqTradingEnv(f, cfg(max_gap_minutes=5))
-    assert env.segment_last.tolist() == [False, False, False, True, False, False, False, True]
-    pos = {i["bar"]: i["position"] for i in run(env, [1.0] * 10)}
-    assert pos[3] == 0.0 and pos[4] == 0.0 and pos[2] == 1.0 and pos[5] == 1.0
-    rolled = f.with_columns(instrument_id=pl.Series([1, 1, 1, 1, 2, 2, 2, 2]), ts=f["ts"].dt.offset_by("0m"))
-    rolled = rolled.with_columns(ts=pl.Series([f["ts"][0] + dt.timedelta(minutes=m) for m in range(8)]))
-    assert MnqTradingEnv(rolled, cfg()).segment_last.tolist() == [False, False, False, True] + [False] * 3 + [True]
+def test_a_data_hole_is_not_known_before_it_happens() -> None:
+    """Issue 11 hole B: only scheduled halts/rolls may be known in advance. A position open when the data
+    stop is held through the hole and marked across it; the decision after the hole is forced flat."""
+    opens = [100.0, 100.0, 100.0, 100.0, 110.0, 110.0, 110.0, 110.0]
+    holed = tiny_frame(opens=opens, closes=opens, minutes=[0, 1, 2, 3, 20, 21, 22, 23])
+    infos = run(MnqTradingEnv(holed, cfg(max_gap_minutes=5)), [1.0] * 10)
+    pos = {i["bar"]: i["position"] for i in infos}
+    assert pos == {1: 1.0, 2: 1.0, 3: 1.0, 4: 1.0, 5: 0.0, 6: 1.0, 7: 0.0}  # no flat before the hole
+    assert infos[3]["pnl_carry"] == pytest.approx((110.0 - 100.0) * 2.0)  # the gap across the hole, marked
+    # perturb the future: the same first bars without the hole give the same decisions up to the hole
+    smooth = tiny_frame(opens=opens, closes=opens, minutes=list(range(8)))
+    same = {i["bar"]: i["position"] for i in run(MnqTradingEnv(smooth, cfg(max_gap_minutes=5)), [1.0] * 10)}
+    assert [same[b] for b in (1, 2, 3, 4)] == [pos[b] for b in (1, 2, 3, 4)]
+    assert MnqTradingEnv(holed, cfg()).after_hole.tolist() == [False] * 4 + [True] + [False] * 3
+
+
+def test_forced_flat_before_a_roll() -> None:
+    f = tiny_frame(opens=[100.0] * 8, closes=[100.0] * 8)
+    rolled = f.with_columns(instrument_id=pl.Series([1, 1, 1, 1, 2, 2, 2, 2]))
+    pos = {i["bar"]: i["position"] for i in run(MnqTradingEnv(rolled, cfg()), [1.0] * 10)}
+    assert pos == {1: 1.0, 2: 1.0, 3: 0.0, 4: 0.0, 5: 1.0, 6: 1.0, 7: 0.0}  # the roll is scheduled
+
+
+def test_a_hole_that_swallows_the_close_carries_over_the_halt() -> None:
+    # session 1 data stop at 15:40 CDT (a hole, not the schedule); session 2 opens 17:00
+    d1, d2 = dt.date(2024, 3, 12), dt.date(2024, 3, 13)
+    f = tiny_frame(
+        opens=[100.0, 100.0, 100.0, 90.0, 90.0, 90.0],
+        closes=[100.0, 100.0, 100.0, 90.0, 90.0, 90.0],
+        minutes=[0, 1, 2, 80, 81, 82],
+        trade_dates=[d1] * 3 + [d2] * 3,
+        t0=dt.datetime(2024, 3, 12, 20, 38, tzinfo=dt.UTC),
+    )
+    infos = run(MnqTradingEnv(f, cfg()), [1.0] * 10)
+    pos = {i["bar"]: i["position"] for i in infos}
+    assert pos == {1: 1.0, 2: 1.0, 3: 1.0, 4: 0.0, 5: 0.0}  # held into the next session, flat after the hole
+    assert infos[2]["pnl_carry"] == pytest.approx((90.0 - 100.0) * 2.0)
 
 
 def test_truncated_not_terminated_at_end_and_at_max_steps() -> None:
