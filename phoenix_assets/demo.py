@@ -15,13 +15,14 @@ import polars as pl
 
 from phoenix_assets.definitions import defs, resources
 from phoenix_assets.lib import cme_calendar as cal
+from phoenix_rl.windows import EvaluationWindows
 
 DEMO_START = dt.date(2024, 3, 13)
 DEMO_END = dt.date(2024, 3, 15)  # the synthetic contract rolls on 2024-03-15
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the table below is the report
 
 
-def run_demo(start: dt.date, end: dt.date, instance: dg.DagsterInstance) -> bool:
+def run_demo(start: dt.date, end: dt.date, instance: dg.DagsterInstance, embargo_days: int = 0) -> bool:
     """Land and ingest each trade date; True when every run and blocking check succeeded."""
     synthetic_job = defs.resolve_job_def("synthetic_landing_job")
     daily_job = defs.resolve_job_def("daily_job")
@@ -52,11 +53,30 @@ def run_demo(start: dt.date, end: dt.date, instance: dg.DagsterInstance) -> bool
             print(f"{key:<12}{'daily_job':<22}FAILED")
         blocking_failed = [c for c in checks if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR]
         ok = ok and landed.success and ingested.success and not blocking_failed
-    return ok and run_features(start, end, instance) and run_model(start, end, instance)
+    windows = demo_windows(cal.trade_dates_between(start, end), embargo_days)
+    print(f"{'-':<12}{'windows':<22}{'':<10}{windows.describe()}")
+    return ok and run_features(start, end, instance, windows.train) and run_model(windows, instance)
 
 
-def run_features(start: dt.date, end: dt.date, instance: dg.DagsterInstance) -> bool:
-    """Fit the HMM on the demo window, then regimes and features for each month it touches."""
+def demo_windows(days: list[dt.date], embargo_days: int = 0) -> EvaluationWindows:
+    """Train, then one validation day, then the test days (about half of what is left), embargo apart."""
+    held = len(days) - 2 * embargo_days - 1
+    test = max(1, held // 2)
+    if held - test < 1:
+        raise ValueError(
+            f"the demo needs at least {3 + 2 * embargo_days} trade dates for train < val < test with an embargo of "
+            f"{embargo_days} (got {len(days)}: {days[0]}..{days[-1]})"
+        )
+    train_end = held - test - 1
+    val = train_end + 1 + embargo_days
+    first_test = val + 1 + embargo_days
+    return EvaluationWindows(
+        (days[0], days[train_end]), (days[val], days[val]), (days[first_test], days[-1]), embargo_days
+    ).validate()
+
+
+def run_features(start: dt.date, end: dt.date, instance: dg.DagsterInstance, fit: tuple[dt.date, dt.date]) -> bool:
+    """Fit the HMM on the TRAIN window only, then regimes and features for each month the demo touches."""
     model = dg.materialize(
         list(defs.assets or []),
         selection=["hmm_regime_model"],
@@ -64,7 +84,7 @@ def run_features(start: dt.date, end: dt.date, instance: dg.DagsterInstance) -> 
         resources=resources(),
         run_config={
             **QUIET,
-            "ops": {"hmm_regime_model": {"config": {"train_start": str(start), "train_end": str(end)}}},
+            "ops": {"hmm_regime_model": {"config": {"train_start": str(fit[0]), "train_end": str(fit[1])}}},
         },
         raise_on_error=False,
     )
@@ -109,12 +129,11 @@ SMOKE_TRAINING = {
 }
 
 
-def run_model(start: dt.date, end: dt.date, instance: dg.DagsterInstance) -> bool:
-    """Train on all but the last demo day, evaluate agent and baselines on the last day."""
-    days = cal.trade_dates_between(start, end)
-    train_end, held_out = days[-2].isoformat(), days[-1].isoformat()
-    windows = {"train_start": start.isoformat(), "train_end": train_end}
-    windows |= {"val_start": held_out, "val_end": held_out, "test_start": held_out, "test_end": held_out}
+def run_model(evaluation: EvaluationWindows, instance: dg.DagsterInstance) -> bool:
+    """Train on the train window, validate on val, evaluate agent and baselines once on the test window."""
+    spans = {"train": evaluation.train, "val": evaluation.val, "test": evaluation.test}
+    windows: dict[str, object] = {f"{w}_start": str(a) for w, (a, _) in spans.items()}
+    windows |= {f"{w}_end": str(b) for w, (_, b) in spans.items()} | {"embargo_days": evaluation.embargo_days}
     result = dg.materialize(
         list(defs.assets or []),
         selection=["mamba_sac_model", "backtests", "evaluation_metrics"],
@@ -139,7 +158,7 @@ def run_model(start: dt.date, end: dt.date, instance: dg.DagsterInstance) -> boo
         latest = metrics.filter(pl.col("model_version") == metrics["model_version"].max())
         cols = ["strategy", "total_return", "sortino", "max_drawdown_pct", "n_trades", "time_in_market", "total_cost"]
         with pl.Config(tbl_rows=10, tbl_cols=10, tbl_hide_dataframe_shape=True):
-            print(f"held-out day {held_out}, $10K capital, after costs:")
+            print(f"test window {evaluation.test[0]}..{evaluation.test[1]} (held out), $10K capital, after costs:")
             shown = latest.select(cols).sort("strategy").with_columns(pl.col("sortino").round(2).cast(pl.String))
             print(shown.with_columns(pl.col("sortino").fill_null("n/a")))  # n/a: fewer days than min_days_for_ratios
     blocking = [c for c in checks if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR]
@@ -150,8 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--start", type=dt.date.fromisoformat, default=DEMO_START)
     parser.add_argument("--end", type=dt.date.fromisoformat, default=DEMO_END)
+    parser.add_argument("--embargo-days", type=int, default=0, help="trade dates between train/val/test")
     args = parser.parse_args(argv)
-    ok = run_demo(args.start, args.end, dg.DagsterInstance.get())
+    ok = run_demo(args.start, args.end, dg.DagsterInstance.get(), args.embargo_days)
     print("demo", "succeeded" if ok else "FAILED")
     return 0 if ok else 1
 

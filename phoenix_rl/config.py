@@ -11,10 +11,13 @@ the Dagster definitions stays cheap. A field's `metadata["doc"]` becomes its des
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from phoenix_rl.windows import window_problems
 
 __all__ = ["DATA_BOUND_ENV_FIELDS", "ActionMode", "EnvConfig", "EpisodeMode", "TrainConfig"]
 
@@ -104,6 +107,7 @@ class TrainConfig:
     val_end: str | None = None
     test_start: str | None = _doc(None, "Test window start: recorded for the backtests, never used in training")
     test_end: str | None = None
+    embargo_days: int = _doc(0, "Trade dates that must lie strictly between train and val, and val and test")
     total_timesteps: int = _doc(5_000, "SAC environment steps")
     seed: int = 1
     torch_threads: int | None = _doc(None, "torch.set_num_threads; None: torch's default")
@@ -148,6 +152,10 @@ class TrainConfig:
             for name in DATA_BOUND_ENV_FIELDS
             if getattr(self.env, name) != getattr(defaults, name)
         ]
+        spans = [
+            (w, (dt.date.fromisoformat(s), dt.date.fromisoformat(e))) for w, (s, e) in self.windows().items() if s and e
+        ]
+        problems += window_problems(spans, self.embargo_days)
         if problems:
             raise ValueError("TrainConfig: " + "; ".join(problems))
 

@@ -41,9 +41,9 @@ TINY_MODEL_CONFIG = {
     "log_every": 16,
     "torch_threads": 1,
     "train_start": "2024-03-13",
-    "train_end": "2024-03-14",
-    "val_start": "2024-03-15",
-    "val_end": "2024-03-15",
+    "train_end": "2024-03-13",
+    "val_start": "2024-03-14",
+    "val_end": "2024-03-14",
     "test_start": "2024-03-15",
     "test_end": "2024-03-15",
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 from pathlib import Path
 
@@ -24,8 +25,8 @@ def test_demo_lands_and_ingests_synthetic_days_across_the_roll(
 ) -> None:
     monkeypatch.setenv("PHOENIX_LAKE_URI", str(tmp_path / "lake"))
     monkeypatch.setenv("PHOENIX_LANDING_DIR", str(tmp_path / "landing"))
-    assert run_demo(dt.date(2024, 3, 14), dt.date(2024, 3, 15), instance)  # runs ok, no blocking check failed
-    assert len(list((tmp_path / "landing").glob("*.dbn.zst"))) == 2
+    assert run_demo(dt.date(2024, 3, 13), dt.date(2024, 3, 15), instance)  # runs ok, no blocking check failed
+    assert len(list((tmp_path / "landing").glob("*.dbn.zst"))) == 3
     lake = LakeResource().lake()
     per_day = (
         lake.scan(RAW_TABLE)
@@ -35,21 +36,34 @@ def test_demo_lands_and_ingests_synthetic_days_across_the_roll(
         .collect()
     )
     cfg = SyntheticMarketConfig()
-    assert per_day["trade_date"].to_list() == [dt.date(2024, 3, 14), dt.date(2024, 3, 15)]
-    assert per_day["ids"].to_list() == [[cfg.instrument_ids[0]], [cfg.instrument_ids[1]]]  # the roll
-    assert per_day["symbols"].to_list() == [["MNQ.v.0"], ["MNQ.v.0"]]
+    assert per_day["trade_date"].to_list() == [dt.date(2024, 3, 13), dt.date(2024, 3, 14), dt.date(2024, 3, 15)]
+    ids = [cfg.instrument_ids[0]]
+    assert per_day["ids"].to_list() == [ids, ids, [cfg.instrument_ids[1]]]  # the roll
+    assert per_day["symbols"].to_list() == [["MNQ.v.0"]] * 3
     target = SyntheticMarketRunConfig().records_per_day
     assert all(0.7 * target < n < 1.3 * target for n in per_day["len"])
-    assert instance.get_materialized_partitions(dg.AssetKey("raw_mbp10")) == {"2024-03-14", "2024-03-15"}
+    days = {"2024-03-13", "2024-03-14", "2024-03-15"}
+    assert instance.get_materialized_partitions(dg.AssetKey("raw_mbp10")) == days
     for daily in ("book_snapshots_1s", "ofi_bars_1m"):
-        assert instance.get_materialized_partitions(dg.AssetKey(daily)) == {"2024-03-14", "2024-03-15"}
+        assert instance.get_materialized_partitions(dg.AssetKey(daily)) == days
     assert instance.get_materialized_partitions(dg.AssetKey("features_1m")) == {"2024-03-01"}
     features = lake.scan("features_1m").collect()
-    assert features["trade_date"].unique().sort().to_list() == [dt.date(2024, 3, 14), dt.date(2024, 3, 15)]
+    assert features["trade_date"].unique().sort().to_list() == [dt.date(2024, 3, d) for d in (13, 14, 15)]
     assert features["warm"].sum() > 1000 and features["feature_spec_hash"].n_unique() == 1
     assert set(features["instrument_id"]) == set(cfg.instrument_ids)  # the roll is inside the month
     regimes = lake.scan("hmm_regimes").collect()
     assert regimes.height == features.height and set(regimes["hmm_regime"]) <= {0, 1, 2}
+    # issue 11 hole A: the HMM is fitted on the train window only; val and test are distinct, later windows
+    _, hmm_path = lake.latest("artifacts/hmm_regime_model", "hmm_regime_model")
+    hmm = json.loads(lake.read_artifact(hmm_path))
+    assert (hmm["train_start"], hmm["train_end"]) == ("2024-03-13", "2024-03-13")
+    _, model_path = lake.latest("artifacts/mamba_sac_model", "mamba_sac_model")
+    saved = json.loads(lake.read_artifact(f"{model_path}/config.json"))
+    assert saved["evaluation_windows"] == {
+        "train": ["2024-03-13", "2024-03-13"], "val": ["2024-03-14", "2024-03-14"],
+        "test": ["2024-03-15", "2024-03-15"], "embargo_days": 0,
+    }  # fmt: skip
+    assert saved["fitted_windows"]["hmm_regime_model"] == ["2024-03-13", "2024-03-13"]
 
 
 def test_repo_dagster_yaml_is_a_working_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -52,7 +53,7 @@ def test_train_backtest_evaluate(features_lake_root: str) -> None:
     assert Path(features_lake_root, pointer["path"], "model.zip").stat().st_size > 0
     saved = json.loads(lake.read_artifact(f"{pointer['path']}/config.json"))
     assert saved["feature_spec_hash"] == "testhash0123"
-    assert saved["data_windows"]["train"] == ["2024-03-13", "2024-03-14"]
+    assert saved["data_windows"]["train"] == ["2024-03-13", "2024-03-13"]
     assert saved["package_versions"]["stable-baselines3"]
     assert "git_commit" in saved
 
@@ -61,7 +62,7 @@ def test_train_backtest_evaluate(features_lake_root: str) -> None:
     equity = lake.scan("backtest_equity").filter(pl.col("model_version") == version).collect()
     assert equity.select("window", "strategy").unique().height == 12
     rule = result.asset_materializations_for_node("backtests")[0].metadata["tuned_ofi_rule"].value
-    assert rule["tuned_on"] == ["2024-03-13", "2024-03-14"]  # the model's TRAIN window, never val/test
+    assert rule["tuned_on"] == ["2024-03-13", "2024-03-13"]  # the model's TRAIN window, never val/test
     assert rule["feature"].startswith("ofi_") and rule["grid_points"] > 1
     assert lake.scan("backtest_trades").collect()["model_version"].unique().to_list() == [version]
 
@@ -80,17 +81,40 @@ def test_train_backtest_evaluate(features_lake_root: str) -> None:
     assert metrics["sortino"].null_count() == metrics.height  # windows of a few days: n/a, never a number
     assert "n/a" in emeta["metrics"].value and emeta["min_days_for_ratios"].value == 20
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert set(checks) == {"agent_not_stuck_flat", "metrics_finite"}
-    assert checks["metrics_finite"].passed
+    assert set(checks) == {"agent_not_stuck_flat", "metrics_finite", "point_in_time_windows"}
+    assert checks["metrics_finite"].passed and checks["point_in_time_windows"].passed
+    assert saved["evaluation_windows"] == {
+        "train": ["2024-03-13", "2024-03-13"], "val": ["2024-03-14", "2024-03-14"],
+        "test": ["2024-03-15", "2024-03-15"], "embargo_days": 0,
+    }  # fmt: skip
     assert "time_in_market" in checks["agent_not_stuck_flat"].metadata
 
 
 def test_training_failure_fails_the_asset(features_lake_root: str) -> None:
     """An empty train window makes the subprocess raise; the asset fails and says what to check."""
-    result = _materialize(features_lake_root, _run_config(train_start="2024-03-20", train_end="2024-03-21"))
+    result = _materialize(features_lake_root, _run_config(train_start="2024-03-04", train_end="2024-03-05"))
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     message = str(failure.step_failure_data.error)
     assert "training subprocess failed" in message
-    assert "2024-03-20..2024-03-21" in message
+    assert "2024-03-04..2024-03-05" in message
     assert "ValueError: train: only 0 rows in the train window" in message
+
+
+def test_an_hmm_fitted_into_validation_is_refused_before_training(features_lake_root: str, tmp_path: Path) -> None:
+    """Issue 11 hole A: the demo used to fit the HMM on a window including the held-out day."""
+    root = tmp_path / "lake"
+    shutil.copytree(features_lake_root, root)
+    shutil.rmtree(root / "artifacts", ignore_errors=True)  # other tests' models in the shared lake
+    lake = Lake(str(root))
+    path = lake.write_artifact(
+        "artifacts/hmm_regime_model/v1.json", b'{"train_start": "2024-03-13", "train_end": "2024-03-15"}'
+    )
+    lake.publish_latest("artifacts/hmm_regime_model", "artifacts/hmm_regime_model/v1.json", "v1")
+    assert path.endswith("v1.json")
+    result = _materialize(str(root), _run_config())
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = str(failure.step_failure_data.error)
+    assert "hmm_regime_model was fitted on data up to 2024-03-15, not before validation starts 2024-03-14" in message
+    assert not (root / "artifacts" / "mamba_sac_model").exists()  # refused before training

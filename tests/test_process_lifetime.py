@@ -230,7 +230,7 @@ def test_kill_9_during_training_kills_the_step_and_its_pipes_training_process(
     tmp_path: Path, features_lake_root: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     env = _instance_env(tmp_path, Path(features_lake_root), monkeypatch)
-    config = {"ops": {"mamba_sac_model": {"config": {**TINY_MODEL_CONFIG, "timesteps": 1_000_000}}}}
+    config = {"ops": {"mamba_sac_model": {"config": {**TINY_MODEL_CONFIG, "total_timesteps": 1_000_000}}}}
     with dg.DagsterInstance.get() as instance:
 
         def training(run_id: str) -> bool:

@@ -35,9 +35,9 @@ TINY_TRAINING = {
     "log_every": 64,
     "torch_threads": 1,
     "train_start": "2024-03-13",
-    "train_end": "2024-03-14",
-    "val_start": "2024-03-15",
-    "val_end": "2024-03-15",
+    "train_end": "2024-03-13",
+    "val_start": "2024-03-14",
+    "val_end": "2024-03-14",
     "test_start": "2024-03-15",
     "test_end": "2024-03-15",
 }
@@ -93,7 +93,7 @@ def test_whole_chain_on_s3(
         resources=resources(),
         run_config={
             **QUIET,
-            "ops": {"hmm_regime_model": {"config": {"train_start": "2024-03-13", "train_end": "2024-03-15"}}},
+            "ops": {"hmm_regime_model": {"config": {"train_start": "2024-03-13", "train_end": "2024-03-13"}}},
         },
     )
     _checked(hmm, "hmm_regime_model", checks)
@@ -148,7 +148,7 @@ def test_whole_chain_on_s3(
         assert f"chain/{pointer['path']}/{name}" in keys
     assert lake.read_artifact(f"{pointer['path']}/model.zip")[:2] == b"PK"
     saved = json.loads(lake.read_artifact(f"{pointer['path']}/config.json"))
-    assert saved["data_windows"]["train"] == ["2024-03-13", "2024-03-14"]
+    assert saved["data_windows"]["train"] == ["2024-03-13", "2024-03-13"]
     assert lake.read_artifact(f"{pointer['path']}/metrics.jsonl").strip()
     meta = model.asset_materializations_for_node("mamba_sac_model")[0].metadata
     assert meta["artifact"].value == f"s3://{BUCKET}/chain/{pointer['path']}/model.zip"

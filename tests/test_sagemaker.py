@@ -252,7 +252,7 @@ def test_sagemaker_job_trains_and_the_model_lands_in_the_lake(
     }
     assert _keys(s3, channels["features"]) == [f"{sagemaker_env}/{name}/input/features/features.parquet"]
     uploaded_cfg = json.loads(s3.get_object(Bucket=BUCKET, Key=_keys(s3, channels["config"])[0])["Body"].read())
-    assert uploaded_cfg["total_timesteps"] == 64 and uploaded_cfg["train_end"] == "2024-03-14"
+    assert uploaded_cfg["total_timesteps"] == 64 and uploaded_cfg["train_end"] == "2024-03-13"
 
     # what only the create request carries (moto drops it): Pipes bootstrap params within SageMaker's limits
     request = platform.requests[name]
@@ -284,7 +284,7 @@ def test_sagemaker_job_trains_and_the_model_lands_in_the_lake(
     assert lake.read_artifact(f"{pointer['path']}/model.zip") == (model_dir / "model.zip").read_bytes()
     saved = json.loads(lake.read_artifact(f"{pointer['path']}/config.json"))
     assert saved["feature_spec_hash"] == "testhash0123" and saved["timesteps"] == 64
-    assert saved["data_windows"]["train"] == ["2024-03-13", "2024-03-14"]
+    assert saved["data_windows"]["train"] == ["2024-03-13", "2024-03-13"]
     assert lake.read_artifact(f"{pointer['path']}/metrics.jsonl").decode().count("\n") == 4
 
 
@@ -296,13 +296,13 @@ def test_failed_job_names_the_job_and_its_failure_reason(
     pointer = Path(features_lake_root, "artifacts", "mamba_sac_model", "latest.json")
     before = pointer.read_bytes() if pointer.exists() else None
     platform.start()
-    result = _materialize(features_lake_root, instance, train_start="2024-03-20", train_end="2024-03-21")
+    result = _materialize(features_lake_root, instance, train_start="2024-03-04", train_end="2024-03-05")
     platform.join()
     assert not result.success
     [name] = platform.requests
     message = _failure(result)
     assert f"SageMaker training job {name} ended Failed" in message
-    assert "AlgorithmError: ValueError: train: only 0 rows in the train window 2024-03-20..2024-03-21" in message
+    assert "AlgorithmError: ValueError: train: only 0 rows in the train window 2024-03-04..2024-03-05" in message
     assert (pointer.read_bytes() if pointer.exists() else None) == before  # nothing published
 
 
@@ -368,7 +368,7 @@ def test_container_entry_resumes_from_the_newest_checkpoint(
     (root / "input" / "data" / "config").mkdir(parents=True)
     Lake(features_lake_root).scan("features_1m").collect().write_parquet(root / "input/data/features/features.parquet")
     cfg = {k: v for k, v in TINY.items() if k not in ("total_timesteps", "launch")}
-    cfg |= {"train_start": "2024-03-13", "train_end": "2024-03-14", "log_every": 16}
+    cfg |= {"train_start": "2024-03-13", "train_end": "2024-03-13", "log_every": 16}
     monkeypatch.setenv("PHOENIX_SM_ROOT", str(root))
     for key in ("DAGSTER_PIPES_CONTEXT", "DAGSTER_PIPES_MESSAGES"):
         monkeypatch.delenv(key, raising=False)

@@ -21,10 +21,11 @@ NON_DEFAULT: dict[str, Any] = {
     "feature_set": "phase2_no_ofi",
     "train_start": "2024-01-02",
     "train_end": "2024-01-31",
-    "val_start": "2024-02-01",
-    "val_end": "2024-02-07",
+    "val_start": "2024-02-02",
+    "val_end": "2024-02-06",
     "test_start": "2024-02-08",
     "test_end": "2024-02-14",
+    "embargo_days": 1,
     "total_timesteps": 12_345,
     "seed": 7,
     "torch_threads": 3,
@@ -160,6 +161,6 @@ def test_the_asset_needs_all_windows() -> None:
     full = MambaSacConfig(**{k: v for k, v in NON_DEFAULT.items() if k.endswith(("_start", "_end"))})
     assert full.windows() == {
         "train": ("2024-01-02", "2024-01-31"),
-        "val": ("2024-02-01", "2024-02-07"),
+        "val": ("2024-02-02", "2024-02-06"),
         "test": ("2024-02-08", "2024-02-14"),
     }

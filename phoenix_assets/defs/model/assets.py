@@ -25,6 +25,7 @@ from pydantic import Field
 from feature_specs import load_feature_set
 from phoenix_assets.defs.checks import CheckTable, check_results, check_specs
 from phoenix_assets.defs.features.assets import FEATURES_TABLE, features_1m
+from phoenix_assets.defs.features.assets import MODEL_DIR as HMM_DIR
 from phoenix_assets.defs.model.config import MambaSacConfig
 from phoenix_assets.defs.model.sagemaker import SageMakerResource
 from phoenix_assets.defs.resources import REPO_ROOT, LakeResource
@@ -35,6 +36,7 @@ from phoenix_assets.lib.raw_quality import CheckOutcome
 from phoenix_rl.config import TrainConfig
 from phoenix_rl.metrics import MIN_DAYS_FOR_RATIOS, format_metric
 from phoenix_rl.pipes_entry import ERROR_FILE
+from phoenix_rl.windows import EvaluationWindows
 
 MODEL_DIR = "artifacts/mamba_sac_model"
 TRADES_TABLE = "backtest_trades"
@@ -96,10 +98,47 @@ def _latest(lake: Lake) -> tuple[str, str]:
     return lake.latest(MODEL_DIR, "mamba_sac_model")
 
 
+MODEL_CHECKS: CheckTable = {
+    "point_in_time_windows": (
+        "train < val < test with the embargo, and every fitted-once object (agent, HMM) ends before validation",
+        True,
+    ),
+}
+
+
+def _hmm_fit_window(lake: Lake) -> tuple[str, str] | None:
+    """The training window of the HMM whose regimes features_1m holds (None: no HMM fitted in this lake)."""
+    try:
+        _, path = lake.latest(HMM_DIR, "hmm_regime_model")
+    except FileNotFoundError:
+        return None
+    fitted = json.loads(lake.read_artifact(path))
+    return str(fitted["train_start"]), str(fitted["train_end"])
+
+
+def point_in_time_outcome(saved: dict[str, Any]) -> CheckOutcome:
+    """Verify the windows and fitted-object windows recorded in a model's config.json."""
+    recorded = saved.get("evaluation_windows") or {}
+    if not recorded:
+        return CheckOutcome(False, "the model's config.json records no evaluation windows", {})
+    windows = EvaluationWindows.from_mapping(
+        {k: tuple(recorded[k]) for k in ("train", "val", "test")}, int(recorded.get("embargo_days", 0))
+    )
+    fitted = {k: (tuple(v) if v else None) for k, v in (saved.get("fitted_windows") or {}).items()}
+    problems = windows.problems() + windows.fitted_problems(fitted)
+    return CheckOutcome(
+        not problems,
+        f"{windows.describe()}; fitted: "
+        + ", ".join(f"{k} {'..'.join(v) if v else 'none'}" for k, v in fitted.items()),
+        {"problems": problems or ["none"], "windows": recorded, "fitted_windows": saved.get("fitted_windows", {})},
+    )
+
+
 @dg.asset(
     group_name="model",
     kinds={"pytorch", "python"},
     deps=[features_1m],
+    check_specs=check_specs("mamba_sac_model", MODEL_CHECKS, None),
     op_tags=TRAINING_TAGS,
     description=(
         "SAC (SB3) with a Mamba feature extractor trained on the configured train window of features_1m, in a "
@@ -116,6 +155,14 @@ def mamba_sac_model(
 ) -> dg.MaterializeResult:
     the_lake = lake.lake()
     windows = config.windows()
+    evaluation = EvaluationWindows.from_mapping(windows, config.embargo_days).validate()
+    hmm_window = _hmm_fit_window(the_lake)
+    leaks = evaluation.fitted_problems({"hmm_regime_model": hmm_window})
+    if leaks:  # refuse before training: the features' regimes were fitted on data the agent is judged on
+        raise ValueError(
+            f"mamba_sac_model: {'; '.join(leaks)} ({evaluation.describe()}): re-fit hmm_regime_model on a window "
+            "ending before validation, re-materialize features_1m, then train"
+        )
     first = min(s for s, _ in windows.values())
     last = max(e for _, e in windows.values())
     rows = _features(the_lake, first, last, _feature_columns(the_lake, config.feature_set))
@@ -159,6 +206,11 @@ def mamba_sac_model(
         saved.update(
             model_version=version,
             data_windows={k: list(v) for k, v in windows.items()},
+            evaluation_windows=evaluation.as_dict(),
+            fitted_windows={
+                "mamba_sac_model": list(windows["train"]),
+                "hmm_regime_model": hmm_window and list(hmm_window),
+            },
             feature_rows_exported=rows.height,
             package_versions=_versions(),
             git_commit=_git_commit(),
@@ -181,7 +233,12 @@ def mamba_sac_model(
             "train_rows": int(saved.get("train_rows", 0)),
             "git_commit": saved["git_commit"] or "unknown",
             "launch": config.launch,
-        }
+            "evaluation_windows": dg.MetadataValue.json(saved["evaluation_windows"]),
+            "fitted_windows": dg.MetadataValue.json(saved["fitted_windows"]),
+        },
+        check_results=check_results(
+            "mamba_sac_model", MODEL_CHECKS, {"point_in_time_windows": point_in_time_outcome(saved)}
+        ),
     )
 
 

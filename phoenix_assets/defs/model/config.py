@@ -85,6 +85,6 @@ class MambaSacConfig(_TrainSettings):  # type: ignore[misc,valid-type]
             raise ValueError(
                 f"mamba_sac_model: the run config lacks the windows {unset} (ISO trade dates, inclusive): set "
                 "train_start/train_end, val_start/val_end and test_start/test_end, e.g. the demo's train "
-                "2024-03-13..2024-03-14, val and test 2024-03-15"
+                "2024-03-13, val 2024-03-14 and test 2024-03-15 (each window after the previous one)"
             )
         return {w: (str(s), str(e)) for w, (s, e) in windows.items()}
