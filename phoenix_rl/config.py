@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from phoenix_rl.rewards import RewardConfig
 from phoenix_rl.windows import window_problems
 
 __all__ = ["DATA_BOUND_ENV_FIELDS", "ActionMode", "EnvConfig", "EpisodeMode", "TrainConfig"]
 
 ActionMode = Literal["continuous", "deadband"]
 EpisodeMode = Literal["random", "whole"]
+DifferentialReward = Literal["none", "sharpe", "sortino"]
 WINDOWS = ("train", "val", "test")
 
 
@@ -45,6 +47,16 @@ class EnvConfig:
     reward_scale: float = _doc(0.01, "reward = reward_scale * $ (0.01: rewards in units of $100)")
     turnover_penalty_usd: float = _doc(0.0, "Shaping: extra $ per contract traded (reward only, not equity)")
     drawdown_penalty: float = _doc(0.0, "Shaping: x increase of the episode's $ drawdown (reward only)")
+    # phoenix_rl.rewards (weights in reward units; all 0 / "none" = the plain reward)
+    win_bonus: float = _doc(0.0, "Shaping: added when a round trip closes with net pnl > 0")
+    loss_penalty: float = _doc(0.0, "Shaping: subtracted when a round trip closes with net pnl < 0")
+    hold_penalty: float = _doc(0.0, "Shaping (hold discipline): subtracted per bar a position is held beyond hold_bars")
+    hold_bars: int = _doc(0, "Bars a position may be held before hold_penalty applies")
+    differential_reward: DifferentialReward = field(
+        default="none",
+        metadata={"doc": "'none', or 'sharpe' / 'sortino': the Moody & Saffell differential ratio of the bar reward"},
+    )
+    differential_eta: float = _doc(0.01, "EMA rate of the differential Sharpe/Sortino reward")
     action_mode: ActionMode = field(
         default="deadband", metadata={"doc": "'deadband' (whole contracts) or 'continuous' (fractional)"}
     )
@@ -79,6 +91,10 @@ class EnvConfig:
             problems.append(f"max_steps must be >= 1 or None (got {self.max_steps})")
         if min(self.commission_per_side_usd, self.slippage_ticks_per_side) < 0:
             problems.append("costs must be >= 0")
+        try:
+            self.reward_config()
+        except ValueError as exc:
+            problems.append(str(exc))
         if problems:
             raise ValueError("EnvConfig: " + "; ".join(problems))
 
@@ -86,6 +102,17 @@ class EnvConfig:
     def cost_per_contract_side(self) -> float:
         """$ paid per contract per side: commission + slippage_ticks * tick_size * point_value."""
         return self.commission_per_side_usd + self.slippage_ticks_per_side * self.tick_size * self.point_value
+
+    def reward_config(self) -> RewardConfig:
+        """The shaping terms as `phoenix_rl.rewards` takes them."""
+        return RewardConfig(
+            win_bonus=self.win_bonus,
+            loss_penalty=self.loss_penalty,
+            hold_penalty=self.hold_penalty,
+            hold_bars=self.hold_bars,
+            differential=None if self.differential_reward == "none" else self.differential_reward,
+            eta=self.differential_eta,
+        )
 
     def replace(self, **changes: Any) -> EnvConfig:
         return dataclasses.replace(self, **changes)

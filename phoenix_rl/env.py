@@ -7,7 +7,9 @@ Timeline of one step (decision index i, bars are 1-minute, ts = bar start):
               every contract traded pays commission + slippage per side
     mark      PnL to the close of bar i+1:  point_value * (p * (open_{i+1} - close_i) + q * (close_{i+1} - open_{i+1}))
               (p = position held through bar i; the first term is the close->open gap of the old position)
-Reward = reward_scale * (pnl - cost - shaping) in $; shaping terms are OFF by default.
+Reward = reward_scale * (pnl - cost - shaping) in $, then `phoenix_rl.rewards.RewardShaper` (EnvConfig's
+win_bonus / loss_penalty on the bar a round trip closes, hold_penalty beyond hold_bars, or the differential
+Sharpe/Sortino of that per-bar reward with `differential_reward`); every shaping term is OFF by default.
 
 Sessions and forced flattening (only what is scheduled is known in advance)
     Scheduled: the CME halt (a trade date's session closes at 16:00 America/Chicago, `SESSION_CLOSE`) and a
@@ -65,6 +67,7 @@ import polars as pl
 from gymnasium import spaces
 
 from phoenix_rl.config import EnvConfig
+from phoenix_rl.rewards import RewardShaper
 
 __all__ = ["AGENT_STATE_DIM", "EnvConfig", "MnqTradingEnv"]
 
@@ -152,11 +155,14 @@ class MnqTradingEnv(gym.Env):
         )
         self.action_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
         self._upnl_unit = cfg.point_value * cfg.max_contracts * cfg.upnl_scale_points
+        self._shaper = RewardShaper(cfg.reward_config())
         self._reset_state(0)
 
     # --- state ------------------------------------------------------------------------------------------
 
     def _reset_state(self, start: int) -> None:
+        self._shaper.reset()
+        self._trip = 0.0  # net $ of the open round trip so far (fills' costs included)
         self._i = start
         self._start = start
         self._steps = 0
@@ -223,6 +229,13 @@ class MnqTradingEnv(gym.Env):
         pnl_hold = target * (float(self.close[i + 1]) - o1) * cfg.point_value
         pnl = pnl_carry + pnl_hold
 
+        closed: float | None = None  # net $ of a round trip that this fill closes (flips split the cost)
+        if p != 0.0 and (target == 0.0 or (target > 0) != (p > 0)):
+            closed = self._trip + pnl_carry - cost * abs(p) / traded
+            self._trip = pnl_hold - cost * abs(target) / traded
+        elif target != 0.0:
+            self._trip += pnl - cost
+
         if target == 0.0:
             self._entry, self._held = math.nan, 0
         elif p == 0.0 or (target > 0) != (p > 0):
@@ -239,7 +252,7 @@ class MnqTradingEnv(gym.Env):
         shaping = cfg.turnover_penalty_usd * traded + cfg.drawdown_penalty * max(
             self._peak - self._equity - prev_dd, 0.0
         )
-        reward = cfg.reward_scale * (pnl - cost - shaping)
+        reward = self._shaper.step(cfg.reward_scale * (pnl - cost - shaping), closed, target, self._held)
 
         self._i = i + 1
         self._steps += 1
@@ -258,6 +271,7 @@ class MnqTradingEnv(gym.Env):
             "pnl_carry": pnl_carry,
             "pnl_hold": pnl_hold,
             "equity": self._equity,
+            "closed_trade_pnl": closed,
             "end_of_data": end_of_data,
         }
         return self._obs(), float(reward), False, bool(truncated), info

@@ -238,3 +238,48 @@ def test_gymnasium_and_sb3_checkers_and_dummy_vec_env() -> None:
     for _ in range(40):  # crosses an auto-reset
         obs, rew, done, _ = venv.step(np.zeros((2, 1), dtype=np.float32))
     assert rew.shape == (2,) and done.shape == (2,)
+
+
+# --- reward shaping wired into the env (issue 11) ---------------------------------------------------------
+
+ROUND_TRIP = {"opens": [99.0, 100.0, 100.5, 101.25, 101.0], "closes": [99.5, 100.25, 101.0, 101.5, 100.75]}
+
+
+def test_default_shaping_is_the_plain_reward() -> None:
+    f = synthetic_features(("f",), n_sessions=2, bars_per_session=60, seed=4)
+    actions = list(np.random.default_rng(0).uniform(-1, 1, 118))
+    plain = run(MnqTradingEnv(f, cfg()), actions)
+    assert all(i["reward"] == pytest.approx(i["pnl"] - i["cost"], abs=1e-12) for i in plain)
+
+
+def test_win_bonus_and_hold_penalty_by_hand() -> None:
+    # the scripted round trip: buy at 100.00 (bar 1), hold bar 2, sell at 101.25 (bar 3): +$2.50 - $2.24 = +$0.26
+    f = tiny_frame(**ROUND_TRIP)
+    shaped = run(
+        MnqTradingEnv(f, cfg(win_bonus=0.5, loss_penalty=9.0, hold_penalty=0.1, hold_bars=1)), [1.0, 1.0, 0.0, 0.0]
+    )
+    plain = run(MnqTradingEnv(f, cfg()), [1.0, 1.0, 0.0, 0.0])
+    assert shaped[2]["closed_trade_pnl"] == pytest.approx(0.26)  # closed at bar 3's open, net of both sides
+    extra = [s["reward"] - p["reward"] for s, p in zip(shaped, plain, strict=True)]
+    # bar 1: held 1 bar (not beyond hold_bars 1); bar 2: held 2 > 1 -> -0.1; bar 3: closed a winner -> +0.5
+    assert extra == pytest.approx([0.0, -0.1, 0.5, 0.0])
+    losing = tiny_frame(opens=[99.0, 100.0, 99.5, 99.0, 99.0], closes=[99.5, 99.75, 99.25, 99.0, 99.0])
+    infos = run(MnqTradingEnv(losing, cfg(loss_penalty=0.7)), [1.0, 1.0, 0.0, 0.0])
+    assert infos[2]["closed_trade_pnl"] == pytest.approx((99.0 - 100.0) * 2 - 2 * COST_SIDE)
+    assert infos[2]["reward"] == pytest.approx(infos[2]["pnl"] - infos[2]["cost"] - 0.7)
+
+
+def test_differential_sharpe_reward_follows_the_reference_recursion() -> None:
+    from phoenix_rl.rewards import differential_sharpe
+
+    f = synthetic_features(("f",), n_sessions=1, bars_per_session=80, seed=2)
+    actions = list(np.random.default_rng(1).uniform(-1, 1, 79))
+    plain = run(MnqTradingEnv(f, cfg(reward_scale=0.01)), actions)
+    shaped = run(MnqTradingEnv(f, cfg(reward_scale=0.01, differential_reward="sharpe", differential_eta=0.1)), actions)
+    a = b = 0.0
+    for p, s in zip(plain, shaped, strict=True):  # slow, obvious reference: the recursion over the plain rewards
+        d, a, b = differential_sharpe(p["reward"], a, b, 0.1)
+        assert s["reward"] == pytest.approx(d, abs=1e-12)
+    assert any(s["reward"] != 0.0 for s in shaped)
+    with pytest.raises(ValueError, match="eta"):
+        cfg(differential_reward="sharpe", differential_eta=0.0)
