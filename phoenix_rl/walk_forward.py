@@ -1,0 +1,198 @@
+"""Walk-forward evaluation: monthly folds, everything refit per fold, seeds chosen on validation only.
+
+Fold k (of `n_folds` consecutive test months, the last months of the data): test = month T_k, validation =
+the `val_months` before it, train = the `train_months` before that (rolling; all earlier months with
+`expanding`). With an embargo of e trade dates, validation and test start e trade dates into their months,
+so e dates separate train from validation and validation from test (`EvaluationWindows` checks it).
+
+Per fold, `features_for(fold)` returns the feature rows with every fitted object (the HMM behind the regime
+columns, ...) refit on the fold's train window only; N seeds are trained on the train window; the seed with
+the best validation total return (defined on any window length, unlike Sharpe/Sortino) is backtested ONCE
+on the test window, beside the tuned OFI rule (tuned on the same train window) and flat. The test windows'
+daily returns are stitched across folds into one out-of-sample series per strategy.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from phoenix_rl.backtest import BacktestResult, run_backtest, run_baselines
+from phoenix_rl.config import EnvConfig, TrainConfig
+from phoenix_rl.metrics import compute_metrics
+from phoenix_rl.tuned_rule import tune_ofi_rule
+from phoenix_rl.windows import EvaluationWindows
+
+__all__ = ["Fold", "FoldResult", "WalkForwardResult", "daily_return_frame", "monthly_folds", "run_walk_forward"]
+
+FeaturesFor = Callable[["Fold"], pl.DataFrame]
+
+
+@dataclass(frozen=True)
+class Fold:
+    index: int
+    windows: EvaluationWindows
+
+    def train_config(self, base: TrainConfig, seed: int) -> TrainConfig:
+        w = self.windows
+        spans = {"train": w.train, "val": w.val, "test": w.test}
+        dates = {f"{k}_{edge}": str(v[i]) for k, v in spans.items() for i, edge in enumerate(("start", "end"))}
+        return replace(base, **dates, embargo_days=w.embargo_days, seed=seed)
+
+
+def monthly_folds(
+    trade_dates: Sequence[dt.date],
+    *,
+    train_months: int = 2,
+    val_months: int = 1,
+    test_months: int = 1,
+    n_folds: int = 3,
+    embargo_days: int = 0,
+    expanding: bool = False,
+) -> list[Fold]:
+    """The folds of the module doc over the trade dates present in the data."""
+    dates = sorted(set(trade_dates))
+    months = sorted({d.replace(day=1) for d in dates})
+    by_month = {m: [d for d in dates if d.replace(day=1) == m] for m in months}
+    need = train_months + val_months + test_months + (n_folds - 1) * test_months
+    if len(months) < need:
+        raise ValueError(
+            f"walk-forward needs {need} months of data ({train_months} train + {val_months} val + {n_folds} x "
+            f"{test_months} test), the data hold {len(months)} ({months[0]:%Y-%m}..{months[-1]:%Y-%m})"
+            if months
+            else "walk-forward: no trade dates"
+        )
+    folds = []
+    for k in range(n_folds):
+        test_first = len(months) - (n_folds - k) * test_months
+        val_first = test_first - val_months
+        train_first = 0 if expanding else val_first - train_months
+
+        def days(first: int, count: int) -> list[dt.date]:
+            return [d for m in months[first : first + count] for d in by_month[m]]
+
+        train = days(train_first, val_first - train_first)
+        val = days(val_first, val_months)[embargo_days:]
+        test = days(test_first, test_months)[embargo_days:]
+        if not (train and val and test):
+            raise ValueError(f"fold {k}: a window is empty after the {embargo_days}-day embargo")
+        windows = EvaluationWindows((train[0], train[-1]), (val[0], val[-1]), (test[0], test[-1]), embargo_days)
+        folds.append(Fold(k, windows.validate()))
+    return folds
+
+
+def daily_return_frame(result: BacktestResult, capital: float) -> pl.DataFrame:
+    """trade_date, ret: simple return of each trade date's end-of-day equity (first day from `capital`)."""
+    eod = result.equity.group_by("trade_date", maintain_order=True).agg(pl.col("equity").last()).sort("trade_date")
+    e = np.concatenate([[capital], eod["equity"].to_numpy()])
+    return pl.DataFrame({"trade_date": eod["trade_date"], "ret": e[1:] / e[:-1] - 1.0})
+
+
+@dataclass
+class FoldResult:
+    fold: Fold
+    val_scores: dict[int, float]  # seed -> validation total return
+    chosen_seed: int
+    test: dict[str, BacktestResult]  # agent, tuned_ofi_rule, flat, ... on the test window
+    tuned_rule: dict[str, object]
+
+
+@dataclass
+class WalkForwardResult:
+    folds: list[FoldResult]
+    capital: float
+    stitched: dict[str, pl.DataFrame] = field(default_factory=dict)  # strategy -> trade_date, ret (OOS)
+
+    def overall_metrics(self) -> dict[str, dict[str, float | None]]:
+        """Metrics of each strategy's stitched out-of-sample equity (compounded daily returns)."""
+        out = {}
+        for name, daily in self.stitched.items():
+            equity = self.capital * np.cumprod(1.0 + daily["ret"].to_numpy())
+            frame = pl.DataFrame(
+                {
+                    "trade_date": daily["trade_date"],
+                    "equity": equity,
+                    "position": np.zeros(len(equity)),
+                    "cost": np.zeros(len(equity)),
+                    "traded": np.zeros(len(equity)),
+                }
+            )
+            trades = pl.concat([f.test[name].trades for f in self.folds if name in f.test])
+            m = compute_metrics(frame, trades, self.capital)
+            m["total_cost"] = float(sum(f.test[name].metrics["total_cost"] or 0.0 for f in self.folds))
+            m["time_in_market"] = float(np.mean([f.test[name].metrics["time_in_market"] for f in self.folds]))
+            m["turnover_contracts"] = float(sum(f.test[name].metrics["turnover_contracts"] for f in self.folds))
+            out[name] = m
+        return out
+
+    def fold_table(self) -> pl.DataFrame:
+        rows = []
+        for f in self.folds:
+            w = f.fold.windows
+            for name, r in f.test.items():
+                rows.append(
+                    {
+                        "fold": f.fold.index,
+                        "test_start": str(w.test[0]),
+                        "test_end": str(w.test[1]),
+                        "strategy": name,
+                        "chosen_seed": f.chosen_seed,
+                        "total_return": r.metrics["total_return"],
+                        "max_drawdown_pct": r.metrics["max_drawdown_pct"],
+                        "n_trades": r.metrics["n_trades"],
+                    }
+                )
+        return pl.DataFrame(rows)
+
+
+def run_walk_forward(
+    features_for: FeaturesFor,
+    folds: list[Fold],
+    base: TrainConfig,
+    seeds: Sequence[int],
+    out_dir: str | Path,
+    *,
+    log: Callable[[str], None] = print,
+) -> WalkForwardResult:
+    """Train `seeds` per fold on its train window, pick on validation, test once; stitch the test returns."""
+    from stable_baselines3 import SAC
+
+    from phoenix_rl.train import select_window, train
+
+    if not seeds:
+        raise ValueError("run_walk_forward: at least one seed")
+    results = []
+    for fold in folds:
+        frame = features_for(fold)
+        scores, models = {}, {}
+        for seed in seeds:
+            cfg = fold.train_config(base, seed)
+            res = train(cfg, frame, Path(out_dir) / f"fold{fold.index}" / f"seed{seed}")
+            if res.val_metrics is None:
+                raise ValueError(f"fold {fold.index}: no validation rows in {fold.windows.val}")
+            scores[seed] = float(res.val_metrics["total_return"] or 0.0)
+            models[seed] = res
+        chosen = max(seeds, key=lambda s: (scores[s], -s))  # validation only; ties: the smaller seed
+        saved = json.loads(models[chosen].config_path.read_text())
+        env_cfg = EnvConfig(**saved["env_config"])
+        model = SAC.load(models[chosen].model_path, device="cpu")
+        w = fold.windows
+        test_rows = select_window(frame, str(w.test[0]), str(w.test[1]))
+        rule = tune_ofi_rule(select_window(frame, str(w.train[0]), str(w.train[1])), env_cfg, capital=base.capital)
+        test = {"agent": run_backtest(model, test_rows, env_cfg, capital=base.capital)}
+        test |= run_baselines(test_rows, env_cfg, capital=base.capital, tuned_rule=rule)
+        log(
+            f"fold {fold.index} ({w.describe()}): validation total return by seed {scores}, chose seed {chosen}; "
+            f"test agent {test['agent'].metrics['total_return']:+.4f}, "
+            f"tuned rule {test['tuned_ofi_rule'].metrics['total_return']:+.4f}"
+        )
+        results.append(FoldResult(fold, scores, chosen, test, rule.summary()))
+    names = set.intersection(*(set(f.test) for f in results))
+    stitched = {n: pl.concat([daily_return_frame(f.test[n], base.capital) for f in results]) for n in sorted(names)}
+    return WalkForwardResult(results, base.capital, stitched)
