@@ -11,6 +11,7 @@ from phoenix_assets.defs.ingest.synthetic import synthetic_landing_job
 from phoenix_assets.defs.microstructure.assets import book_snapshots_1s, ofi_bars_1m
 from phoenix_assets.defs.model.assets import TRAINING_TAGS, backtests, evaluation_metrics, mamba_sac_model
 from phoenix_assets.defs.model.sagemaker import SageMakerResource
+from phoenix_assets.defs.research.walk_forward import ablation_report, walk_forward
 from phoenix_assets.defs.resources import DatabentoResource, LakeResource, LandingResource, QualityThresholds
 from phoenix_assets.defs.retrain import retrain_sensor
 from phoenix_assets.defs.run_health import run_worker_sweep
@@ -65,6 +66,8 @@ defs = dg.Definitions(
         mamba_sac_model,
         backtests,
         evaluation_metrics,
+        walk_forward,
+        ablation_report,
     ],
     jobs=[synthetic_landing_job, daily_job, features_job, model_job],
     schedules=[databento_daily],

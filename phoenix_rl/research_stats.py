@@ -141,7 +141,11 @@ def _bootstrap_mean(d: np.ndarray, alpha: float, reps: int, seed: int) -> dict:
     mean = float(d.mean())
     if np.std(d) < _TINY:  # every resample has the same mean; optimal_block_length is undefined here
         return {"mean": mean, "low": mean, "high": mean, "block_length": 1.0, "n_days": int(d.size)}
-    block = float(optimal_block_length(d)["stationary"].iloc[0])
+    try:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            block = float(optimal_block_length(d)["stationary"].iloc[0])
+    except ValueError:  # too few days for Politis-White's autocorrelation estimates: resample single days
+        block = 1.0
     block = max(1.0, block) if math.isfinite(block) else 1.0
     bs = StationaryBootstrap(block, d, seed=seed)
     ci = bs.conf_int(lambda y: np.array([y.mean()]), reps=reps, method="percentile", size=1 - alpha)
