@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime as dt
 import io
 import json
 import os
@@ -483,13 +484,11 @@ def study_plots(study: optuna.Study) -> dict[str, bytes]:
 def _read_features(args: argparse.Namespace, base: TrainConfig) -> pl.DataFrame:
     if args.features:
         return pl.read_parquet(args.features)
-    from phoenix_assets.lib.lake import Lake  # a lake reader without Dagster
+    from phoenix_assets.lib.lake import Lake  # the lake reader (no Dagster import)
 
     frame = Lake(args.lake).scan("features_1m")
     starts = [s for s, _ in base.windows().values() if s]
     ends = [e for _, e in base.windows().values() if e]
-    import datetime as dt
-
     frame = frame.filter(
         pl.col("trade_date").is_between(dt.date.fromisoformat(min(starts)), dt.date.fromisoformat(max(ends)))
     )

@@ -320,6 +320,20 @@ def test_killed_worker_study_resumes(tmp_path: Path, features: pl.DataFrame, mon
     assert hpo.study_statistics(study)["n_running"] == sum(t.state == TrialState.RUNNING for t in before)
 
 
+@pytest.mark.slow
+def test_pruned_trials_keep_their_last_validation_returns(tmp_path: Path, features: pl.DataFrame) -> None:
+    """A pruned trial stops at its evaluation and keeps that evaluation's returns (it enters DSR and PBO)."""
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=10.0))
+    study.optimize(hpo.make_objective(_settings(), features), n_trials=2)
+    assert [t.state for t in study.trials] == [TrialState.PRUNED] * 2
+    for t in study.trials:
+        assert t.user_attrs["val_step"] == 16 and list(t.intermediate_values) == [16]
+        assert len(t.user_attrs["val_daily_returns"]) == 6
+    stats = hpo.study_statistics(study)
+    assert (stats["n_pruned"], stats["n_trials_in_statistics"], stats["dsr"]) == (2, 2, None)
+    assert stats["dsr_note"] == "no complete trial"
+
+
 # --- the Dagster asset ----------------------------------------------------------------------------------------
 
 
@@ -359,3 +373,9 @@ def test_hpo_study_asset_materializes(features_lake_root: str) -> None:
     label = meta["storage"].value
     assert label == hpo._redact(url) if url else (label.startswith("journal:") and label.endswith(f"/{name}.log"))
     assert Path(meta["best_model"].value).exists()
+
+    # one more worker joins the asset's study: settings from the study, features from the lake
+    assert hpo.main(["--study", name, "--lake", features_lake_root, "--n-trials", "3", "--worker", "1"]) == 0
+    storage = hpo.optuna_storage(name, lake_root=features_lake_root)[0]
+    trials = optuna.load_study(study_name=name, storage=storage).trials
+    assert [t.number for t in trials] == [0, 1, 2] and trials[2].user_attrs["worker"].endswith("/1")
