@@ -1,7 +1,7 @@
 """Hyper-parameter search of SAC + Mamba with Optuna, judged on the validation window only.
 
-    python -m phoenix_rl.hpo --study NAME --lake LAKE_ROOT        # one more worker of an existing study
-    python -m phoenix_rl.hpo --study NAME --features f.parquet --config base.json --n-trials 20
+    python -m phoenix_rl.hpo --study NAME --lake LAKE_ROOT --n-trials 40 --worker 1   # join an existing study
+    python -m phoenix_rl.hpo --study NAME --features f.parquet --settings s.json --n-trials 20   # create one
 
 A trial is the study's base `TrainConfig` (phoenix_rl/config.py, the one definition of every setting) with the
 sampled values replaced in it (`trial_config`): it trains on the TRAIN window only (`train` never sees the
