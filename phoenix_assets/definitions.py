@@ -11,6 +11,7 @@ from phoenix_assets.defs.ingest.synthetic import synthetic_landing_job
 from phoenix_assets.defs.microstructure.assets import book_snapshots_1s, ofi_bars_1m
 from phoenix_assets.defs.model.assets import TRAINING_TAGS, backtests, evaluation_metrics, mamba_sac_model
 from phoenix_assets.defs.model.sagemaker import SageMakerResource
+from phoenix_assets.defs.research.hpo import hpo_study
 from phoenix_assets.defs.research.walk_forward import ablation_report, walk_forward
 from phoenix_assets.defs.resources import DatabentoResource, LakeResource, LandingResource, QualityThresholds
 from phoenix_assets.defs.retrain import retrain_sensor
@@ -55,6 +56,13 @@ model_job = dg.define_asset_job(
     description="Train mamba_sac_model (Pipes subprocess), backtest it against baselines, evaluate (with checks)",
 )
 
+hpo_job = dg.define_asset_job(
+    "hpo_job",
+    selection=dg.AssetSelection.groups("research"),
+    tags=TRAINING_TAGS,  # one training run at a time, like model_job
+    description="Optuna study over SAC + Mamba settings: search on validation, best trial scored once on test",
+)
+
 defs = dg.Definitions(
     assets=[
         raw_mbp10,
@@ -68,8 +76,9 @@ defs = dg.Definitions(
         evaluation_metrics,
         walk_forward,
         ablation_report,
+        hpo_study,
     ],
-    jobs=[synthetic_landing_job, daily_job, features_job, model_job],
+    jobs=[synthetic_landing_job, daily_job, features_job, model_job, hpo_job],
     schedules=[databento_daily],
     sensors=[landing_sensor, phoenix_automation, record_run_failure, retrain_sensor, run_worker_sweep],
     resources=resources(),

@@ -21,7 +21,7 @@ import datetime as dt
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,11 +151,14 @@ def train(
     on_metrics: MetricsSink | None = None,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 0,
+    callbacks: Sequence[BaseCallback] = (),
 ) -> TrainResult:
     """Train on the train window, save model + config, backtest the val window (module doc).
 
     With `checkpoint_dir`, training resumes from the newest checkpoint found there (a spot instance that was
     interrupted) and, when `checkpoint_every` > 0, saves model + replay buffer there every that many steps.
+    `callbacks` are extra SB3 callbacks (phoenix_rl.hpo's validation/pruning callback); an exception raised in
+    one (optuna.TrialPruned) ends the run without saving.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -209,16 +212,16 @@ def train(
     metrics_path = out / "metrics.jsonl"
     metrics_path.unlink(missing_ok=True)
     callback = MetricsCallback(cfg.log_every, metrics_path, on_metrics)
-    callbacks: list[BaseCallback] = [callback]
+    sb3_callbacks: list[BaseCallback] = [callback, *callbacks]
     if checkpoint_dir is not None:
         model = resume_from_checkpoint(model, env, Path(checkpoint_dir))
         if checkpoint_every > 0:
-            callbacks.append(CheckpointCallback(checkpoint_every, str(checkpoint_dir), save_replay_buffer=True))
+            sb3_callbacks.append(CheckpointCallback(checkpoint_every, str(checkpoint_dir), save_replay_buffer=True))
     resumed_at = model.num_timesteps  # > 0 when a checkpoint was restored: only the rest runs here
     t0 = time.perf_counter()
     model.learn(
         total_timesteps=cfg.total_timesteps - resumed_at,
-        callback=callbacks,
+        callback=sb3_callbacks,
         reset_num_timesteps=resumed_at == 0,
     )
     elapsed = time.perf_counter() - t0

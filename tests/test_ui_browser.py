@@ -43,7 +43,7 @@ GROUPS = {
     "features": ["hmm_regime_model", "hmm_regimes", "features_1m"],
     "model": ["mamba_sac_model"],
     "evaluation": ["backtests", "evaluation_metrics"],
-    "research": ["walk_forward", "ablation_report"],
+    "research": ["walk_forward", "ablation_report", "hpo_study"],
 }
 AUTOMATIONS = [
     "landing_sensor",

@@ -1,0 +1,152 @@
+"""`hpo_study`: an Optuna search over SAC + Mamba settings on `features_1m` (phoenix_rl/hpo.py does the work).
+
+Thin: load the feature rows of the configured windows, run (or resume) the study, retrain the best trial and
+score it once on the test window, then report the selection statistics (deflated Sharpe ratio, PBO) and
+Optuna's plots. Trials run in this step process; more workers can join the same study from other processes
+or machines with `python -m phoenix_rl.hpo --study NAME ...` (README, "HPO study").
+"""
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+import dagster as dg
+from pydantic import Field
+
+from phoenix_assets.defs.features.assets import features_1m
+from phoenix_assets.defs.model.assets import TRAINING_TAGS, _feature_columns, _features
+from phoenix_assets.defs.model.config import EnvSettings, config_from_dataclass
+from phoenix_assets.defs.resources import LakeResource
+from phoenix_rl.config import TrainConfig
+from phoenix_rl.metrics import format_metric
+from phoenix_rl.search_space import SearchSpace
+
+HPO_DIR = "artifacts/hpo_study"
+
+
+HpoBaseSettings = config_from_dataclass(
+    "HpoBaseSettings",
+    TrainConfig,
+    "The base TrainConfig every trial starts from (phoenix_rl.config.TrainConfig; a trial replaces the sampled "
+    "values). The train, val and test windows must be set, ordered and disjoint.",
+    nested={"env": EnvSettings},
+)
+HpoSearchSpace = config_from_dataclass(
+    "HpoSearchSpace",
+    SearchSpace,
+    "phoenix_rl.search_space.SearchSpace: lists are categorical choices, [low, high] pairs are ranges (an equal "
+    "pair or a one-element list fixes the value)",
+)
+
+
+class HpoStudyConfig(dg.Config):
+    study_name: str = Field(default="mamba_sac_hpo", description="Optuna study; an existing one is resumed")
+    n_trials: int = Field(default=20, description="Finished (complete or pruned) trials the study should hold")
+    timeout_s: float | None = Field(default=None, description="Seconds this run may search; None: no limit")
+    eval_every: int = Field(
+        default=1_000, description="Environment steps between validation backtests (pruning); 0: only at the end"
+    )
+    pruner: Literal["median", "none"] = Field(default="median", description="Optuna pruner of the study")
+    seed: int = Field(default=1, description="Seed of the TPE sampler (each trial trains with base.seed)")
+    pbo_splits: int = Field(default=16, description="CSCV splits of the PBO (capped at the validation days)")
+    base: HpoBaseSettings = Field(default_factory=HpoBaseSettings)  # type: ignore[valid-type]
+    search_space: HpoSearchSpace = Field(default_factory=HpoSearchSpace)  # type: ignore[valid-type]
+
+
+def _table(rows: dict[str, Any]) -> str:
+    md = ["| | |", "|---|---|"]
+    md += [f"| {k} | {format_metric(v) if isinstance(v, float) or v is None else v} |" for k, v in rows.items()]
+    return "\n".join(md)
+
+
+@dg.asset(
+    group_name="research",
+    kinds={"optuna", "pytorch"},
+    deps=[features_1m],
+    op_tags=TRAINING_TAGS,
+    description=(
+        "Optuna study (multivariate TPE + median pruner) over SAC, Mamba, lookback, action mode and reward shaping: "
+        "trains on the TRAIN window, judged on the VALIDATION window only (total return after costs); the best "
+        "trial retrained and scored once on the TEST window; deflated Sharpe ratio and PBO (CSCV) over all "
+        "finished trials; Optuna plots. Storage: $PHOENIX_OPTUNA_STORAGE, else <lake>/optuna/<study>.log."
+    ),
+)
+def hpo_study(context: dg.AssetExecutionContext, config: HpoStudyConfig, lake: LakeResource) -> dg.MaterializeResult:
+    from phoenix_rl import hpo  # torch, SB3, optuna: imported when the asset runs, not when definitions load
+    from phoenix_rl.plots import markdown_image
+
+    the_lake = lake.lake()
+    base = TrainConfig.from_dict(config.base.model_dump())
+    settings = hpo.StudySettings(
+        base=base,
+        space=SearchSpace.from_dict(config.search_space.model_dump()),
+        eval_every=config.eval_every,
+        pruner=config.pruner,
+        seed=config.seed,
+    )
+    windows = base.windows()
+    first, last = windows["train"][0], windows["test"][1]
+    assert first is not None and last is not None  # StudySettings checked the windows
+    features = _features(the_lake, first, last, _feature_columns(the_lake, base.feature_set))
+    storage, storage_label = hpo.optuna_storage(config.study_name, lake_root=the_lake.root)
+    context.log.info(f"study {config.study_name} on {storage_label}: {features.height} feature rows {first}..{last}")
+    study = hpo.run_study(
+        settings, features, config.study_name, storage, config.n_trials, config.timeout_s, log=context.log.info
+    )
+    stats = hpo.study_statistics(study, n_splits=config.pbo_splits)
+    if stats["n_complete"] == 0:
+        raise RuntimeError(
+            f"hpo_study: study {config.study_name!r} has no complete trial ({stats['n_pruned']} pruned, "
+            f"{stats['n_failed']} failed): see this step's logs for the failures, widen the search space or raise "
+            "n_trials"
+        )
+    with tempfile.TemporaryDirectory(prefix="phoenix-hpo-best-") as tmp:
+        test = hpo.score_best_on_test(study, settings, features, out_dir=tmp, log=context.log.info)
+        model_uri = None
+        if (Path(tmp) / "model.zip").exists():  # retrained now (not a stored earlier result)
+            folder = f"{HPO_DIR}/{config.study_name}/trial_{test['trial']}"
+            model_uri = the_lake.write_artifact(f"{folder}/model.zip", (Path(tmp) / "model.zip").read_bytes())
+            the_lake.write_artifact(f"{folder}/config.json", (Path(tmp) / "config.json").read_bytes())
+    best = study.best_trial
+    plots = hpo.study_plots(study)
+    summary = {
+        "objective": hpo.OBJECTIVE,
+        "best trial": best.number,
+        "validation objective (search)": float(best.value),
+        "validation objective (retrained)": test["val_value_retrained"],
+        "test total return (scored once)": test["test_metrics"]["total_return"],
+        "deflated Sharpe ratio": stats["dsr"] if stats["dsr"] is not None else stats["dsr_note"],
+        "PBO (CSCV)": stats["pbo"] if stats["pbo"] is not None else stats["pbo_note"],
+        "trials complete / pruned / failed / running": (
+            f"{stats['n_complete']} / {stats['n_pruned']} / {stats['n_failed']} / {stats['n_running']}"
+        ),
+    }
+    figures = [f"### {name.replace('_', ' ')}\n\n{markdown_image(png, name)}" for name, png in plots.items()]
+    metadata: dict[str, Any] = {
+        "study_name": config.study_name,
+        "storage": storage_label,
+        "objective": hpo.OBJECTIVE,
+        "best_trial": best.number,
+        "best_params": dg.MetadataValue.json(best.params),
+        "best_reward_shaping": dg.MetadataValue.json(best.user_attrs.get("reward", {})),
+        "validation_objective": float(best.value),
+        "test_metrics": dg.MetadataValue.json(json.loads(json.dumps(test["test_metrics"]))),
+        "test_scored_trial": test["trial"],
+        "dsr": stats["dsr"] if stats["dsr"] is not None else "n/a",
+        "dsr_note": stats["dsr_note"],
+        "pbo": stats["pbo"] if stats["pbo"] is not None else "n/a",
+        "pbo_note": stats["pbo_note"],
+        "n_trials": stats["n_trials"],
+        "n_complete": stats["n_complete"],
+        "n_pruned": stats["n_pruned"],
+        "n_failed": stats["n_failed"],
+        "n_running": stats["n_running"],
+        "n_trials_in_statistics": stats["n_trials_in_statistics"],
+        "windows": dg.MetadataValue.json({k: list(v) for k, v in windows.items()}),
+        "summary": dg.MetadataValue.md(_table(summary)),
+        "optuna_plots": dg.MetadataValue.md("\n\n".join(figures) or "no plot (no complete trial)"),
+    }
+    if model_uri is not None:
+        metadata["best_model"] = dg.MetadataValue.path(model_uri)
+    return dg.MaterializeResult(metadata=metadata)
