@@ -161,6 +161,10 @@ def run_model(evaluation: EvaluationWindows, instance: dg.DagsterInstance) -> bo
             print(f"test window {evaluation.test[0]}..{evaluation.test[1]} (held out), $10K capital, after costs:")
             shown = latest.select(cols).sort("strategy").with_columns(pl.col("sortino").round(2).cast(pl.String))
             print(shown.with_columns(pl.col("sortino").fill_null("n/a")))  # n/a: fewer days than min_days_for_ratios
+        for mat in result.get_asset_materialization_events():
+            png = mat.materialization.metadata.get("equity_png_test")
+            if png is not None:
+                print(f"equity curve of the test window (agent vs baselines): {png.value}")
     blocking = [c for c in checks if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR]
     return result.success and not blocking
 

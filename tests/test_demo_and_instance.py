@@ -21,11 +21,14 @@ from tests.conftest import REPO
 
 @pytest.mark.slow
 def test_demo_lands_and_ingests_synthetic_days_across_the_roll(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, instance: dg.DagsterInstance
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, instance: dg.DagsterInstance, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("PHOENIX_LAKE_URI", str(tmp_path / "lake"))
     monkeypatch.setenv("PHOENIX_LANDING_DIR", str(tmp_path / "landing"))
     assert run_demo(dt.date(2024, 3, 13), dt.date(2024, 3, 15), instance)  # runs ok, no blocking check failed
+    printed = capsys.readouterr().out
+    png = printed.split("equity curve of the test window (agent vs baselines): ")[1].split()[0]
+    assert Path(png).read_bytes()[:4] == b"\x89PNG"  # the demo says where the figure is
     assert len(list((tmp_path / "landing").glob("*.dbn.zst"))) == 3
     lake = LakeResource().lake()
     per_day = (

@@ -80,6 +80,7 @@ def test_train_backtest_evaluate(features_lake_root: str) -> None:
     assert "| window | strategy |" in emeta["metrics"].value
     assert metrics["sortino"].null_count() == metrics.height  # windows of a few days: n/a, never a number
     assert "n/a" in emeta["metrics"].value and emeta["min_days_for_ratios"].value == 20
+    assert Path(emeta["equity_png_test"].value).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the figure, as a file
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert set(checks) == {"agent_not_stuck_flat", "metrics_finite", "point_in_time_windows"}
     assert checks["metrics_finite"].passed and checks["point_in_time_windows"].passed

@@ -383,7 +383,7 @@ def evaluation_metrics(
 ) -> dg.MaterializeResult:
     from phoenix_rl.backtest import BacktestResult
     from phoenix_rl.metrics import compute_metrics
-    from phoenix_rl.plots import equity_markdown
+    from phoenix_rl.plots import equity_curve_png, equity_markdown
 
     the_lake = lake.lake()
     version, folder = _latest(the_lake)
@@ -393,7 +393,7 @@ def evaluation_metrics(
     trades = the_lake.scan(TRADES_TABLE).filter(pl.col("model_version") == version).collect()
     if equity.is_empty():
         raise ValueError(f"evaluation_metrics: no {EQUITY_TABLE} rows for model {version}: materialize backtests")
-    rows, figures = [], []
+    rows, figures, pngs = [], [], {}
     for window in [w for w in WINDOWS if w in set(equity["window"])]:
         curves: dict[str, BacktestResult] = {}
         for strategy in equity.filter(pl.col("window") == window)["strategy"].unique(maintain_order=True):
@@ -403,6 +403,8 @@ def evaluation_metrics(
             rows.append({"model_version": version, "window": window, "strategy": strategy, **m})
             curves[strategy] = BacktestResult(strategy, eq, tr, m)
         figures.append(equity_markdown(curves, title=f"{window} window - model {version}"))
+        png = equity_curve_png(curves, title=f"{window} window - model {version}")
+        pngs[window] = the_lake.write_artifact(f"artifacts/evaluation_metrics/{version}/{window}_equity.png", png)
     metrics = pl.DataFrame(rows, schema_overrides={"sharpe": pl.Float64, "sortino": pl.Float64})
     table = metrics.to_arrow()
     dv = the_lake.replace_partition(METRICS_TABLE, table.schema, table.to_batches(), "model_version", version)
@@ -441,6 +443,7 @@ def evaluation_metrics(
             "equity_curves": dg.MetadataValue.md("\n\n".join(figures)),
             "delta_version": dv,
             "min_days_for_ratios": config.min_days_for_ratios,
+            **{f"equity_png_{w}": dg.MetadataValue.path(uri) for w, uri in pngs.items()},
         },
         check_results=check_results("evaluation_metrics", EVALUATION_CHECKS, outcomes),
     )
