@@ -76,8 +76,7 @@ def _make_model(features: Any, config: str, extractor: str, share: bool = False)
         policy_kwargs.pop("features_extractor_kwargs")
     elif extractor == "before":
         policy_kwargs["features_extractor_class"] = _before_extractor_class(MambaFeaturesExtractor)
-    if share:
-        policy_kwargs["share_features_extractor"] = True
+    policy_kwargs["share_features_extractor"] = share
     return SAC(env=env, policy_kwargs=policy_kwargs, **kwargs)
 
 
@@ -185,9 +184,9 @@ def main() -> None:
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--barrier", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    from phoenix_rl.train import retain_freed_memory
+    from phoenix_rl.train import tune_process
 
-    retain_freed_memory()  # as `train` does for its process
+    tune_process(1)  # as `train` does for its process (threads are set per measurement below)
     if args.child is not None:
         print(json.dumps(child(args.seconds, args.barrier, args.child)))
         return

@@ -51,6 +51,7 @@ __all__ = [
     "sac_kwargs",
     "select_window",
     "train",
+    "tune_process",
 ]
 
 MetricsSink = Callable[[int, dict[str, float]], None]
@@ -155,7 +156,7 @@ def retain_freed_memory() -> bool:
     Every gradient step allocates and frees MiB-sized activations ((batch, L, d_inner, d_state) floats: 8 MiB at
     the default config); with glibc's defaults each comes back as fresh mmap'd pages that are page-faulted in
     again, which doubled the extractor's forward time on this machine (benchmarks/bench_training.py). The cost:
-    the process keeps its peak heap. Called by `train` for its own process, never at import.
+    the process keeps its peak heap. Called by `tune_process`.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
@@ -163,6 +164,18 @@ def retain_freed_memory() -> bool:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3
     return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
+
+
+def tune_process(torch_threads: int | None) -> None:
+    """The process-wide settings of a training process, made explicitly by `train` (never at import): torch's
+    intra-op threads (None: torch's default, one per core, which oversubscribes the cores as soon as two
+    trainings share them), denormal floats flushed to zero (decays multiplied along a window reach them; denormal
+    arithmetic is slow, ~10% of the Mamba extractor's time; values below 1.2e-38 become 0) and
+    `retain_freed_memory`."""
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+    torch.set_flush_denormal(True)
+    retain_freed_memory()
 
 
 def sac_kwargs(cfg: TrainConfig) -> dict[str, Any]:
@@ -189,6 +202,7 @@ def sac_kwargs(cfg: TrainConfig) -> dict[str, Any]:
                 "n_layers": cfg.n_layers,
             },
             "net_arch": list(cfg.net_arch),
+            "share_features_extractor": cfg.share_features_extractor,
         },
         "seed": cfg.seed,
         "device": "auto",
@@ -227,9 +241,7 @@ def train(
 
     # --- seeding -----------------------------------------------------------------------------------------
     seed_everything(cfg.seed, cfg.torch_deterministic)
-    if cfg.torch_threads:
-        torch.set_num_threads(cfg.torch_threads)
-    retain_freed_memory()
+    tune_process(cfg.torch_threads)
 
     env = Monitor(MnqTradingEnv(train_rows, env_cfg))
     model = SAC(env=env, **sac_kwargs(cfg))
