@@ -17,7 +17,7 @@ background load on a shared machine hits both sides alike. Parallel: the same ch
 of them at once (1 torch thread each, a file barrier so both measure at the same time). Latency: `SAC.predict`
 on one observation (the live path), 1 torch thread, p50/p99 over --latency-calls calls.
 
-    python benchmarks/bench_training.py                 # ~3 min on 2 cores
+    python benchmarks/bench_training.py                 # ~5 min on 2 cores
     python benchmarks/bench_training.py --seconds 20    # longer, steadier measurements
 """
 
