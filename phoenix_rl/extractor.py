@@ -2,7 +2,8 @@
 
 window (batch, L, n_features + 1) -> Linear embedding to d_model -> n_layers pre-norm residual Mamba layers
 (`phoenix_rl.mamba.MambaLayer`) -> final RMSNorm -> hidden state of the LAST time step (the causal
-model has read the whole window by then) -> concatenated with the agent state (position, unrealised PnL,
+model has read the whole window by then; the last layer computes only that step, `MambaLayer(last_only=True)`)
+-> concatenated with the agent state (position, unrealised PnL,
 time in position) -> features_dim = d_model + 3. The agent state bypasses the sequence model on purpose:
 it is exact, current and low-dimensional, so the policy/critic heads see it unmixed.
 
@@ -51,6 +52,7 @@ class MambaFeaturesExtractor(BaseFeaturesExtractor):
 
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         h = self.embed(observations["window"])
-        for layer in self.layers:
-            h = layer(h)
+        for i, layer in enumerate(self.layers):
+            # only the last step leaves the extractor: the last layer computes that step alone
+            h = layer(h, last_only=i == len(self.layers) - 1)
         return torch.cat([self.norm_f(h[:, -1]), observations["agent"]], dim=1)

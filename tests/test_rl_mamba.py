@@ -1,4 +1,6 @@
-"""Mamba block: vectorised scan == sequential loop; state_dicts move to and from mambapy; SB3 extractor + SAC."""
+"""Mamba block: the fused sequential scan, the Blelloch scan and the last-step sum == the sequential loop (values
+and gradients); the extractor == a plain re-implementation on the loop; state_dicts move to and from mambapy;
+SB3 extractor + SAC."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import pytest
 import torch
 from stable_baselines3 import SAC
 
+import phoenix_rl.mamba as mamba_module
 from phoenix_rl.env import EnvConfig, MnqTradingEnv
 from phoenix_rl.extractor import MambaFeaturesExtractor
 from phoenix_rl.mamba import (
@@ -15,6 +18,7 @@ from phoenix_rl.mamba import (
     make_mamba_block,
     parallel_linear_scan,
     selective_scan,
+    selective_scan_last,
     selective_scan_reference,
 )
 from phoenix_rl.testing import synthetic_features
@@ -46,22 +50,57 @@ def _scan_inputs(batch: int, length: int, d_inner: int, d_state: int, seed: int 
     return u, delta, A, B, C, D
 
 
+@pytest.fixture(params=["fused_sequential", "blelloch"])
+def scan_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test through each of `selective_scan`'s two paths (short windows / long windows)."""
+    if request.param == "blelloch":
+        monkeypatch.setattr(mamba_module, "SEQUENTIAL_SCAN_MAX_LENGTH", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("length", [1, 2, 7, 32, 33, 100])
-def test_vectorised_scan_equals_sequential_reference(length: int) -> None:
+def test_vectorised_scan_equals_sequential_reference(length: int, scan_path: str) -> None:
     args = _scan_inputs(3, length, 6, 5, seed=length)
+    torch.testing.assert_close(selective_scan(*args), selective_scan_reference(*args), atol=1e-10, rtol=1e-10)
+    no_d = args[:5]
+    torch.testing.assert_close(selective_scan(*no_d), selective_scan_reference(*no_d), atol=1e-10, rtol=1e-10)
+
+
+def test_long_windows_take_the_blelloch_scan() -> None:
+    args = _scan_inputs(2, mamba_module.SEQUENTIAL_SCAN_MAX_LENGTH + 3, 4, 3)
     torch.testing.assert_close(selective_scan(*args), selective_scan_reference(*args), atol=1e-10, rtol=1e-10)
 
 
-def test_scan_gradient_matches_autograd_through_the_loop() -> None:
+def test_scan_gradient_matches_autograd_through_the_loop(scan_path: str) -> None:
     a = torch.rand(2, 11, 3, 4, dtype=torch.float64, requires_grad=True)
     b = torch.randn(2, 11, 3, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(parallel_linear_scan, (a, b))
     args = [t.clone().requires_grad_(True) for t in _scan_inputs(2, 9, 4, 3)]
+    assert torch.autograd.gradcheck(selective_scan, args)
     ref_args = [t.detach().clone().requires_grad_(True) for t in args]
     selective_scan(*args).pow(2).sum().backward()
     selective_scan_reference(*ref_args).pow(2).sum().backward()
     for x, y in zip(args, ref_args, strict=True):
         torch.testing.assert_close(x.grad, y.grad, atol=1e-9, rtol=1e-9)
+
+
+@pytest.mark.parametrize("length", [1, 2, 9, 32])
+def test_last_step_sum_equals_the_loops_last_output(length: int) -> None:
+    args = [t.requires_grad_(True) for t in _scan_inputs(3, length, 5, 4, seed=length)]
+    ref_args = [t.detach().clone().requires_grad_(True) for t in args]
+    last, ref = selective_scan_last(*args), selective_scan_reference(*ref_args)[:, -1]
+    torch.testing.assert_close(last, ref, atol=1e-10, rtol=1e-10)
+    last.pow(2).sum().backward()
+    ref.pow(2).sum().backward()
+    for x, y in zip(args, ref_args, strict=True):
+        torch.testing.assert_close(x.grad, y.grad, atol=1e-9, rtol=1e-9)
+
+
+def test_layer_last_only_is_the_full_outputs_last_step() -> None:
+    torch.manual_seed(0)
+    layer = MambaLayer(16, 8, 4, 2).double()
+    x = torch.randn(3, 24, 16, dtype=torch.float64)
+    torch.testing.assert_close(layer(x, last_only=True), layer(x)[:, -1:], atol=1e-12, rtol=1e-12)
 
 
 def test_parameter_names_and_shapes_are_mamba_ssms() -> None:
@@ -106,6 +145,39 @@ def test_extractor_output_shape_and_causality() -> None:
     changed = {k: v.clone() for k, v in obs.items()}
     changed["window"][:, 0] += 1.0
     assert not torch.allclose(ext(changed)[:, :12], out[:, :12])
+
+
+def _reference_extractor(ext: MambaFeaturesExtractor, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The extractor written out plainly: every layer over the whole window, the per-step loop scan."""
+    h = ext.embed(obs["window"])
+    for layer in ext.layers:
+        m, length = layer.mixer, h.shape[1]
+        x, z = m.in_proj(layer.norm(h)).chunk(2, dim=-1)
+        x = torch.nn.functional.silu(m.conv1d(x.transpose(1, 2))[..., :length].transpose(1, 2))
+        dt, B, C = torch.split(m.x_proj(x), [m.dt_rank, m.d_state, m.d_state], dim=-1)
+        delta = torch.nn.functional.softplus(m.dt_proj(dt))
+        y = selective_scan_reference(x, delta, -torch.exp(m.A_log), B, C, m.D)
+        h = h + m.out_proj(y * torch.nn.functional.silu(z))
+    return torch.cat([ext.norm_f(h[:, -1]), obs["agent"]], dim=1)
+
+
+def test_extractor_equals_the_plain_reference_in_float32() -> None:
+    """The asset's default shape (L=32, d_model 32, d_state 16, 2 layers): outputs and parameter gradients."""
+    torch.manual_seed(3)
+    env = _env(lookback=32)
+    ext = MambaFeaturesExtractor(env.observation_space, d_model=32, d_state=16, n_layers=2)
+    g = torch.Generator().manual_seed(1)
+    obs = {
+        "window": torch.randn(6, 32, env.observation_space["window"].shape[1], generator=g),
+        "agent": torch.randn(6, 3, generator=g),
+    }
+    out = ext(obs)
+    ref = _reference_extractor(ext, obs)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    grads = torch.autograd.grad(out.pow(2).sum(), list(ext.parameters()))
+    ref_grads = torch.autograd.grad(ref.pow(2).sum(), list(ext.parameters()))
+    for name_param, x, y in zip(ext.named_parameters(), grads, ref_grads, strict=True):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4, msg=lambda m, n=name_param[0]: f"{n}: {m}")
 
 
 def test_sb3_sac_runs_with_the_mamba_extractor() -> None:

@@ -82,3 +82,21 @@ def test_cli_and_config_validation(features: pl.DataFrame, tmp_path: Path, capsy
         TrainConfig.from_dict({"learning_rat": 1e-3})
     with pytest.raises(ValueError, match="lacks columns"):
         train(TrainConfig.from_dict(TINY), features.drop("spread_zscore"), tmp_path / "bad")
+
+
+def test_sac_kwargs_follow_the_config(features: pl.DataFrame) -> None:
+    """SAC is built from the config alone; share_features_extractor gives actor and critic one extractor."""
+    from phoenix_rl.env import MnqTradingEnv
+    from phoenix_rl.extractor import MambaFeaturesExtractor
+    from phoenix_rl.train import retain_freed_memory, sac_kwargs
+
+    cfg = TrainConfig.from_dict(TINY)
+    assert TrainConfig().torch_threads == 1 and not TrainConfig().share_features_extractor
+    env_cfg = cfg.env_config(tuple(load_feature_set("phase2_ofi").columns), "warm")
+    for share in (False, True):
+        cfg.share_features_extractor = share
+        model = SAC(env=MnqTradingEnv(features, env_cfg), **sac_kwargs(cfg))
+        assert isinstance(model.actor.features_extractor, MambaFeaturesExtractor)
+        assert (model.actor.features_extractor is model.critic.features_extractor) is share
+        assert model.batch_size == cfg.batch_size and model.learning_starts == cfg.learning_starts
+    assert retain_freed_memory()  # glibc (Linux): the training's malloc setting applies

@@ -40,6 +40,7 @@ NON_DEFAULT: dict[str, Any] = {
     "gradient_steps": 2,
     "ent_coef": "0.05",
     "net_arch": [8, 16, 8],
+    "share_features_extractor": True,
     "d_model": 12,
     "d_state": 6,
     "d_conv": 3,
