@@ -131,9 +131,7 @@ SMOKE_TRAINING = {
 
 def run_model(evaluation: EvaluationWindows, instance: dg.DagsterInstance) -> bool:
     """Train on the train window, validate on val, evaluate agent and baselines once on the test window."""
-    spans = {"train": evaluation.train, "val": evaluation.val, "test": evaluation.test}
-    windows: dict[str, object] = {f"{w}_start": str(a) for w, (a, _) in spans.items()}
-    windows |= {f"{w}_end": str(b) for w, (_, b) in spans.items()} | {"embargo_days": evaluation.embargo_days}
+    windows = evaluation.train_fields()
     result = dg.materialize(
         list(defs.assets or []),
         selection=["mamba_sac_model", "backtests", "evaluation_metrics"],

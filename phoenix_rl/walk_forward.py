@@ -40,10 +40,7 @@ class Fold:
     windows: EvaluationWindows
 
     def train_config(self, base: TrainConfig, seed: int) -> TrainConfig:
-        w = self.windows
-        spans = {"train": w.train, "val": w.val, "test": w.test}
-        dates = {f"{k}_{edge}": str(v[i]) for k, v in spans.items() for i, edge in enumerate(("start", "end"))}
-        return replace(base, **dates, embargo_days=w.embargo_days, seed=seed)
+        return replace(base, **self.windows.train_fields(), seed=seed)  # type: ignore[arg-type]
 
 
 def monthly_folds(

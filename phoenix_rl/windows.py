@@ -99,6 +99,14 @@ class EvaluationWindows:
             f"test {self.test[0]}..{self.test[1]}, embargo {self.embargo_days}"
         )
 
+    def train_fields(self) -> dict[str, object]:
+        """The windows as TrainConfig's fields: train_start .. test_end (ISO) and embargo_days."""
+        spans = {"train": self.train, "val": self.val, "test": self.test}
+        fields: dict[str, object] = {
+            f"{k}_{edge}": str(v[i]) for k, v in spans.items() for i, edge in enumerate(("start", "end"))
+        }
+        return fields | {"embargo_days": self.embargo_days}
+
     def as_dict(self) -> dict[str, object]:
         """For artifacts and metadata: ISO dates and the embargo."""
         spans = {"train": self.train, "val": self.val, "test": self.test}

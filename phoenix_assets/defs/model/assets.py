@@ -155,7 +155,7 @@ def mamba_sac_model(
 ) -> dg.MaterializeResult:
     the_lake = lake.lake()
     windows = config.windows()
-    evaluation = EvaluationWindows.from_mapping(windows, config.embargo_days).validate()
+    evaluation = EvaluationWindows.from_mapping(windows, config.embargo_days)  # ordered: TrainConfig checked it
     hmm_window = _hmm_fit_window(the_lake)
     leaks = evaluation.fitted_problems({"hmm_regime_model": hmm_window})
     if leaks:  # refuse before training: the features' regimes were fitted on data the agent is judged on

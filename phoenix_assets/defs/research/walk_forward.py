@@ -18,6 +18,7 @@ from pydantic import Field
 
 from feature_specs import load_catalog
 from phoenix_assets.defs.features.assets import features_1m
+from phoenix_assets.defs.model.assets import TRAINING_TAGS
 from phoenix_assets.defs.model.config import MambaSacConfig
 from phoenix_assets.defs.resources import LakeResource
 from phoenix_assets.lib.features import compute_features, warmup_start
@@ -29,7 +30,6 @@ from phoenix_rl.metrics import format_metric
 from phoenix_rl.plots import markdown_image
 from phoenix_rl.walk_forward import Fold, WalkForwardResult, monthly_folds, run_walk_forward
 
-RESEARCH_TAGS = {"phoenix/training": "true"}  # one training job at a time (dagster.yaml's tag limit)
 ARMS: dict[str, dict[str, Any]] = {
     "phase1_baseline": {"feature_set": "phase1_baseline"},
     "phase2_no_ofi": {"feature_set": "phase2_no_ofi"},
@@ -104,16 +104,10 @@ def _stitched_png(result: WalkForwardResult, title: str) -> bytes:
     return equity_curve_png(curves, title=title)
 
 
-def _metrics_md(rows: dict[str, dict[str, float | None]], cols: tuple[str, ...]) -> str:
-    md = ["| strategy | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    md += [f"| {name} | " + " | ".join(format_metric(m.get(c)) for c in cols) + " |" for name, m in rows.items()]
-    return "\n".join(md)
-
-
 def _frame_md(frame: pl.DataFrame) -> str:
     md = ["| " + " | ".join(frame.columns) + " |", "|---" * frame.width + "|"]
     md += [
-        "| " + " | ".join(format_metric(v) if isinstance(v, float) else str(v) for v in row) + " |"
+        "| " + " | ".join(format_metric(v) if isinstance(v, float) or v is None else str(v) for v in row) + " |"
         for row in frame.rows()
     ]
     return "\n".join(md)
@@ -126,7 +120,7 @@ OVERALL_COLS = ("total_return", "sharpe", "sortino", "max_drawdown_pct", "n_trad
     group_name="research",
     kinds={"pytorch", "python"},
     deps=[features_1m],
-    op_tags=RESEARCH_TAGS,
+    op_tags=TRAINING_TAGS,  # one training job at a time (dagster.yaml's tag limit)
     description=(
         "Walk-forward over months: per fold the HMM and features are refit on the fold's train window, N seeds "
         "trained, the seed chosen on validation only and scored once on the test month; out-of-sample daily "
@@ -152,7 +146,11 @@ def walk_forward(context: dg.AssetExecutionContext, config: FoldsConfig, lake: L
             "chosen_seeds": dg.MetadataValue.json({f.fold.index: f.chosen_seed for f in result.folds}),
             "validation_scores": dg.MetadataValue.json({f.fold.index: f.val_scores for f in result.folds}),
             "per_fold": dg.MetadataValue.md(folds_md),
-            "overall_oos": dg.MetadataValue.md(_metrics_md(overall, OVERALL_COLS)),
+            "overall_oos": dg.MetadataValue.md(
+                _frame_md(
+                    pl.DataFrame([{"strategy": n} | {c: m.get(c) for c in OVERALL_COLS} for n, m in overall.items()])
+                )
+            ),
             "equity_curve": dg.MetadataValue.md(markdown_image(png, "stitched out-of-sample equity")),
             "agent_oos_total_return": overall["agent"]["total_return"],
             "tuned_rule_oos_total_return": overall["tuned_ofi_rule"]["total_return"],
@@ -179,7 +177,7 @@ def ablation_verdict(arm: str, ci: dict[str, float]) -> str:
     group_name="research",
     kinds={"pytorch", "python"},
     deps=[features_1m],
-    op_tags=RESEARCH_TAGS,
+    op_tags=TRAINING_TAGS,  # one training job at a time (dagster.yaml's tag limit)
     description=(
         "Ablation on the walk-forward folds: each arm (feature set, action mode, reward shaping) x each seed, "
         "out-of-sample daily returns stitched per arm; paired differences vs phase2_no_ofi with a stationary-"
