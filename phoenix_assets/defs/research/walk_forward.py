@@ -17,7 +17,7 @@ import polars as pl
 from pydantic import Field
 
 from feature_specs import load_catalog
-from phoenix_assets.defs.features.assets import features_1m
+from phoenix_assets.defs.microstructure.assets import ofi_bars_1m
 from phoenix_assets.defs.model.assets import TRAINING_TAGS
 from phoenix_assets.defs.model.config import MambaSacConfig
 from phoenix_assets.defs.resources import LakeResource
@@ -119,7 +119,7 @@ OVERALL_COLS = ("total_return", "sharpe", "sortino", "max_drawdown_pct", "n_trad
 @dg.asset(
     group_name="research",
     kinds={"pytorch", "python"},
-    deps=[features_1m],
+    deps=[ofi_bars_1m],  # features are recomputed per fold from the bars
     op_tags=TRAINING_TAGS,  # one training job at a time (dagster.yaml's tag limit)
     description=(
         "Walk-forward over months: per fold the HMM and features are refit on the fold's train window, N seeds "
@@ -176,7 +176,7 @@ def ablation_verdict(arm: str, ci: dict[str, float]) -> str:
 @dg.asset(
     group_name="research",
     kinds={"pytorch", "python"},
-    deps=[features_1m],
+    deps=[ofi_bars_1m],  # features are recomputed per fold from the bars
     op_tags=TRAINING_TAGS,  # one training job at a time (dagster.yaml's tag limit)
     description=(
         "Ablation on the walk-forward folds: each arm (feature set, action mode, reward shaping) x each seed, "
