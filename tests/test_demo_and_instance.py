@@ -13,23 +13,27 @@ import pytest
 
 from phoenix_assets.defs.ingest.synthetic import SyntheticMarketRunConfig
 from phoenix_assets.defs.resources import LakeResource
-from phoenix_assets.demo import run_demo
+from phoenix_assets.demo import DEMO_END, DEMO_START, demo_windows, run_demo
+from phoenix_assets.lib import cme_calendar as cal
 from phoenix_assets.lib.raw_ingest import RAW_TABLE
 from phoenix_assets.lib.synthetic import SyntheticMarketConfig
 from tests.conftest import REPO
 
 
 @pytest.mark.slow
-def test_demo_lands_and_ingests_synthetic_days_across_the_roll(
+def test_demo_runs_end_to_end_and_its_agent_learns_the_planted_edge(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, instance: dg.DagsterInstance, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """`./phoenix demo` as the README gives it: 15 synthetic trade dates across the roll, train < val < 5 held-out
+    test days, and on the test days the agent pays its costs and beats flat, random and buy-and-hold."""
     monkeypatch.setenv("PHOENIX_LAKE_URI", str(tmp_path / "lake"))
     monkeypatch.setenv("PHOENIX_LANDING_DIR", str(tmp_path / "landing"))
-    assert run_demo(dt.date(2024, 3, 13), dt.date(2024, 3, 15), instance)  # runs ok, no blocking check failed
+    assert run_demo(DEMO_START, DEMO_END, instance)  # runs ok, no blocking check failed
     printed = capsys.readouterr().out
     png = printed.split("equity curve of the test window (agent vs baselines): ")[1].split()[0]
     assert Path(png).read_bytes()[:4] == b"\x89PNG"  # the demo says where the figure is
-    assert len(list((tmp_path / "landing").glob("*.dbn.zst"))) == 3
+    days = cal.trade_dates_between(DEMO_START, DEMO_END)
+    assert len(days) == 15 and len(list((tmp_path / "landing").glob("*.dbn.zst"))) == 15
     lake = LakeResource().lake()
     per_day = (
         lake.scan(RAW_TABLE)
@@ -38,35 +42,57 @@ def test_demo_lands_and_ingests_synthetic_days_across_the_roll(
         .sort("trade_date")
         .collect()
     )
-    cfg = SyntheticMarketConfig()
-    assert per_day["trade_date"].to_list() == [dt.date(2024, 3, 13), dt.date(2024, 3, 14), dt.date(2024, 3, 15)]
-    ids = [cfg.instrument_ids[0]]
-    assert per_day["ids"].to_list() == [ids, ids, [cfg.instrument_ids[1]]]  # the roll
-    assert per_day["symbols"].to_list() == [["MNQ.v.0"]] * 3
+    ids = SyntheticMarketConfig().instrument_ids
+    assert per_day["trade_date"].to_list() == days
+    assert per_day["ids"].to_list() == [[ids[0]]] * 14 + [[ids[1]]]  # the roll on 2024-03-15
+    assert per_day["symbols"].to_list() == [["MNQ.v.0"]] * 15
     target = SyntheticMarketRunConfig().records_per_day
     assert all(0.7 * target < n < 1.3 * target for n in per_day["len"])
-    days = {"2024-03-13", "2024-03-14", "2024-03-15"}
-    assert instance.get_materialized_partitions(dg.AssetKey("raw_mbp10")) == days
-    for daily in ("book_snapshots_1s", "ofi_bars_1m"):
-        assert instance.get_materialized_partitions(dg.AssetKey(daily)) == days
-    assert instance.get_materialized_partitions(dg.AssetKey("features_1m")) == {"2024-03-01"}
+    keys = {d.isoformat() for d in days}
+    for daily in ("raw_mbp10", "book_snapshots_1s", "ofi_bars_1m"):
+        assert instance.get_materialized_partitions(dg.AssetKey(daily)) == keys
+    assert instance.get_materialized_partitions(dg.AssetKey("features_1m")) == {"2024-02-01", "2024-03-01"}
     features = lake.scan("features_1m").collect()
-    assert features["trade_date"].unique().sort().to_list() == [dt.date(2024, 3, d) for d in (13, 14, 15)]
-    assert features["warm"].sum() > 1000 and features["feature_spec_hash"].n_unique() == 1
-    assert set(features["instrument_id"]) == set(cfg.instrument_ids)  # the roll is inside the month
+    assert features["trade_date"].unique().sort().to_list() == days
+    assert features["feature_spec_hash"].n_unique() == 1
     regimes = lake.scan("hmm_regimes").collect()
     assert regimes.height == features.height and set(regimes["hmm_regime"]) <= {0, 1, 2}
     # issue 11 hole A: the HMM is fitted on the train window only; val and test are distinct, later windows
     _, hmm_path = lake.latest("artifacts/hmm_regime_model", "hmm_regime_model")
     hmm = json.loads(lake.read_artifact(hmm_path))
-    assert (hmm["train_start"], hmm["train_end"]) == ("2024-03-13", "2024-03-13")
+    assert (hmm["train_start"], hmm["train_end"]) == ("2024-02-26", "2024-03-07")
     _, model_path = lake.latest("artifacts/mamba_sac_model", "mamba_sac_model")
     saved = json.loads(lake.read_artifact(f"{model_path}/config.json"))
     assert saved["evaluation_windows"] == {
-        "train": ["2024-03-13", "2024-03-13"], "val": ["2024-03-14", "2024-03-14"],
-        "test": ["2024-03-15", "2024-03-15"], "embargo_days": 0,
+        "train": ["2024-02-26", "2024-03-07"], "val": ["2024-03-08", "2024-03-08"],
+        "test": ["2024-03-11", "2024-03-15"], "embargo_days": 0,
     }  # fmt: skip
-    assert saved["fitted_windows"]["hmm_regime_model"] == ["2024-03-13", "2024-03-13"]
+    assert saved["fitted_windows"]["hmm_regime_model"] == ["2024-02-26", "2024-03-07"]
+    # issue 11: the demo's agent learns. Measured on this CPU: +9.4% on the 5 test days with 49 round trips,
+    # flat 0, buy-and-hold -7.8%, random -68%; the rule tuned on the same train window made +35%.
+    test = lake.scan("evaluation_metrics").filter(pl.col("window") == "test").collect()
+    returns = dict(zip(test["strategy"], test["total_return"], strict=True))
+    trades = dict(zip(test["strategy"], test["n_trades"], strict=True))
+    assert returns["agent"] > 0.01 and trades["agent"] >= 10, (returns, trades)  # trades, and pays its costs
+    assert returns["agent"] > max(returns["random"], returns["buy_and_hold"]), returns
+    assert "the agent learned a tradeable edge" in printed
+
+
+def test_demo_windows_hold_out_the_last_five_days() -> None:
+    days = cal.trade_dates_between(DEMO_START, DEMO_END)
+    w = demo_windows(days)
+    assert (w.train, w.val, w.test) == (
+        (dt.date(2024, 2, 26), dt.date(2024, 3, 7)), (dt.date(2024, 3, 8),) * 2,
+        (dt.date(2024, 3, 11), dt.date(2024, 3, 15)),
+    )  # fmt: skip
+    embargoed = demo_windows(days, embargo_days=1)  # 03-06 and 03-08 dropped
+    assert (embargoed.train[1], embargoed.val, embargoed.test[0]) == (
+        dt.date(2024, 3, 5), (dt.date(2024, 3, 7),) * 2, dt.date(2024, 3, 11),
+    )  # fmt: skip
+    short = demo_windows(days[-3:])  # --quick: one day each
+    assert (short.train, short.val, short.test) == tuple((d, d) for d in days[-3:])
+    with pytest.raises(ValueError, match="at least 5 trade dates"):
+        demo_windows(days[-4:], embargo_days=1)
 
 
 def test_repo_dagster_yaml_is_a_working_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

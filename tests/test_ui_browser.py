@@ -1,7 +1,7 @@
 """End to end through the Dagster UI, in Debian's Chromium driven by Playwright.
 
-The demo's data (synthetic MNQ 2024-03-13..15 through every asset up to `evaluation_metrics`) is built
-into a temporary DAGSTER_HOME and lake; `dagster dev` serves it on 127.0.0.1; the browser then checks
+The quick demo's data (`--quick`: synthetic MNQ 2024-03-13..15 through every asset up to `evaluation_metrics`)
+is built into a temporary DAGSTER_HOME and lake; `dagster dev` serves it on 127.0.0.1; the browser then checks
 what a user sees: the asset graph in its five groups, every asset's description and partitions in the
 catalog, the sensors and the schedule; it launches ONE partition of `book_snapshots_1s` from the asset
 page's launch dialog and waits for the queued run (the daemon started by `dagster dev` dequeues it) to

@@ -117,12 +117,13 @@ def _group_gone(proc: subprocess.Popen[bytes], wait_s: float) -> bool:
 
 
 def run_demo(env: dict[str, str], log: Path, timeout_s: float = 600) -> None:
-    """`./phoenix demo` (synthetic 2024-03-13..15 -> raw -> microstructure -> features -> model -> evaluation)
-    in a subprocess, so its Dagster instance and environment never leak into the test process.
+    """`./phoenix demo --quick` (synthetic 2024-03-13..15 -> raw -> microstructure -> features -> model ->
+    evaluation; the full demo's learning run is tested in test_demo_and_instance) in a subprocess, so its Dagster
+    instance and environment never leak into the test process.
 
     ~80 s on 2 idle cores; the timeout is generous because the SAC smoke run slows down a lot when the
     machine is shared. Its own session, so a timeout also ends the Pipes training process it started."""
-    proc = start_in_own_group([sys.executable, "-m", "phoenix_assets.demo"], env, log)
+    proc = start_in_own_group([sys.executable, "-m", "phoenix_assets.demo", "--quick"], env, log)
     try:
         proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:

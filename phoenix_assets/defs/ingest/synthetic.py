@@ -17,13 +17,20 @@ _DEFAULT = SyntheticMarketConfig()
 
 
 class SyntheticMarketRunConfig(dg.Config):
-    """Launchpad mirror of `SyntheticMarketConfig` (the generator's own dataclass)."""
+    """Launchpad mirror of `SyntheticMarketConfig` (the generator's own dataclass). Its defaults are the embedded
+    default market of `./phoenix demo`: busier than the generator's and with a minutes-long planted edge that
+    pays a round trip's costs, so an agent has something real to learn (`ofi_strength=0` is the control)."""
 
     seed: int = _DEFAULT.seed
     records_per_day: int = Field(
-        default=120_000, description="Approximate records per trade date (enough that no in-session minute is empty)"
+        default=200_000, description="Approximate records per trade date (enough that no in-session minute is empty)"
     )
-    ofi_strength: float = Field(default=_DEFAULT.ofi_strength, description="Planted OFI -> future mid link; 0 = none")
+    ofi_strength: float = Field(default=0.5, description="Planted OFI -> future mid link; 0 = none")
+    flow_halflife_s: float = Field(
+        default=300.0,
+        description="Half-life of the order flow that drives the planted link: minutes-long, so a 1-minute bar's "
+        "OFI predicts the next minutes' drift by more than a round trip costs (a tradeable edge)",
+    )
     roll_date: str | None = Field(
         default=_DEFAULT.roll_date.isoformat() if _DEFAULT.roll_date else None,
         description="Trade dates from this one on trade the next contract (new instrument_id)",
@@ -34,6 +41,7 @@ class SyntheticMarketRunConfig(dg.Config):
             seed=self.seed,
             records_per_day=self.records_per_day,
             ofi_strength=self.ofi_strength,
+            flow_halflife_s=self.flow_halflife_s,
             roll_date=dt.date.fromisoformat(self.roll_date) if self.roll_date else None,
         )
 
