@@ -39,6 +39,7 @@ from phoenix_rl.backtest import run_backtest
 from phoenix_rl.config import TrainConfig
 from phoenix_rl.env import MnqTradingEnv
 from phoenix_rl.extractor import MambaFeaturesExtractor
+from phoenix_rl.policy import PhoenixSacPolicy
 
 __all__ = [
     "CHECKPOINT_GLOB",
@@ -183,7 +184,7 @@ def sac_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     """SB3 `SAC` keyword arguments (all but `env`) of a run: the one place `cfg` becomes SAC settings (the
     training and benchmarks/bench_training.py build SAC from it)."""
     return {
-        "policy": "MultiInputPolicy",
+        "policy": PhoenixSacPolicy,  # SB3's MultiInputPolicy minus the critic extractor's wasted backward
         "learning_rate": cfg.learning_rate,
         "buffer_size": cfg.buffer_size,
         "batch_size": cfg.batch_size,
