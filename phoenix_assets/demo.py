@@ -42,6 +42,7 @@ def run_demo(
     """Land and ingest each trade date, features, train, evaluate; True when every run and blocking check
     succeeded. `training` defaults to DEMO_TRAINING (the run that learns)."""
     days = cal.trade_dates_between(start, end)
+    windows = demo_windows(days, embargo_days)  # a range too short for train < val < test fails here, first
     print(f"{'partition':<12}{'step':<22}{'result':<10}detail")
     ok = True
     # Trade dates are independent: ingest them in parallel processes, each on its own core, against the
@@ -51,7 +52,6 @@ def run_demo(
         for day_ok, lines in pool.map(ingest_day, [d.isoformat() for d in days], [instance.get_ref()] * len(days)):
             print("\n".join(lines))
             ok = ok and day_ok
-    windows = demo_windows(cal.trade_dates_between(start, end), embargo_days)
     print(f"{'-':<12}{'windows':<22}{'':<10}{windows.describe()}")
     return (
         ok
