@@ -14,6 +14,7 @@ the config and the wall time of every stage: data, features per fold, each train
     taskset -c 1 env OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 NUMBA_NUM_THREADS=1 \\
         python benchmarks/protocol_run.py [--strengths 0.5 0.0] [--timesteps 4000] [--out benchmarks/out/protocol]
     python benchmarks/protocol_run.py --stage data      # only build the lakes (cached)
+    python benchmarks/protocol_run.py --strengths 0.0 --seeds 1 2   # one strength: the others' results are kept
 """
 
 from __future__ import annotations
@@ -166,26 +167,36 @@ def main() -> None:
         "affinity": sorted(os.sched_getaffinity(0)),
         "threads": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")},
         "python": platform.python_version(),
-        "started_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
-    record: dict[str, Any] = {"market": MARKET, "dates": [str(FIRST_DATE), str(LAST_DATE)], "config": config}
-    record |= {"machine": machine, "strengths": {}}
-    t0 = time.perf_counter()
+    record: dict[str, Any] = {"market": MARKET, "dates": [str(FIRST_DATE), str(LAST_DATE)], "strengths": {}}
+    json_path, txt_path = args.results.with_suffix(".json"), args.results.with_suffix(".txt")
+    if json_path.exists():  # a run of some strengths keeps the others' results (each with its own config)
+        earlier = json.loads(json_path.read_text())
+        for run in earlier["strengths"].values():  # a file written before results carried their own config
+            run.setdefault("config", earlier.get("config"))
+            run.setdefault("machine", earlier.get("machine"))
+            run.setdefault("seconds", run["data"]["seconds"] + run["report"]["asset_seconds"])
+        record["strengths"] = earlier["strengths"]
     data = {s: build_bars_lake(s, args.out / f"s{s}", FIRST_DATE, LAST_DATE) for s in args.strengths}
     if args.stage == "data":
         return
-    tables = []
     for strength in args.strengths:
+        started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         report = run_ablation(data[strength]["lake"], config)
-        record["strengths"][str(strength)] = {"data": data[strength], "report": report}
-        record["total_seconds"] = time.perf_counter() - t0  # so far: rewritten after every strength
-        record["finished_utc"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        record["strengths"][str(strength)] = {
+            "data": data[strength],
+            "report": report,
+            "config": config,
+            "machine": machine | {"started_utc": started, "load_average_at_end": os.getloadavg()},
+            "finished_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "seconds": data[strength]["seconds"] + report["asset_seconds"],
+        }
         args.results.parent.mkdir(parents=True, exist_ok=True)
-        args.results.with_suffix(".json").write_text(json.dumps(record, indent=1, default=str))
-        tables.append(format_tables(strength, record["strengths"][str(strength)]))
+        json_path.write_text(json.dumps(record, indent=1, default=str))
+        tables = [format_tables(float(k), v) for k, v in record["strengths"].items()]
+        total = sum(v["seconds"] for v in record["strengths"].values())
         print(tables[-1], flush=True)
-        total = f"\ntotal wall time so far: {record['total_seconds']:.0f} s (load average {os.getloadavg()})\n"
-        args.results.with_suffix(".txt").write_text("\n\n".join(tables) + total)
+        txt_path.write_text("\n\n".join(tables) + f"\n\nwall time, all strengths here: {total:.0f} s\n")
 
 
 if __name__ == "__main__":
