@@ -14,6 +14,7 @@ the config and the wall time of every stage: data, features per fold, each train
     taskset -c 1 env OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 NUMBA_NUM_THREADS=1 \\
         python benchmarks/protocol_run.py [--strengths 0.5 0.0] [--timesteps 4000] [--out benchmarks/out/protocol]
     python benchmarks/protocol_run.py --stage data      # only build the lakes (cached)
+    python benchmarks/protocol_run.py --stage tables    # only rewrite the .txt tables from the .json
     python benchmarks/protocol_run.py --strengths 0.0 --seeds 1 2   # one strength: the others' results are kept
 """
 
@@ -134,7 +135,7 @@ def format_tables(strength: float, run: dict[str, Any]) -> str:
     out += ["", "| arm | OOS total return by seed | round trips by seed |", "|---|---|---|"]
     for arm, seeds in rep["per_seed"].items():
         totals = ", ".join(f"s{s} {m['total_return']:+.2%}" for s, m in seeds.items())
-        trips = ", ".join(f"s{s} {m['n_trades']}" for s, m in seeds.items())
+        trips = ", ".join(f"s{s} {m['n_trades']:.0f}" for s, m in seeds.items())
         out.append(f"| {arm} | {totals} | {trips} |")
     runs = rep["seconds"]["runs"]
     train_s = [r[k] for r in runs for k in r if k.startswith("train_seed")]
@@ -154,7 +155,7 @@ def main() -> None:
     parser.add_argument("--timesteps", type=int, default=TRAINING["total_timesteps"])
     parser.add_argument("--seeds", type=int, nargs="+", default=FOLDS["seeds"])
     parser.add_argument("--arms", nargs="+", default=ARMS)
-    parser.add_argument("--stage", choices=["data", "all"], default="all")
+    parser.add_argument("--stage", choices=["data", "all", "tables"], default="all")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/protocol"))
     parser.add_argument("--results", type=Path, default=RESULTS / "protocol_run_cpu")
     parser.add_argument("--set", nargs="*", default=[], help="extra training overrides key=json")
@@ -177,6 +178,9 @@ def main() -> None:
             run.setdefault("machine", earlier.get("machine"))
             run.setdefault("seconds", run["data"]["seconds"] + run["report"]["asset_seconds"])
         record["strengths"] = earlier["strengths"]
+    if args.stage == "tables":
+        txt_path.write_text(_tables(record))
+        return
     data = {s: build_bars_lake(s, args.out / f"s{s}", FIRST_DATE, LAST_DATE) for s in args.strengths}
     if args.stage == "data":
         return
@@ -193,10 +197,14 @@ def main() -> None:
         }
         args.results.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(record, indent=1, default=str))
-        tables = [format_tables(float(k), v) for k, v in record["strengths"].items()]
-        total = sum(v["seconds"] for v in record["strengths"].values())
-        print(tables[-1], flush=True)
-        txt_path.write_text("\n\n".join(tables) + f"\n\nwall time, all strengths here: {total:.0f} s\n")
+        print(format_tables(strength, record["strengths"][str(strength)]), flush=True)
+        txt_path.write_text(_tables(record))
+
+
+def _tables(record: dict[str, Any]) -> str:
+    tables = [format_tables(float(k), v) for k, v in record["strengths"].items()]
+    total = sum(v["seconds"] for v in record["strengths"].values())
+    return "\n\n".join(tables) + f"\n\nwall time, all strengths here: {total:.0f} s\n"
 
 
 if __name__ == "__main__":
