@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,7 +27,7 @@ import polars as pl
 from phoenix_rl.backtest import BacktestResult, run_backtest, run_baselines
 from phoenix_rl.config import EnvConfig, TrainConfig
 from phoenix_rl.metrics import compute_metrics
-from phoenix_rl.tuned_rule import tune_ofi_rule
+from phoenix_rl.tuned_rule import TunedOfiRule, tune_ofi_rule
 from phoenix_rl.windows import EvaluationWindows
 
 __all__ = ["Fold", "FoldResult", "WalkForwardResult", "daily_return_frame", "monthly_folds", "run_walk_forward"]
@@ -94,10 +95,11 @@ def daily_return_frame(result: BacktestResult, capital: float) -> pl.DataFrame:
 @dataclass
 class FoldResult:
     fold: Fold
-    val_scores: dict[int, float]  # seed -> validation total return
+    val_scores: dict[int, float]  # seed -> validation total return (empty with one seed: no choice)
     chosen_seed: int
     test: dict[str, BacktestResult]  # agent, tuned_ofi_rule, flat, ... on the test window
     tuned_rule: dict[str, object]
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time: features, train_seed<N>, test
 
 
 @dataclass
@@ -148,6 +150,9 @@ class WalkForwardResult:
         return pl.DataFrame(rows)
 
 
+RuleCache = dict[tuple[int, str], TunedOfiRule]
+
+
 def run_walk_forward(
     features_for: FeaturesFor,
     folds: list[Fold],
@@ -156,40 +161,63 @@ def run_walk_forward(
     out_dir: str | Path,
     *,
     log: Callable[[str], None] = print,
+    rule_cache: RuleCache | None = None,
 ) -> WalkForwardResult:
-    """Train `seeds` per fold on its train window, pick on validation, test once; stitch the test returns."""
+    """Train `seeds` per fold on its train window, pick on validation, test once; stitch the test returns.
+
+    With one seed there is nothing to choose, so no validation backtest is run (a month of per-bar policy
+    calls, ~40 s on this CPU); `val_scores` is then empty. `rule_cache` (fold, env settings but the agent's
+    feature columns -> tuned rule) lets callers that run many arms and seeds on the same folds tune the rule
+    once: the grid search is deterministic and the rule observes only its own feature.
+    """
     from stable_baselines3 import SAC
 
     from phoenix_rl.train import select_window, train
 
     if not seeds:
         raise ValueError("run_walk_forward: at least one seed")
+    validate = len(seeds) > 1
     results = []
     for fold in folds:
+        t0 = time.perf_counter()
         frame = features_for(fold)
+        seconds = {"features": time.perf_counter() - t0}
         scores, models = {}, {}
         for seed in seeds:
             cfg = fold.train_config(base, seed)
+            if not validate:
+                cfg = replace(cfg, val_start=None, val_end=None)
+            t0 = time.perf_counter()
             res = train(cfg, frame, Path(out_dir) / f"fold{fold.index}" / f"seed{seed}")
-            if res.val_metrics is None:
-                raise ValueError(f"fold {fold.index}: no validation rows in {fold.windows.val}")
-            scores[seed] = float(res.val_metrics["total_return"] or 0.0)
+            seconds[f"train_seed{seed}"] = time.perf_counter() - t0  # training (+ its validation backtest)
+            if validate:
+                if res.val_metrics is None:
+                    raise ValueError(f"fold {fold.index}: no validation rows in {fold.windows.val}")
+                scores[seed] = float(res.val_metrics["total_return"] or 0.0)
             models[seed] = res
-        chosen = max(seeds, key=lambda s: (scores[s], -s))  # validation only; ties: the smaller seed
+        chosen = max(seeds, key=lambda s: (scores.get(s, 0.0), -s))  # validation only; ties: the smaller seed
+        t0 = time.perf_counter()
         saved = json.loads(models[chosen].config_path.read_text())
         env_cfg = EnvConfig(**saved["env_config"])
         model = SAC.load(models[chosen].model_path, device="cpu")
         w = fold.windows
         test_rows = select_window(frame, str(w.test[0]), str(w.test[1]))
-        rule = tune_ofi_rule(select_window(frame, str(w.train[0]), str(w.train[1])), env_cfg, capital=base.capital)
+        key = (fold.index, repr(env_cfg.replace(feature_columns=())))
+        rule = rule_cache.get(key) if rule_cache is not None else None
+        if rule is None:
+            train_rows = select_window(frame, str(w.train[0]), str(w.train[1]))
+            rule = tune_ofi_rule(train_rows, env_cfg, capital=base.capital)
+            if rule_cache is not None:
+                rule_cache[key] = rule
         test = {"agent": run_backtest(model, test_rows, env_cfg, capital=base.capital)}
         test |= run_baselines(test_rows, env_cfg, capital=base.capital, tuned_rule=rule)
+        seconds["test"] = time.perf_counter() - t0  # tuning the rule on train (unless cached) + every test backtest
         log(
-            f"fold {fold.index} ({w.describe()}): validation total return by seed {scores}, chose seed {chosen}; "
-            f"test agent {test['agent'].metrics['total_return']:+.4f}, "
+            f"fold {fold.index} ({w.describe()}): validation total return by seed {scores or 'n/a (one seed)'}, "
+            f"chose seed {chosen}; test agent {test['agent'].metrics['total_return']:+.4f}, "
             f"tuned rule {test['tuned_ofi_rule'].metrics['total_return']:+.4f}"
         )
-        results.append(FoldResult(fold, scores, chosen, test, rule.summary()))
+        results.append(FoldResult(fold, scores, chosen, test, rule.summary(), seconds))
     names = set.intersection(*(set(f.test) for f in results))
     stitched = {n: pl.concat([daily_return_frame(f.test[n], base.capital) for f in results]) for n in sorted(names)}
     return WalkForwardResult(results, base.capital, stitched)

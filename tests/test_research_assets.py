@@ -8,10 +8,11 @@ from pathlib import Path
 
 import dagster as dg
 import deltalake
+import numpy as np
 import polars as pl
 import pytest
 
-from phoenix_assets.defs.research.walk_forward import ablation_report, ablation_verdict, walk_forward
+from phoenix_assets.defs.research.walk_forward import ablation_report, ablation_verdict, versus_verdict, walk_forward
 from phoenix_assets.defs.resources import LakeResource
 from phoenix_assets.lib import cme_calendar as cal
 from phoenix_assets.lib.lake import Lake
@@ -68,9 +69,27 @@ def test_ablation_report_pairs_arms_against_phase2_no_ofi(bars_lake: str) -> Non
     saved = json.loads(Lake(bars_lake).read_artifact("artifacts/ablation_report/latest.json"))
     ci = saved["comparisons"]["phase2_ofi"]
     assert ci["low"] <= ci["mean"] <= ci["high"] and ci["n_days"] == 6
+    # every arm and the tuned rule against flat (0 a day), every arm against the rule tuned on train
+    assert set(saved["vs_flat"]) == {"phase2_no_ofi", "phase2_ofi", "tuned_ofi_rule"}
+    assert "| tuned_ofi_rule |" in meta["vs_flat"].value and "| phase2_ofi |" in meta["vs_tuned_ofi_rule"].value
+    for name, c in saved["vs_flat"].items():
+        assert c["low"] <= c["mean"] <= c["high"] and c["verdict"].startswith(
+            (f"{name} beats flat", f"{name} is worse", "no")
+        )
+        total = float(np.prod(1 + np.array([d["ret"] for d in saved["daily"][name]])) - 1)
+        assert c["total_return"] == pytest.approx(total)
+    rule = saved["vs_tuned_rule"]["phase2_ofi"]
+    assert rule["n_days"] == 6 and rule["rule_total_return"] == pytest.approx(
+        saved["vs_flat"]["tuned_ofi_rule"]["total_return"]
+    )
+    assert rule["total_return"] == pytest.approx(saved["vs_flat"]["phase2_ofi"]["total_return"])
+    (fold_s,) = saved["seconds"]["features_s_by_fold"].values()
+    assert fold_s > 0 and {r["arm"] for r in saved["seconds"]["runs"]} == {"phase2_no_ofi", "phase2_ofi"}
 
 
 def test_verdict_words() -> None:
+    assert versus_verdict("x", "flat", {"low": 0.001, "high": 0.002}).startswith("x beats flat")
+    assert versus_verdict("x", "tuned_ofi_rule", {"low": -0.002, "high": -0.001}).startswith("x is worse than tuned")
     assert ablation_verdict("phase2_ofi", {"low": 0.001, "high": 0.002}).startswith("phase2_ofi beats phase2_no_ofi")
     assert ablation_verdict("x", {"low": -0.002, "high": -0.001}).startswith("x is worse")
     assert ablation_verdict("x", {"low": -0.001, "high": 0.001}).startswith("no evidence")

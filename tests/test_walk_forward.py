@@ -83,3 +83,31 @@ def test_walk_forward_selects_on_validation_and_stitches_the_test_months(tmp_pat
     )  # fmt: skip
     assert [f.val_scores for f in again.folds] == [f.val_scores for f in result.folds]
     assert [f.chosen_seed for f in again.folds] == [f.chosen_seed for f in result.folds]
+
+
+@pytest.mark.slow
+def test_one_seed_skips_validation_and_the_rule_is_tuned_once_per_fold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import phoenix_rl.walk_forward as wf
+
+    days = BUSINESS_DAYS
+    folds = monthly_folds(days, train_months=1, n_folds=2)
+    tuned: list[tuple[str, str]] = []
+    original = wf.tune_ofi_rule
+
+    def counting_tune(train_rows: pl.DataFrame, *args: object, **kwargs: object) -> object:
+        tuned.append((str(train_rows["trade_date"].min()), str(train_rows["trade_date"].max())))
+        return original(train_rows, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(wf, "tune_ofi_rule", counting_tune)
+    cache: wf.RuleCache = {}
+    runs = [
+        run_walk_forward(
+            lambda f: _market(days), folds, TINY, [s], tmp_path / f"s{s}", log=lambda _: None, rule_cache=cache
+        )
+        for s in (1, 2)
+    ]
+    assert all(f.val_scores == {} for r in runs for f in r.folds)  # nothing to choose: no validation backtest
+    assert tuned == [(str(f.windows.train[0]), str(f.windows.train[1])) for f in folds]  # once per fold, not per seed
+    assert runs[0].stitched["tuned_ofi_rule"].equals(runs[1].stitched["tuned_ofi_rule"])

@@ -28,7 +28,7 @@ from phoenix_assets.lib.microstructure import BARS_TABLE
 from phoenix_rl.config import TrainConfig
 from phoenix_rl.metrics import format_metric
 from phoenix_rl.plots import markdown_image
-from phoenix_rl.walk_forward import Fold, WalkForwardResult, monthly_folds, run_walk_forward
+from phoenix_rl.walk_forward import Fold, RuleCache, WalkForwardResult, monthly_folds, run_walk_forward
 
 ARMS: dict[str, dict[str, Any]] = {
     "phase1_baseline": {"feature_set": "phase1_baseline"},
@@ -164,13 +164,41 @@ class AblationConfig(FoldsConfig):
     alpha: float = Field(default=0.05, description="1 - confidence level of the CIs")
 
 
+def versus_verdict(name: str, other: str, ci: dict[str, float]) -> str:
+    """Plain words for a CI of the mean daily return difference name - other (other = "flat": vs 0)."""
+    if ci["low"] > 0:
+        return f"{name} beats {other}: the CI of the mean daily difference excludes 0 (above)"
+    if ci["high"] < 0:
+        return f"{name} is worse than {other}: the CI excludes 0 (below)"
+    return f"no evidence that {name} differs from {other}: the CI includes 0"
+
+
 def ablation_verdict(arm: str, ci: dict[str, float]) -> str:
     """Plain words for a paired CI of daily return differences arm - reference."""
-    if ci["low"] > 0:
-        return f"{arm} beats {REFERENCE_ARM}: the CI of the mean daily difference excludes 0 (above)"
-    if ci["high"] < 0:
-        return f"{arm} is worse than {REFERENCE_ARM}: the CI excludes 0 (below)"
-    return f"no evidence that {arm} differs from {REFERENCE_ARM}: the CI includes 0"
+    return versus_verdict(arm, REFERENCE_ARM, ci)
+
+
+def _total_return(daily: pl.DataFrame) -> float:
+    """Compounded return of a stitched daily series (for a seed mean: seeds held in equal parts, daily)."""
+    return float(np.prod(1.0 + daily["ret"].to_numpy()) - 1.0)
+
+
+def _mean_over_seeds(runs: dict[int, WalkForwardResult], strategy: str) -> pl.DataFrame:
+    """trade_date, ret: the seeds' stitched OOS daily returns of `strategy`, averaged day by day."""
+    frames = [r.stitched[strategy].rename({"ret": f"s{s}"}) for s, r in runs.items()]
+    joined = frames[0]
+    for f in frames[1:]:
+        joined = joined.join(f, on="trade_date")
+    return joined.select("trade_date", pl.mean_horizontal(pl.exclude("trade_date")).alias("ret"))
+
+
+def _ci_md(title: str, rows: dict[str, dict[str, Any]]) -> str:
+    head = f"| {title} | mean daily | CI | days | total return | verdict |\n|---|---|---|---|---|---|\n"
+    return head + "\n".join(
+        f"| {name} | {c['mean']:+.5f} | [{c['low']:+.5f}, {c['high']:+.5f}] | {c['n_days']} | "
+        f"{format_metric(c.get('total_return'))} | {c['verdict']} |"
+        for name, c in rows.items()
+    )
 
 
 @dg.asset(
@@ -187,7 +215,7 @@ def ablation_verdict(arm: str, ci: dict[str, float]) -> str:
 def ablation_report(
     context: dg.AssetExecutionContext, config: AblationConfig, lake: LakeResource
 ) -> dg.MaterializeResult:
-    from phoenix_rl.research_stats import paired_bootstrap_ci
+    from phoenix_rl.research_stats import mean_ci, paired_bootstrap_ci
 
     unknown = [a for a in config.arms if a not in ARMS]
     if unknown or REFERENCE_ARM not in config.arms:
@@ -206,39 +234,57 @@ def ablation_report(
         return cache[fold.index]
 
     daily: dict[str, pl.DataFrame] = {}  # arm -> trade_date, mean over seeds of the stitched OOS return
+    rule_daily: dict[str, pl.DataFrame] = {}  # arm -> the same for the tuned OFI rule run beside it
     per_seed: dict[str, dict[int, dict[str, float | None]]] = {}
+    timings: list[dict[str, Any]] = []  # wall time of every fold x arm x seed (features: the first build)
+    features_s: dict[int, float] = {}
+    rules: RuleCache = {}  # tuned OFI rule per fold and env settings: tuned once, not once per seed
     with tempfile.TemporaryDirectory(prefix="phoenix-ablation-") as tmp:
         for arm in config.arms:
             base = _base_config(config, **ARMS[arm])
             runs = {}
             for seed in config.seeds:
                 result = run_walk_forward(
-                    features_for, folds, base, [seed], f"{tmp}/{arm}/s{seed}", log=context.log.info
+                    features_for, folds, base, [seed], f"{tmp}/{arm}/s{seed}", log=context.log.info, rule_cache=rules
                 )
                 runs[seed] = result
+                for f in result.folds:
+                    features_s.setdefault(f.fold.index, f.seconds["features"])
+                    timings.append(
+                        {"arm": arm, "seed": seed, "fold": f.fold.index}
+                        | {k: v for k, v in f.seconds.items() if k != "features"}
+                    )
             per_seed[arm] = {s: r.overall_metrics()["agent"] for s, r in runs.items()}
-            frames = [r.stitched["agent"].rename({"ret": f"s{s}"}) for s, r in runs.items()]
-            joined = frames[0]
-            for f in frames[1:]:
-                joined = joined.join(f, on="trade_date")
-            daily[arm] = joined.select("trade_date", pl.mean_horizontal(pl.exclude("trade_date")).alias("ret"))
+            daily[arm] = _mean_over_seeds(runs, "agent")
+            rule_daily[arm] = _mean_over_seeds(runs, "tuned_ofi_rule")  # tuned on each fold's train window
             context.log.info(
                 f"arm {arm}: OOS total return by seed {[m['total_return'] for m in per_seed[arm].values()]}"
             )
+    ci_args = {"alpha": config.alpha, "reps": config.bootstrap_reps, "seed": 0}
     reference = daily[REFERENCE_ARM]
     comparisons = {}
     for arm in config.arms:
         if arm == REFERENCE_ARM:
             continue
         paired = daily[arm].join(reference, on="trade_date", suffix="_ref")
-        ci = paired_bootstrap_ci(
-            paired["ret"].to_numpy(),
-            paired["ret_ref"].to_numpy(),
-            alpha=config.alpha,
-            reps=config.bootstrap_reps,
-            seed=0,
-        )
+        ci = paired_bootstrap_ci(paired["ret"].to_numpy(), paired["ret_ref"].to_numpy(), **ci_args)
         comparisons[arm] = ci | {"verdict": ablation_verdict(arm, ci)}
+    # vs flat (earns 0 every day): the CI of the mean daily return itself. The rule observes only its own feature,
+    # so its series differs between arms only through their env settings (warm flags): reported from the first arm
+    series = {arm: daily[arm] for arm in config.arms} | {"tuned_ofi_rule": rule_daily[config.arms[0]]}
+    vs_flat = {}
+    for name, frame in series.items():
+        ci = mean_ci(frame["ret"].to_numpy(), **ci_args)
+        vs_flat[name] = ci | {"total_return": _total_return(frame), "verdict": versus_verdict(name, "flat", ci)}
+    vs_rule = {}
+    for arm in config.arms:
+        paired = daily[arm].join(rule_daily[arm], on="trade_date", suffix="_rule")
+        ci = paired_bootstrap_ci(paired["ret"].to_numpy(), paired["ret_rule"].to_numpy(), **ci_args)
+        vs_rule[arm] = ci | {
+            "total_return": _total_return(daily[arm]),
+            "rule_total_return": _total_return(rule_daily[arm]),
+            "verdict": versus_verdict(arm, "tuned_ofi_rule", ci),
+        }
     ofi = comparisons.get("phase2_ofi")
     verdict = ofi["verdict"] if ofi else "phase2_ofi not among the arms: no OFI verdict"
     distribution = {
@@ -249,10 +295,23 @@ def ablation_report(
         }
         for arm, seeds in per_seed.items()
     }
+    wall = {"features_s_by_fold": features_s, "runs": timings}
     the_lake.write_artifact(
         "artifacts/ablation_report/latest.json",
         json.dumps(
-            {"comparisons": comparisons, "distribution": distribution, "verdict": verdict}, default=str
+            {
+                "comparisons": comparisons,
+                "vs_flat": vs_flat,
+                "vs_tuned_rule": vs_rule,
+                "distribution": distribution,
+                "per_seed": per_seed,
+                "verdict": verdict,
+                "folds": [f.windows.as_dict() for f in folds],
+                "seeds": list(config.seeds),
+                "daily": {k: v.to_dicts() for k, v in series.items()},  # dates: default=str
+                "seconds": wall,
+            },
+            default=str,
         ).encode(),
     )
     rows = [
@@ -264,8 +323,13 @@ def ablation_report(
         metadata={
             "verdict_ofi": verdict,
             "paired_vs_phase2_no_ofi": dg.MetadataValue.md(table),
+            "vs_flat": dg.MetadataValue.md(_ci_md("strategy (vs flat = 0)", vs_flat)),
+            "vs_tuned_ofi_rule": dg.MetadataValue.md(_ci_md("arm - tuned_ofi_rule", vs_rule)),
+            "vs_flat_verdicts": dg.MetadataValue.json({k: v["verdict"] for k, v in vs_flat.items()}),
+            "vs_tuned_ofi_rule_verdicts": dg.MetadataValue.json({k: v["verdict"] for k, v in vs_rule.items()}),
             "per_arm_oos_distribution": dg.MetadataValue.json(distribution),
             "folds": dg.MetadataValue.json([f.windows.as_dict() for f in folds]),
             "seeds": dg.MetadataValue.json(list(config.seeds)),
+            "wall_seconds": dg.MetadataValue.json(wall),
         }
     )
