@@ -44,6 +44,14 @@ ARMS: dict[str, dict[str, Any]] = {
 REFERENCE_ARM = "phase2_no_ofi"
 
 
+FOLD_ASSET: dict[str, Any] = {  # what walk_forward and ablation_report share as assets
+    "group_name": "research",
+    "kinds": {"pytorch", "python"},
+    "deps": [ofi_bars_1m],  # features are recomputed per fold from the bars
+    "op_tags": TRAINING_TAGS,  # one training job at a time (dagster.yaml's tag limit)
+}
+
+
 class FoldsConfig(dg.Config):
     train_months: int = Field(default=2, description="Months of the rolling train window of each fold")
     val_months: int = Field(default=1, description="Validation months (seed selection) before each test month")
@@ -117,10 +125,7 @@ OVERALL_COLS = ("total_return", "sharpe", "sortino", "max_drawdown_pct", "n_trad
 
 
 @dg.asset(
-    group_name="research",
-    kinds={"pytorch", "python"},
-    deps=[ofi_bars_1m],  # features are recomputed per fold from the bars
-    op_tags=TRAINING_TAGS,  # one training job at a time (dagster.yaml's tag limit)
+    **FOLD_ASSET,
     description=(
         "Walk-forward over months: per fold the HMM and features are refit on the fold's train window, N seeds "
         "trained, the seed chosen on validation only and scored once on the test month; out-of-sample daily "
@@ -202,10 +207,7 @@ def _ci_md(title: str, rows: dict[str, dict[str, Any]]) -> str:
 
 
 @dg.asset(
-    group_name="research",
-    kinds={"pytorch", "python"},
-    deps=[ofi_bars_1m],  # features are recomputed per fold from the bars
-    op_tags=TRAINING_TAGS,  # one training job at a time (dagster.yaml's tag limit)
+    **FOLD_ASSET,
     description=(
         "Ablation on the walk-forward folds: each arm (feature set, action mode, reward shaping) x each seed, "
         "out-of-sample daily returns stitched per arm; paired differences vs phase2_no_ofi with a stationary-"
