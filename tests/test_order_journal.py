@@ -89,3 +89,28 @@ def test_replayed_fills_are_stored_once_and_make_the_position(tmp_path: Path) ->
     pos = journal.positions().row(0, named=True)
     assert pos["position"] == 1 and pos["commission_usd"] == 2 * 0.62
     assert pos["cash_points"] == -2 * 18000.25 + 18001.0  # hand-computed
+
+
+def _bar_row(minute: int, equity: float, strategy: str = "agent") -> dict:
+    bar = BAR + dt.timedelta(minutes=minute)
+    return {
+        "session_id": "s1", "strategy": strategy, "bar_ts": bar, "trade_date": dt.date(2024, 3, 13),
+        "instrument_id": 42005347, "close": 18000.0 + minute, "action": 0.5, "target": 1, "position": 1,
+        "capital_usd": 10_000.0, "equity_usd": equity, "drawdown_usd": 0.0, "risk_state": "ACTIVE",
+        "risk_reason": "", "order_reason": "", "latency_decision_ms": 1.5, "latency_order_ms": 2.0,
+    }  # fmt: skip
+
+
+def test_bars_and_risk_events_merge_once_per_key(tmp_path: Path) -> None:
+    """A restarted loop that re-reports bars and state changes stores each (strategy, bar) / event once."""
+    journal = OrderJournal(Lake(str(tmp_path)))
+    assert journal.record_bars([_bar_row(0, 0.0), _bar_row(1, 5.0)]) == 2
+    assert journal.record_bars([_bar_row(1, 5.0), _bar_row(2, 7.0), _bar_row(1, 5.0, "tuned_rule")]) == 2
+    bars = journal.lake.scan("paper_bars").sort("strategy", "bar_ts").collect()
+    assert bars["equity_usd"].to_list() == [0.0, 5.0, 7.0, 5.0]
+    event = {"session_id": "s1", "strategy": "agent", "ts": BAR, "trade_date": dt.date(2024, 3, 13),
+             "state": "HALTED", "reason": "kill switch by test"}  # fmt: skip
+    assert journal.record_risk_events([event]) == 1
+    assert journal.record_risk_events([event, {**event, "state": "ACTIVE", "reason": "resumed by test"}]) == 1
+    assert journal.lake.scan("paper_risk_events").collect().height == 2
+    assert journal.record_bars([]) == 0
