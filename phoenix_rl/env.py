@@ -69,7 +69,7 @@ from gymnasium import spaces
 from phoenix_rl.config import EnvConfig
 from phoenix_rl.rewards import RewardShaper
 
-__all__ = ["AGENT_STATE_DIM", "EnvConfig", "MnqTradingEnv"]
+__all__ = ["AGENT_STATE_DIM", "EnvConfig", "MnqTradingEnv", "agent_state", "forced_flat", "observation_rows"]
 
 AGENT_STATE_DIM = 3
 REQUIRED_COLUMNS = ("ts", "trade_date", "instrument_id", "open", "close")
@@ -88,6 +88,51 @@ def session_close_ns(trade_date: pl.Series) -> np.ndarray:
         .dt.convert_time_zone("UTC")
     )
     return close.dt.epoch("ns").to_numpy()
+
+
+def observation_rows(features: pl.DataFrame, cfg: EnvConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, warm) of every bar: its observed window row (feature columns, null/NaN -> 0, clipped to
+    +-obs_clip, then the warm flag) and the warm flag itself. Shared by the env and the live path."""
+    feats = features.select(pl.col(list(cfg.feature_columns)).cast(pl.Float64)).to_numpy()
+    finite = np.isfinite(feats)
+    if cfg.warm_column is not None and cfg.warm_column in features.columns:
+        warm = features[cfg.warm_column].fill_null(False).to_numpy().astype(bool)
+    else:
+        warm = finite.all(axis=1)
+    x = np.clip(np.where(finite, feats, 0.0), -cfg.obs_clip, cfg.obs_clip)
+    return np.column_stack([x, warm]).astype(np.float32), warm
+
+
+def forced_flat(
+    features: pl.DataFrame, warm: np.ndarray, cfg: EnvConfig, *, data_ends: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """(flat_next, after_hole): is the decision at bar i forced flat (module doc), and does bar i follow a data
+    hole. Scheduled halts are known in advance, holes only afterwards; a roll is known from the data here (the
+    env's published schedule). `data_ends=False` is the live path: the newest bar is not the end of the data
+    and its instrument's next bar is unknown."""
+    ts = features["ts"].cast(pl.Datetime("ns", "UTC")).cast(pl.Int64).to_numpy()
+    iid = features["instrument_id"].to_numpy()
+    last_before_halt = ts + 2 * _NS_PER_MINUTE >= session_close_ns(features["trade_date"])
+    roll_last = np.append(iid[1:] != iid[:-1], data_ends)  # bar i is its instrument's last bar (or the data's)
+    gap = np.concatenate([[0], np.diff(ts)]) > cfg.max_gap_minutes * _NS_PER_MINUTE
+    after_hole = gap & ~np.concatenate([[True], last_before_halt[:-1] | roll_last[:-1]])
+    # decision at i is forced flat when bar i+1 is the last before a halt/roll/the data end, or bar i is
+    flat_next = last_before_halt | roll_last | np.append(roll_last[1:], data_ends) | after_hole
+    if cfg.trade_only_warm:
+        flat_next = flat_next | ~warm
+    return flat_next, after_hole
+
+
+def agent_state(position: float, entry: float, close: float, held: int, cfg: EnvConfig) -> np.ndarray:
+    """The observation's agent part: position / max_contracts, unrealised PnL at `close` in units of
+    point_value * max_contracts * upnl_scale_points, bars held / time_scale_bars (both clipped)."""
+    upnl = position * (close - entry) * cfg.point_value if position != 0.0 else 0.0
+    unit = cfg.point_value * cfg.max_contracts * cfg.upnl_scale_points
+    lim = cfg.obs_clip
+    return np.array(
+        [position / cfg.max_contracts, min(max(upnl / unit, -lim), lim), min(held / cfg.time_scale_bars, lim)],
+        dtype=np.float32,
+    )
 
 
 class MnqTradingEnv(gym.Env):
@@ -122,28 +167,10 @@ class MnqTradingEnv(gym.Env):
         self.close = np.ascontiguousarray(prices[:, 1])
         self.n_bars = n
 
-        feats = features.select(pl.col(list(cfg.feature_columns)).cast(pl.Float64)).to_numpy()
-        finite = np.isfinite(feats)
-        if cfg.warm_column is not None and cfg.warm_column in features.columns:
-            warm = features[cfg.warm_column].fill_null(False).to_numpy().astype(bool)
-        else:
-            warm = finite.all(axis=1)
-        self.warm = warm
-        x = np.clip(np.where(finite, feats, 0.0), -cfg.obs_clip, cfg.obs_clip)
-        pad = np.zeros((cfg.lookback - 1, x.shape[1] + 1), dtype=np.float32)
-        self._window_rows = np.concatenate([pad, np.column_stack([x, warm]).astype(np.float32)])
-
-        # forced flats (module doc): scheduled halts and rolls are known in advance, holes only afterwards
-        iid = features["instrument_id"].to_numpy()
-        last_before_halt = ts + 2 * _NS_PER_MINUTE >= session_close_ns(features["trade_date"])
-        roll_last = np.append(iid[1:] != iid[:-1], True)  # bar i is its instrument's last bar (or the data's)
-        gap = np.concatenate([[0], np.diff(ts)]) > cfg.max_gap_minutes * _NS_PER_MINUTE
-        after_hole = gap & ~np.concatenate([[True], last_before_halt[:-1] | roll_last[:-1]])
-        self.after_hole = after_hole
-        # decision at i is forced flat when bar i+1 is the last before a halt/roll/the data end, or bar i is
-        self._flat_next = last_before_halt | roll_last | np.append(roll_last[1:], True) | after_hole
-        if cfg.trade_only_warm:
-            self._flat_next = self._flat_next | ~warm
+        rows, self.warm = observation_rows(features, cfg)
+        pad = np.zeros((cfg.lookback - 1, rows.shape[1]), dtype=np.float32)
+        self._window_rows = np.concatenate([pad, rows])
+        self._flat_next, self.after_hole = forced_flat(features, self.warm, cfg)
 
         self.feature_index = {c: k for k, c in enumerate(cfg.feature_columns)}
         lim = np.float32(cfg.obs_clip)
@@ -154,7 +181,6 @@ class MnqTradingEnv(gym.Env):
             }
         )
         self.action_space = spaces.Box(-1.0, 1.0, shape=(1,), dtype=np.float32)
-        self._upnl_unit = cfg.point_value * cfg.max_contracts * cfg.upnl_scale_points
         self._shaper = RewardShaper(cfg.reward_config())
         self._reset_state(0)
 
@@ -174,16 +200,7 @@ class MnqTradingEnv(gym.Env):
 
     def _obs(self) -> dict[str, np.ndarray]:
         i, cfg = self._i, self.config
-        upnl = self._pos * (self.close[i] - self._entry) * cfg.point_value if self._pos != 0.0 else 0.0
-        lim = cfg.obs_clip
-        agent = np.array(
-            [
-                self._pos / cfg.max_contracts,
-                min(max(upnl / self._upnl_unit, -lim), lim),
-                min(self._held / cfg.time_scale_bars, lim),
-            ],
-            dtype=np.float32,
-        )
+        agent = agent_state(self._pos, self._entry, float(self.close[i]), self._held, cfg)
         return {"window": self._window_rows[i : i + cfg.lookback].copy(), "agent": agent}
 
     def target_contracts(self, action: float) -> float:
