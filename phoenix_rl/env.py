@@ -69,7 +69,15 @@ from gymnasium import spaces
 from phoenix_rl.config import EnvConfig
 from phoenix_rl.rewards import RewardShaper
 
-__all__ = ["AGENT_STATE_DIM", "EnvConfig", "MnqTradingEnv", "agent_state", "forced_flat", "observation_rows"]
+__all__ = [
+    "AGENT_STATE_DIM",
+    "EnvConfig",
+    "MnqTradingEnv",
+    "agent_state",
+    "forced_flat",
+    "observation_rows",
+    "target_contracts",
+]
 
 AGENT_STATE_DIM = 3
 REQUIRED_COLUMNS = ("ts", "trade_date", "instrument_id", "open", "close")
@@ -121,6 +129,17 @@ def forced_flat(
     if cfg.trade_only_warm:
         flat_next = flat_next | ~warm
     return flat_next, after_hole
+
+
+def target_contracts(action: float, cfg: EnvConfig) -> float:
+    """Action in [-1, 1] -> target position in contracts (module doc, `action_mode`)."""
+    a = min(max(action, -1.0), 1.0)
+    if cfg.action_mode == "continuous":
+        return a * cfg.max_contracts
+    if abs(a) < cfg.deadband:
+        return 0.0
+    k = math.ceil((abs(a) - cfg.deadband) / (1.0 - cfg.deadband) * cfg.max_contracts)
+    return math.copysign(float(min(max(k, 1), cfg.max_contracts)), a)
 
 
 def agent_state(position: float, entry: float, close: float, held: int, cfg: EnvConfig) -> np.ndarray:
@@ -205,14 +224,7 @@ class MnqTradingEnv(gym.Env):
 
     def target_contracts(self, action: float) -> float:
         """Action in [-1, 1] -> target position in contracts (module doc, `action_mode`)."""
-        cfg = self.config
-        a = min(max(action, -1.0), 1.0)
-        if cfg.action_mode == "continuous":
-            return a * cfg.max_contracts
-        if abs(a) < cfg.deadband:
-            return 0.0
-        k = math.ceil((abs(a) - cfg.deadband) / (1.0 - cfg.deadband) * cfg.max_contracts)
-        return math.copysign(float(min(max(k, 1), cfg.max_contracts)), a)
+        return target_contracts(action, self.config)
 
     # --- gymnasium API ----------------------------------------------------------------------------------
 

@@ -23,6 +23,8 @@ from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
 
+import numpy as np
+
 __all__ = ["OrderDecision", "RiskConfig", "RiskEngine", "TradingState"]
 
 NS_PER_S = 1_000_000_000
@@ -102,6 +104,21 @@ class RiskEngine:
         else:
             self._book_ok, self._book_problem = True, ""
             self._mid = (best_bid + best_ask) / 2.0
+
+    def on_books(self, ts_ns: np.ndarray, best_bid: np.ndarray, best_ask: np.ndarray, in_session: np.ndarray) -> None:
+        """Many book updates at once (time order): the feed-gap rule over all of them, then the newest book's
+        state, as if `on_book` had seen each (the live loop's vectorised path)."""
+        ts = np.asarray(ts_ns, dtype=np.int64)
+        if not len(ts):
+            return
+        prev = np.concatenate([[self._book_ts if self._book_ts >= 0 else ts[0]], ts[:-1]])
+        gaps = np.where(np.asarray(in_session, dtype=bool), ts - prev, 0)
+        over = np.flatnonzero(gaps > self.config.max_feed_gap_s * NS_PER_S)
+        if len(over):  # the first gap decides, as book by book (a later one cannot worsen REDUCING)
+            k = int(over[0])
+            self._to(TradingState.REDUCING, int(ts[k]), f"feed gap of {gaps[k] / NS_PER_S:.1f} s")
+        self._book_ts = int(ts[-1])  # the gaps are done: the newest book only sets the book state
+        self.on_book(int(ts[-1]), float(best_bid[-1]), float(best_ask[-1]), bool(in_session[-1]))
 
     def on_equity(self, ts_ns: int, equity_usd: float) -> None:
         """Account equity (realised + unrealised): daily loss and drawdown limits halt trading."""
