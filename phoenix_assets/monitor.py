@@ -83,7 +83,7 @@ a{color:#58a6ff}
     <div class="value"><span id="risk-state" data-testid="risk-state" class="state-none">-</span></div>
     <div class="muted" id="risk-reason" data-testid="risk-reason"></div></div>
 </div>
-<section><h2>Latency (<span id="latency-window" data-testid="latency-window">-</span>)</h2>
+<section><h2>Latency <span class="muted" id="latency-window" data-testid="latency-window"></span></h2>
 <table data-testid="latency"><tr><th></th><th>p50</th><th>p99</th><th>bars measured</th></tr>
 <tr><td>record &rarr; decision</td><td id="latency-decision-p50" data-testid="latency-decision-p50">-</td>
   <td id="latency-decision-p99" data-testid="latency-decision-p99">-</td>
@@ -141,7 +141,9 @@ function chart(series) {
   line.setAttribute("points", e.map((v, i) => ((1000 * (t[i] - t0)) / tspan).toFixed(1) + "," + y(v)).join(" "));
   $("equity-zero").setAttribute("y1", y(0)); $("equity-zero").setAttribute("y2", y(0));
   $("equity-max").textContent = money(hi); $("equity-min").textContent = money(lo);
-  put("equity-points", series.points + " of " + series.bars + " bars");
+  const when = (x) => new Date(x).toISOString().slice(0, 16).replace("T", " ");
+  put("equity-points", series.points + " points of " + series.bars + " bars, " + when(t0) + " to " +
+    when(t[n - 1]) + " UTC (bar start)");
 }
 function render(s) {
   const msg = $("message");
@@ -164,7 +166,8 @@ function render(s) {
   put("risk-state", s.risk_state); $("risk-state").className = "state-" + s.risk_state;
   $("risk-state").dataset.state = s.risk_state; put("risk-reason", s.risk_reason);
   const lat = s.latency;
-  put("latency-window", "last " + lat.bars + " bars, at most " + lat.window_bars);
+  put("latency-window", "p50/p99 over the last " + lat.bars + " bars" +
+    (lat.bars < lat.window_bars ? " (window " + lat.window_bars + ")" : ""));
   for (const leg of ["decision", "order"]) {
     const v = lat[leg + "_ms"];
     put("latency-" + leg + "-p50", ms(v.p50), v.p50); put("latency-" + leg + "-p99", ms(v.p99), v.p99);

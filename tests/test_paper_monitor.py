@@ -176,6 +176,13 @@ def test_equity_series_keeps_each_buckets_extremes() -> None:
     assert sorted(kept) == [ts_ms[k] for k in sorted(expected)]
 
 
+def test_the_state_and_the_page_import_no_dagster() -> None:
+    """Only resolving the lake (LakeResource, when the monitor starts) imports dagster."""
+    code = "import sys, phoenix_assets.lib.paper_monitor, phoenix_assets.monitor; print('dagster' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1], capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out.stderr[-2000:]
+
+
 # --- the server, as `./phoenix monitor` runs it ---------------------------------------------------------------
 
 
@@ -295,6 +302,7 @@ def test_page_in_chromium_shows_the_state_and_follows_the_loop(tmp_path: Path) -
             first = monitor_state(lake)
             assert first["risk_state"] == "ACTIVE" and first["equity_usd"] == 30.0
             _expect_page_shows(page, first)
+            expect(page.get_by_test_id("latency-window")).to_have_text("p50/p99 over the last 3 bars (window 500)")
             expect(page.get_by_test_id("message")).to_be_hidden()
 
             halted = f"drawdown ${DRAWDOWN[4]:,.2f} >= $60.00"
@@ -312,3 +320,4 @@ def test_page_in_chromium_shows_the_state_and_follows_the_loop(tmp_path: Path) -
             raise
         finally:
             browser.close()
+    assert "phoenix monitor: stopped" in (tmp_path / "monitor.log").read_text()  # stopped by SIGINT (stop_group)
