@@ -285,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         "--latency-bars", type=int, default=DEFAULT_LATENCY_BARS, help="latency p50/p99 over this many last bars"
     )
     args = parser.parse_args(argv)
+    if args.latency_bars < 1:
+        parser.error(f"--latency-bars must be >= 1, got {args.latency_bars}")
     lake = resolve_lake(args.lake)
 
     def state(strategy: str | None) -> dict[str, Any]:
