@@ -11,6 +11,7 @@ from phoenix_assets.defs.ingest.synthetic import synthetic_landing_job
 from phoenix_assets.defs.microstructure.assets import book_snapshots_1s, ofi_bars_1m
 from phoenix_assets.defs.model.assets import TRAINING_TAGS, backtests, evaluation_metrics, mamba_sac_model
 from phoenix_assets.defs.model.sagemaker import SageMakerResource
+from phoenix_assets.defs.paper.assets import paper_daily_report, paper_track_record
 from phoenix_assets.defs.research.hpo import hpo_study
 from phoenix_assets.defs.research.walk_forward import ablation_report, walk_forward
 from phoenix_assets.defs.resources import DatabentoResource, LakeResource, LandingResource, QualityThresholds
@@ -77,6 +78,8 @@ defs = dg.Definitions(
         walk_forward,
         ablation_report,
         hpo_study,
+        paper_daily_report,
+        paper_track_record,
     ],
     jobs=[synthetic_landing_job, daily_job, features_job, model_job, hpo_job],
     schedules=[databento_daily],

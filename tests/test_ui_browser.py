@@ -2,7 +2,7 @@
 
 The quick demo's data (`--quick`: synthetic MNQ 2024-03-13..15 through every asset up to `evaluation_metrics`)
 is built into a temporary DAGSTER_HOME and lake; `dagster dev` serves it on 127.0.0.1; the browser then checks
-what a user sees: the asset graph in its five groups, every asset's description and partitions in the
+what a user sees: the asset graph in its groups, every asset's description and partitions in the
 catalog, the sensors and the schedule; it launches ONE partition of `book_snapshots_1s` from the asset
 page's launch dialog and waits for the queued run (the daemon started by `dagster dev` dequeues it) to
 succeed, then a backfill of a range of its partitions from the same dialog until the daemon has run it,
@@ -44,6 +44,7 @@ GROUPS = {
     "model": ["mamba_sac_model"],
     "evaluation": ["backtests", "evaluation_metrics"],
     "research": ["walk_forward", "ablation_report", "hpo_study"],
+    "paper": ["paper_daily_report", "paper_track_record"],
 }
 AUTOMATIONS = [
     "landing_sensor",
