@@ -24,7 +24,7 @@ from nautilus_trader.model.currencies import USD
 from nautilus_trader.model.data import BookOrder, OrderBookDepth10
 from nautilus_trader.model.enums import AccountType, AssetClass, BookType, OmsType, OrderSide
 from nautilus_trader.model.events import OrderDenied, OrderFilled, OrderRejected
-from nautilus_trader.model.identifiers import ClientOrderId, InstrumentId, StrategyId, Symbol, TraderId, Venue
+from nautilus_trader.model.identifiers import ClientOrderId, InstrumentId, Symbol, TraderId, Venue
 from nautilus_trader.model.instruments import FuturesContract
 from nautilus_trader.model.objects import Money, Price, Quantity
 from nautilus_trader.trading.config import StrategyConfig
@@ -181,7 +181,7 @@ class _OrderRouter(Strategy):
     """Hands Phoenix's orders to the venue and collects what comes back; it decides nothing itself."""
 
     def __init__(self, name: str) -> None:
-        super().__init__(StrategyConfig(strategy_id=StrategyId(f"PHOENIX-{name.upper()}")))
+        super().__init__(StrategyConfig(strategy_id=f"PHOENIX-{name.upper()}"))
         self._fills: list[VenueFill] = []
         self.rejections: list[str] = []
 
@@ -200,7 +200,7 @@ class _OrderRouter(Strategy):
                 client_order_id=str(event.client_order_id),
                 instrument_id=int(event.instrument_id.symbol.value),
                 quantity=qty if event.order_side == OrderSide.BUY else -qty,
-                price=float(event.last_px.as_double()),
+                price=float(event.last_px.as_decimal()),  # as_double is off by ~1e-12
                 commission_usd=float(event.commission.as_double()),
                 ts_ns=int(event.ts_event),
             )

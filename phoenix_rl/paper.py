@@ -63,6 +63,8 @@ class PaperTrader:
         strategy: str,
         session_id: str,
         capital_usd: float,
+        equity_start_usd: float = 0.0,
+        peak_start_usd: float = 0.0,
         flush_every_bars: int = 60,
     ) -> None:
         self.policy, self.cfg = policy, env_config
@@ -74,7 +76,8 @@ class PaperTrader:
         self._held = 0
         self._cash_points = 0.0  # -sum(quantity x price) of fills
         self._fees = 0.0
-        self._peak = 0.0
+        self._equity_start = equity_start_usd  # a later day's trader carries the strategy's equity so far
+        self._peak = peak_start_usd
         self._tail = pl.DataFrame()  # the last lookback + 1 feature rows: enough for the window and the gap rule
         self._trade_date: dt.date | None = None
         self._bar_rows: list[dict] = []
@@ -102,6 +105,15 @@ class PaperTrader:
             self._on_bars(bars, received, self._last_ts, final=True)
         self._on_fills(self.venue.on_records(self._last_book)) if self._last_book is not None else None
         self.flush()
+
+    @property
+    def equity_usd(self) -> float:
+        """Equity marked at the last bar close (flat at the end of a day: realised)."""
+        return self._equity(self._last_close)
+
+    @property
+    def peak_usd(self) -> float:
+        return self._peak
 
     def kill_switch(self, who: str) -> None:
         """Halt and flatten now, whatever the state, book or order rate (the order goes out at the next book)."""
@@ -133,6 +145,7 @@ class PaperTrader:
     # --- one minute -------------------------------------------------------------------------------------
 
     _last_ts: int = 0
+    _last_close: float = math.nan
     _last_book: BookArrays | None = None
 
     def _on_minute_piece(self, piece: BookArrays) -> None:
@@ -176,11 +189,13 @@ class PaperTrader:
         bar_ts: dt.datetime = bar["ts"]
         trade_date: dt.date = bar["trade_date"]
         self._instrument = int(bar["instrument_id"])
+        if bar["close"] is not None and math.isfinite(bar["close"]):  # the masked (crossed) pre-open has none
+            self._last_close = float(bar["close"])
+        close = self._last_close
         if self._trade_date != trade_date:
             if self._trade_date is not None:
-                self.risk.reset_day(now, self._equity(float(bar["close"])))
+                self.risk.reset_day(now, self._equity(close))
             self._trade_date = trade_date
-        close = float(bar["close"])
         equity = self._equity(close)
         self._peak = max(self._peak, equity)
         self.risk.on_equity(now, equity)
@@ -275,4 +290,5 @@ class PaperTrader:
         self.fills += fills
 
     def _equity(self, close: float) -> float:
-        return (self._cash_points + self.position * close) * self.cfg.point_value - self._fees
+        marked = self.position * close if self.position else 0.0
+        return self._equity_start + (self._cash_points + marked) * self.cfg.point_value - self._fees
