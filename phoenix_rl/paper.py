@@ -122,6 +122,10 @@ class PaperTrader:
         if decision.quantity:
             self._send(ts, _utc(ts), decision.quantity, "kill", decision.reason)
 
+    def resume(self, who: str) -> None:
+        """A person lifts REDUCING/HALTED (recorded with who did it)."""
+        self.risk.resume(self._last_ts, who)
+
     def flush(self) -> None:
         """Write the buffered bars and the new risk events to the journal (one Delta commit each)."""
         self.journal.record_bars(self._bar_rows)

@@ -153,3 +153,75 @@ def test_equity_is_the_venue_accounts_and_the_l2_run_is_comparable_with_the_bar_
     )
     latency = paper["latency_decision_ms"]
     assert latency.min() >= 0 and latency.quantile(0.99) < 1_000
+
+
+def always_long(obs: dict[str, np.ndarray]) -> float:
+    return 1.0
+
+
+@pytest.fixture(scope="module")
+def faults(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """60 minutes of the live day: a 5-minute hole in the feed at minute 20, a person resumes at minute 30, the
+    kill switch at minute 40."""
+    tmp = tmp_path_factory.mktemp("faults")
+    records = {d: _records(write_day(d, tmp / "landing", MARKET)) for d in DAYS[1:]}
+    bars = ofi_bars_1m(seconds_frame(book_ofi_1s(iter([records[DAYS[1]]]))), symbol="MNQ.v.0")
+    catalog = load_catalog()
+    model = fit_regime_model(bars, catalog.hmm, DAYS[1], DAYS[1])
+    open_ns = cal.session_open_ns(LIVE_DAY)
+    ts = records[LIVE_DAY].ts_recv.astype(np.int64)
+    minute = (ts - open_ns) // 60_000_000_000
+    keep = np.flatnonzero((minute < 60) & ((minute < 20) | (minute >= 25)))  # pre-open included, a hole at 20-25
+    live = BookArrays(*(a[keep] for a in records[LIVE_DAY]))
+    cfg = EnvConfig(feature_columns=tuple(catalog.sets["phase2_ofi"].columns), lookback=4, trade_only_warm=False)
+    lake = Lake(str(tmp / "lake"))
+    venue = PaperVenue(np.unique(live.instrument_id).tolist(), capital_usd=10_000.0, commission_per_side_usd=0.62)
+    trader = PaperTrader(
+        policy=always_long,
+        env_config=cfg,
+        bars=LiveBars(symbol="MNQ.v.0"),
+        features=LiveFeatures(bars, catalog, model),
+        venue=venue,
+        risk=RiskEngine(RiskConfig(max_position=1, max_data_age_s=120.0, max_feed_gap_s=150.0)),
+        journal=OrderJournal(lake),
+        strategy="faults",
+        session_id="test",
+        capital_usd=10_000.0,
+    )
+    resume_at, kill_at = (open_ns + m * 60_000_000_000 for m in (30, 40))
+    resume, kill = np.searchsorted(live.ts_recv.astype(np.int64), [resume_at, kill_at])
+    trader.on_records(live.slice(0, int(resume)))
+    trader.resume("ops")
+    trader.on_records(live.slice(int(resume), int(kill)))
+    position_at_kill = trader.position
+    trader.kill_switch("test")
+    trader.on_records(live.slice(int(kill), len(live.ts_recv)))
+    trader.close()
+    venue.close()
+    return {"lake": lake, "position_at_kill": position_at_kill, "kill_at": kill_at, "hole": (open_ns, resume_at)}
+
+
+def test_a_feed_gap_allows_only_exits_and_the_kill_switch_always_flattens(faults: dict) -> None:
+    lake = faults["lake"]
+    events = lake.scan("paper_risk_events").sort("ts").collect()
+    assert events["state"].to_list() == ["REDUCING", "ACTIVE", "HALTED"]
+    assert events["reason"].to_list()[1:] == ["resumed by ops", "kill switch by test"]
+    assert events["reason"][0].startswith("feed gap of 3")  # ~300 s
+    paper = lake.scan("paper_bars").sort("bar_ts").collect()
+    open_ns, _ = faults["hole"]
+    minute = (paper["bar_ts"].dt.epoch("ns") - open_ns) // 60_000_000_000
+    assert paper.filter(minute.is_between(5, 19))["position"].eq(1).all()  # long before the hole
+    reducing = paper.filter(minute.is_between(25, 28))  # after it: the env's after-hole flat, then no re-entry
+    # (bar 29 is decided when minute 30 begins: after the resume)
+    assert (reducing["position"] == 0).all() and reducing["order_reason"].str.starts_with("REDUCING").sum() >= 2
+    assert faults["position_at_kill"] == 1  # re-entered once resumed
+    after = paper.filter(pl.col("bar_ts").dt.epoch("ns") >= faults["kill_at"])
+    assert after.height > 10 and (after["position"] == 0).all() and (after["risk_state"] == "HALTED").all()
+    refused = after.filter(pl.col("target") != 0)
+    assert refused.height > 10 and refused["order_reason"].str.starts_with("HALTED: kill switch by test").all()
+    orders = lake.scan("paper_orders").collect()
+    kill = orders.filter(pl.col("client_order_id").str.ends_with(":kill"))
+    assert kill["quantity"].to_list() == [-1] and kill["reason"][0] == "kill switch: flatten"
+    fills = lake.scan("paper_fills").collect()
+    assert fills.filter(pl.col("client_order_id") == kill["client_order_id"][0])["quantity"].sum() == -1
+    assert fills["quantity"].sum() == 0  # flat at the end, nothing left open
