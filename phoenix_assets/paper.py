@@ -77,6 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", type=dt.date.fromisoformat, help="first trade date (default: model's test window)")
     parser.add_argument("--end", type=dt.date.fromisoformat, help="last trade date (default: model's test window)")
     parser.add_argument("--strategy", default="agent", help="strategy name in the journal (default: agent)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="replay days the strategy already has rows for (after a crash): the journal keeps one row per key",
+    )
     parser.add_argument("--lake", default=None, help="lake root (default: $PHOENIX_LAKE_URI, else <repo>/lake)")
     args = parser.parse_args(argv)
 
@@ -91,9 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     if lake.exists(PAPER_BARS):
         done = lake.scan(PAPER_BARS).filter((pl.col("strategy") == args.strategy) & pl.col("trade_date").is_in(days))
         traded = sorted(done.select("trade_date").unique().collect()["trade_date"].to_list())
-        if traded:
+        if traded and not args.resume:
             sys.exit(
-                f"./phoenix paper: strategy {args.strategy!r} already paper-traded {traded}: pick another --strategy"
+                f"./phoenix paper: strategy {args.strategy!r} already paper-traded {traded}: "
+                "pick another --strategy, or --resume after a crash"
             )
     catalog, regimes = load_catalog(), latest_model(lake)
     journal, session = OrderJournal(lake), f"{args.strategy}-{uuid.uuid4().hex[:8]}"

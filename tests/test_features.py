@@ -340,6 +340,24 @@ def test_partition_with_warmup_equals_longer_run(planted: pl.DataFrame, planted_
     assert not alone.equals(longer)
 
 
+def test_since_gives_the_newest_rows_bit_for_bit(planted: pl.DataFrame, planted_model: Any) -> None:
+    """The live path computes only its new bars' z-scores (`since`); they equal the whole run's, 15m context
+    included, and the kernel's skipped rows stay NaN."""
+    catalog = load_catalog()
+    regimes = regimes_for(planted, catalog, planted_model)[1]
+    whole = compute_features(planted, catalog, regimes)
+    since = whole["ts"][whole.height - 37]  # mid-session, not on a 15m boundary
+    newest = compute_features(planted, catalog, regimes, since=since)
+    assert newest.height == 37
+    assert_frame_equal(newest, whole.tail(37), check_exact=True)
+    x = np.random.default_rng(1).normal(size=200)
+    wanted = np.arange(200) >= 150
+    z, _ = rolling_zscore(x, np.zeros(200, dtype=np.int64), 30, 10, 3.0)
+    zw, _ = rolling_zscore(x, np.zeros(200, dtype=np.int64), 30, 10, 3.0, wanted)
+    np.testing.assert_array_equal(zw[150:], z[150:])
+    assert np.isnan(zw[:150]).all()
+
+
 # --- the planted edge ---------------------------------------------------------------------------------
 
 

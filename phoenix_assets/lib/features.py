@@ -223,12 +223,23 @@ def raw_signals(bars: pl.DataFrame, features: Sequence[FeatureDef]) -> pl.DataFr
 
 @njit(cache=True)
 def _zscore_kernel(
-    x: np.ndarray, group: np.ndarray, window: int, min_periods: int, clip: float, out: np.ndarray, count: np.ndarray
+    x: np.ndarray,
+    group: np.ndarray,
+    window: int,
+    min_periods: int,
+    clip: float,
+    out: np.ndarray,
+    count: np.ndarray,
+    wanted: np.ndarray,
 ) -> None:
     start = 0
     for i in range(x.shape[0]):
         if i == 0 or group[i] != group[i - 1]:
             start = i
+        if not wanted[i]:  # the live path asks for its newest rows only; the rest stay NaN
+            count[i] = 0
+            out[i] = np.nan
+            continue
         lo = max(start, i - window + 1)
         s = 0.0
         c = 0
@@ -257,15 +268,22 @@ def _zscore_kernel(
 
 
 def rolling_zscore(
-    values: np.ndarray, group: np.ndarray, window: int, min_periods: int, clip: float
+    values: np.ndarray,
+    group: np.ndarray,
+    window: int,
+    min_periods: int,
+    clip: float,
+    wanted: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Trailing z-score per contiguous run of `group` (see module doc); NaN = missing. Returns (z, count
-    of non-missing values in the window)."""
+    of non-missing values in the window). `wanted` (bool per row) computes only those rows, bit for bit the
+    same values: the live path's newest bars without recomputing the history's."""
     x = np.ascontiguousarray(values, dtype=np.float64)
     g = np.ascontiguousarray(group, dtype=np.int64)
+    want = np.ones(x.shape[0], dtype=np.bool_) if wanted is None else np.ascontiguousarray(wanted, dtype=np.bool_)
     out = np.empty_like(x)
     count = np.empty(x.shape[0], dtype=np.int64)
-    _zscore_kernel(x, g, int(window), int(min_periods), float(clip), out, count)
+    _zscore_kernel(x, g, int(window), int(min_periods), float(clip), out, count, want)
     return out, count
 
 
@@ -277,13 +295,15 @@ def _group_ids(f: pl.DataFrame, span_sessions: bool) -> np.ndarray:
 # --- the feature table --------------------------------------------------------------------------------
 
 
-def _compute_timeframe(f: pl.DataFrame, defs: Sequence[FeatureDef]) -> pl.DataFrame:
-    """Raw + normalised values and their warm flags for features sharing one timeframe, on `f`'s rows."""
+def _compute_timeframe(f: pl.DataFrame, defs: Sequence[FeatureDef], since: dt.datetime | None = None) -> pl.DataFrame:
+    """Raw + normalised values and their warm flags for features sharing one timeframe, on `f`'s rows
+    (z-scores only of rows with ts >= `since` when given)."""
     f = f.with_columns(
         *[_IMPLEMENTATIONS[d.transform](d).alias(f"_raw_{d.name}") for d in defs],
         *[_window_full(d).alias(f"_full_{d.name}") for d in defs],
     )
     groups = {span: _group_ids(f, span) for span in (True, False)}
+    wanted = None if since is None else (f["ts"] >= since).to_numpy()
     cols: list[pl.Series] = []
     for d in defs:
         raw = f[f"_raw_{d.name}"]
@@ -296,7 +316,7 @@ def _compute_timeframe(f: pl.DataFrame, defs: Sequence[FeatureDef]) -> pl.DataFr
             continue
         n = d.normalise
         z, count = rolling_zscore(
-            raw.fill_null(np.nan).to_numpy(), groups[n.span_sessions], n.window, n.min_periods, n.clip
+            raw.fill_null(np.nan).to_numpy(), groups[n.span_sessions], n.window, n.min_periods, n.clip, wanted
         )
         zs = pl.Series(d.name, z).fill_nan(None)
         cols += [zs, (full & zs.is_not_null() & pl.Series(count >= n.min_periods)).alias(f"_warm_{d.name}")]
@@ -345,11 +365,15 @@ def compute_features(
     bars: pl.DataFrame,
     spec: FeatureSet | FeatureCatalog | None = None,
     regimes: pl.DataFrame | None = None,
+    *,
+    since: dt.datetime | None = None,
 ) -> pl.DataFrame:
     """Point-in-time feature table (module doc): ts, trade_date, instrument_id, open, close, the feature
     columns of `spec` (a set, or every set of a catalogue; default the shipped catalogue), `warm`, and
     `warm_<set>` per set for a catalogue. `regimes` (`hmm_regimes.filter_regimes`) is needed by sets with
-    an HMM feature. Rows: continuous-session bars, sorted by (ts, instrument_id)."""
+    an HMM feature. Rows: continuous-session bars, sorted by (ts, instrument_id). With `since`, only the
+    rows with ts >= since, bit for bit those of the whole run (the live path: `bars` is the warm-up history
+    plus the new bars, and only the new bars' trailing z-scores are computed)."""
     catalog = spec if isinstance(spec, FeatureCatalog) else (load_catalog() if spec is None else None)
     fset = catalog.all_features() if catalog is not None else spec
     assert isinstance(fset, FeatureSet)
@@ -365,10 +389,11 @@ def compute_features(
             by_tf.setdefault(d.timeframe_minutes, []).append(d)
     for minutes, defs in sorted(by_tf.items()):
         if minutes == 1:
-            parts.append(_compute_timeframe(f, defs).drop(ID_COLUMNS))
+            parts.append(_compute_timeframe(f, defs, since).drop(ID_COLUMNS))
         else:
             inputs = sorted({c for d in defs for c in d.inputs})
-            ctx = _compute_timeframe(_resample(f, minutes, inputs), defs)
+            coarse_since = None if since is None else since - dt.timedelta(minutes=2 * minutes)  # context bars
+            ctx = _compute_timeframe(_resample(f, minutes, inputs), defs, coarse_since)
             parts.append(_attach_context(f, ctx, minutes, [d.name for d in defs]))
     if hmm_defs:
         n_states = fset.hmm.n_states if fset.hmm else 3
@@ -382,6 +407,8 @@ def compute_features(
             for name, s in catalog.sets.items()
         )
     out = out.drop([c for c in out.columns if c.startswith("_warm_")])
+    if since is not None:
+        out = out.filter(pl.col("ts") >= since)
     return out.select(*ID_COLUMNS, *PRICE_COLUMNS, *fset.columns, pl.col("^warm.*$")).sort("ts", "instrument_id")
 
 

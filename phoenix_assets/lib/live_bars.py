@@ -62,7 +62,9 @@ class LiveBars:
 
 class LiveFeatures:
     """Bars in, their point-in-time feature rows out: `compute_features` over the warm-up history and the bars
-    so far, with regimes forward-filtered by a model fitted earlier (never on the live data)."""
+    so far, with regimes forward-filtered by a model fitted earlier (never on the live data). Only the new
+    bars' trailing z-scores are computed (`since`): the per-bar cost is the frame's vectorised transforms,
+    not the z-score windows of the whole history."""
 
     def __init__(self, history: pl.DataFrame, catalog: FeatureCatalog, model: RegimeModel | None = None) -> None:
         self._bars = history
@@ -73,7 +75,12 @@ class LiveFeatures:
         """The feature rows of `bars` (continuous-session bars only; an empty frame for the others)."""
         if bars.is_empty():
             return pl.DataFrame()
-        self._bars = pl.concat([self._bars, bars.select(self._bars.columns)]) if self._bars.height else bars
+        if self._bars.height:  # the history's types: read from the lake, ts is Delta's microseconds
+            bars = bars.select(self._bars.columns).cast(dict(self._bars.schema))
+            self._bars = pl.concat([self._bars, bars])
+        else:
+            self._bars = bars
         regimes = filter_regimes(self._model, self._bars, self._catalog.hmm) if self._model is not None else None
-        features = compute_features(self._bars, self._catalog, regimes)
-        return features.join(bars.select("ts", "instrument_id"), on=["ts", "instrument_id"], how="semi")
+        features = compute_features(self._bars, self._catalog, regimes, since=bars["ts"].min())
+        keys = bars.select(pl.col("ts").cast(features.schema["ts"]), "instrument_id")
+        return features.join(keys, on=["ts", "instrument_id"], how="semi")
