@@ -116,7 +116,7 @@ class PaperVenue:
 
     def __init__(
         self,
-        instrument_ids: list[int],
+        instrument_ids: list[int] | None = None,
         *,
         capital_usd: float,
         commission_per_side_usd: float,
@@ -140,8 +140,9 @@ class PaperVenue:
             book_type=BookType.L2_MBP,
             fee_model=PerContractFeeModel(Money(commission_per_side_usd, USD)),
         )
-        for iid in sorted(set(instrument_ids)):
-            self.engine.add_instrument(mnq_contract(iid))
+        self._instruments: set[int] = set()
+        for iid in sorted(set(instrument_ids or [])):
+            self._add_instrument(iid)
         self._strategy = _OrderRouter(strategy)
         self.engine.add_strategy(self._strategy)
         self._ended = False
@@ -153,12 +154,19 @@ class PaperVenue:
 
     def on_records(self, arrays: BookArrays) -> list[VenueFill]:
         """Feed the slice's books and run the venue up to them; the fills that happened."""
+        for iid in np.unique(arrays.instrument_id).tolist():  # a live feed names its contract (and rolls) as it goes
+            if iid not in self._instruments:
+                self._add_instrument(iid)
         books = depth10_from_arrays(arrays)
         if books:
             self.engine.add_data(books, validate=False, sort=False)
             self.engine.run(streaming=True)
             self.engine.clear_data()
         return self._strategy.drain()
+
+    def _add_instrument(self, instrument_id: int) -> None:
+        self.engine.add_instrument(mnq_contract(instrument_id))
+        self._instruments.add(int(instrument_id))
 
     @property
     def rejections(self) -> list[str]:

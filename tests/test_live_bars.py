@@ -14,7 +14,7 @@ from polars.testing import assert_frame_equal
 
 from feature_specs import load_catalog
 from phoenix_assets.lib.bars import ofi_bars_1m, seconds_frame
-from phoenix_assets.lib.book_kernel import BookArrays, arrays_from_dbn, book_ofi_1s
+from phoenix_assets.lib.book_kernel import BookArrays, arrays_from_dbn, arrays_from_records, book_ofi_1s
 from phoenix_assets.lib.features import compute_features
 from phoenix_assets.lib.hmm_regimes import filter_regimes, fit_regime_model
 from phoenix_assets.lib.live_bars import LiveBars, LiveFeatures
@@ -93,3 +93,17 @@ def test_live_features_equal_the_batch_features_of_the_day(tmp_path: Path) -> No
     expected = batch.filter(pl.col("trade_date") == live_day)
     assert expected.height > 1_000 and expected["warm"].sum() > 1_000
     assert_frame_equal(live, expected, check_exact=True)
+
+
+def test_record_objects_of_the_live_feed_decode_like_the_file() -> None:
+    """`databento.Live` yields record objects, not arrays: through their DBN bytes they give the file path's
+    columns exactly, and the bars built from them are the batch bars."""
+    store = databento.DBNStore.from_file(REAL_DAY)
+    objects = list(store)  # MBP10Msg, the type the live client yields
+    from_objects = arrays_from_records([*objects[:3], "not a record", *objects[3:]])
+    from_file = _records(REAL_DAY)
+    for got, want in zip(from_objects, from_file, strict=True):
+        np.testing.assert_array_equal(got, want)
+    live = LiveBars(symbol="ESH4")
+    bars = [live.on_records(arrays_from_records(objects[i : i + 500])) for i in range(0, len(objects), 500)]
+    assert_frame_equal(pl.concat([*[b for b in bars if b.height], live.close()]), _batch_bars(from_file, "ESH4"))

@@ -175,7 +175,7 @@ def faults(tmp_path_factory: pytest.TempPathFactory) -> dict:
     live = BookArrays(*(a[keep] for a in records[LIVE_DAY]))
     cfg = EnvConfig(feature_columns=tuple(catalog.sets["phase2_ofi"].columns), lookback=4, trade_only_warm=False)
     lake = Lake(str(tmp / "lake"))
-    venue = PaperVenue(np.unique(live.instrument_id).tolist(), capital_usd=10_000.0, commission_per_side_usd=0.62)
+    venue = PaperVenue(capital_usd=10_000.0, commission_per_side_usd=0.62)  # instruments added as they appear
     trader = PaperTrader(
         policy=always_long,
         env_config=cfg,

@@ -72,6 +72,7 @@ import functools
 from collections.abc import Iterable
 from typing import NamedTuple
 
+import databento_dbn
 import numpy as np
 import polars as pl
 from numba import njit
@@ -267,6 +268,15 @@ def arrays_from_dbn(chunk: np.ndarray) -> BookArrays:
         bid_sz=_level_view(chunk, "bid_sz"),
         ask_sz=_level_view(chunk, "ask_sz"),
     )
+
+
+def arrays_from_records(records: list) -> BookArrays:
+    """`databento_dbn.MBP10Msg` objects (what `databento.Live` and iterating a `DBNStore` yield) -> kernel
+    columns, through their DBN bytes and `arrays_from_dbn`: the live feed takes the file path's decoder.
+    Other record types (symbol mappings, system and error messages) are skipped."""
+    mbp10 = [r for r in records if isinstance(r, databento_dbn.MBP10Msg)]
+    dtype = np.dtype(databento_dbn.MBP10Msg._dtypes)
+    return arrays_from_dbn(np.frombuffer(b"".join(bytes(r) for r in mbp10), dtype=dtype))
 
 
 def arrays_from_raw(frame: pl.DataFrame) -> BookArrays:
