@@ -124,6 +124,14 @@ class DatabentoResource(dg.ConfigurableResource):
             return db.Historical(self._key(), gateway=self.gateway)
         return db.Historical(self._key())
 
+    def live_client(self) -> Any:
+        """A `databento.Live` client subscribed to MBP-10 of `symbols` (`./phoenix paper --live`)."""
+        import databento as db
+
+        client = db.Live(key=self._key())
+        client.subscribe(dataset=self.dataset, schema="mbp-10", stype_in=self.stype_in, symbols=self.symbols)
+        return client
+
     def download_day(self, trade_date: dt.date, dest_folder: Path) -> Path:
         """Download one trade date of MBP-10 into `dest_folder` after checking its cost."""
         start, end = cal.trade_date_window(trade_date)
