@@ -167,6 +167,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="replay days the strategy already has rows for (after a crash): the journal keeps one row per key",
     )
+    parser.add_argument(
+        "--latency-budget-ms",
+        type=float,
+        default=RiskConfig().latency_budget_ms,
+        help="record -> order budget; 3 decisions in a row over it allow only exits (default %(default)s)",
+    )
     parser.add_argument("--lake", default=None, help="lake root (default: $PHOENIX_LAKE_URI, else <repo>/lake)")
     args = parser.parse_args(argv)
 
@@ -215,7 +221,9 @@ def main(argv: list[str] | None = None) -> int:
                 bars=LiveBars(symbol=_symbol(lake, day), stoikov_table=_stoikov(lake, day)),
                 features=LiveFeatures(_history(lake, day, catalog), catalog, regimes),
                 venue=PaperVenue(capital_usd=capital, commission_per_side_usd=env_cfg.commission_per_side_usd),
-                risk=RiskEngine(RiskConfig(max_position=env_cfg.max_contracts)),
+                risk=RiskEngine(
+                    RiskConfig(max_position=env_cfg.max_contracts, latency_budget_ms=args.latency_budget_ms)
+                ),
                 journal=journal,
                 strategy=args.strategy,
                 session_id=session,

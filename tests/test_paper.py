@@ -9,6 +9,10 @@ and the equity the loop marks matches the Nautilus account to the cent."""
 from __future__ import annotations
 
 import datetime as dt
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import databento
@@ -32,6 +36,7 @@ from phoenix_rl.env import MnqTradingEnv
 from phoenix_rl.nautilus_venue import PaperVenue
 from phoenix_rl.paper import PaperTrader
 from phoenix_rl.risk import RiskConfig, RiskEngine
+from tests.conftest import REPO
 
 MARKET = SyntheticMarketConfig(records_per_day=20_000, ofi_strength=0.5)
 DAYS = [dt.date(2024, 3, d) for d in (11, 12, 13)]
@@ -225,3 +230,69 @@ def test_a_feed_gap_allows_only_exits_and_the_kill_switch_always_flattens(faults
     fills = lake.scan("paper_fills").collect()
     assert fills.filter(pl.col("client_order_id") == kill["client_order_id"][0])["quantity"].sum() == -1
     assert fills["quantity"].sum() == 0  # flat at the end, nothing left open
+
+
+def follow_ofi(obs: dict[str, np.ndarray]) -> float:
+    return 1.0 if obs["window"][-1, 0] > 0 else -1.0  # flips often: many orders
+
+
+def run_session(root: str, landing: str, crash_on_send: int | None = None) -> PaperTrader:
+    """The first 45 minutes of the live day for strategy "crash"; with crash_on_send=k the process SIGKILLs
+    itself on the k-th order after journaling it and before the venue has it (the worst moment)."""
+    records = {d: _records(write_day(d, Path(landing), MARKET)) for d in DAYS[1:]}
+    bars = ofi_bars_1m(seconds_frame(book_ofi_1s(iter([records[DAYS[1]]]))), symbol="MNQ.v.0")
+    catalog = load_catalog()
+    model = fit_regime_model(bars, catalog.hmm, DAYS[1], DAYS[1])
+    ts = records[LIVE_DAY].ts_recv.astype(np.int64)
+    live = records[LIVE_DAY].slice(0, int(np.searchsorted(ts, cal.session_open_ns(LIVE_DAY) + 45 * 60_000_000_000)))
+    cfg = EnvConfig(feature_columns=tuple(catalog.sets["phase2_ofi"].columns), lookback=4, trade_only_warm=False)
+    venue = PaperVenue(capital_usd=10_000.0, commission_per_side_usd=0.62)
+    if crash_on_send is not None:
+        submit, sent = venue.submit, []
+
+        def submit_or_die(*args: object) -> None:
+            sent.append(args)
+            if len(sent) == crash_on_send:
+                os.kill(os.getpid(), signal.SIGKILL)
+            submit(*args)
+
+        venue.submit = submit_or_die  # type: ignore[method-assign]
+    trader = PaperTrader(
+        policy=follow_ofi,
+        env_config=cfg,
+        bars=LiveBars(symbol="MNQ.v.0"),
+        features=LiveFeatures(bars, catalog, model),
+        venue=venue,
+        risk=RiskEngine(RiskConfig(max_position=1, max_data_age_s=120.0, max_feed_gap_s=900.0, latency_budget_ms=6e4)),
+        journal=OrderJournal(Lake(root)),
+        strategy="crash",
+        session_id=f"pid{os.getpid()}",
+        capital_usd=10_000.0,
+    )
+    trader.on_records(live)
+    trader.close()
+    venue.close()
+    return trader
+
+
+def test_a_crash_between_journal_and_send_resumes_without_a_duplicate_order(tmp_path: Path) -> None:
+    """kill -9 after the 6th order is journaled and before it is sent; the restarted loop replays the day: the
+    journal ends equal to an uninterrupted run's (same orders, same fills), each order and fill once."""
+    landing = str(tmp_path / "landing")
+    clean = run_session(str(tmp_path / "clean"), landing)
+    script = f"from tests.test_paper import run_session; run_session({str(tmp_path / 'crashed')!r}, {landing!r}, 6)"
+    killed = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    crashed_lake = Lake(str(tmp_path / "crashed"))
+    assert crashed_lake.scan("paper_orders").collect().height == 6  # the 6th journaled, never sent
+    assert OrderJournal(crashed_lake).unfilled_orders().height == 1  # what a live restart reconciles by client id
+    restarted = run_session(str(tmp_path / "crashed"), landing)
+    assert restarted.resent == 6  # decided before the crash: the simulated venue gets them again, the journal not
+    for table, key in (
+        ("paper_orders", ["client_order_id", "quantity"]),
+        ("paper_fills", ["trade_id", "quantity", "price"]),
+    ):
+        want = Lake(str(tmp_path / "clean")).scan(table).select(key).sort(key[0]).collect()
+        got = crashed_lake.scan(table).select(key).sort(key[0]).collect()
+        assert want.height > 10 and got.equals(want), table
+    assert clean.position == restarted.position == 0
