@@ -95,7 +95,7 @@ def _paper_trade_a_test_day(lake: Lake, instance: dg.DagsterInstance, capsys: py
     printed = capsys.readouterr().out
     agree = float(printed.split("positions agree on ")[1].split("%")[0])
     assert agree > 95.0, printed  # same features, same observations; only the fills' prices differ
-    bars = lake.scan("paper_bars").filter(pl.col("trade_date") == day).collect()
+    bars = lake.scan("paper_bars").filter(pl.col("trade_date") == day).collect().sort("bar_ts")
     assert bars.height > 1_300 and bars["position"][-1] == 0 and (bars["risk_state"] == "ACTIVE").all()
     orders, fills = lake.scan("paper_orders").collect(), lake.scan("paper_fills").collect()
     assert orders.height >= 20 and orders["client_order_id"].n_unique() == orders.height
