@@ -17,7 +17,7 @@ from phoenix_assets.defs.research.walk_forward import ablation_report, walk_forw
 from phoenix_assets.defs.resources import DatabentoResource, LakeResource, LandingResource, QualityThresholds
 from phoenix_assets.defs.retrain import retrain_sensor
 from phoenix_assets.defs.run_health import run_worker_sweep
-from phoenix_assets.defs.schedules import databento_daily
+from phoenix_assets.defs.schedules import databento_daily, paper_daily
 from phoenix_assets.lib.process_lifetime import die_with_dagster_step_parent
 
 # A step process of the multiprocess executor imports this module before running its step: from here on it
@@ -57,6 +57,12 @@ model_job = dg.define_asset_job(
     description="Train mamba_sac_model (Pipes subprocess), backtest it against baselines, evaluate (with checks)",
 )
 
+paper_report_job = dg.define_asset_job(
+    "paper_report_job",
+    selection=dg.AssetSelection.assets("paper_daily_report"),
+    description="One trade date of paper trading: the daily report (PnL, round trips, latency, risk events)",
+)
+
 hpo_job = dg.define_asset_job(
     "hpo_job",
     selection=dg.AssetSelection.groups("research"),
@@ -81,8 +87,8 @@ defs = dg.Definitions(
         paper_daily_report,
         paper_track_record,
     ],
-    jobs=[synthetic_landing_job, daily_job, features_job, model_job, hpo_job],
-    schedules=[databento_daily],
+    jobs=[synthetic_landing_job, daily_job, features_job, model_job, hpo_job, paper_report_job],
+    schedules=[databento_daily, paper_daily],
     sensors=[landing_sensor, phoenix_automation, record_run_failure, retrain_sensor, run_worker_sweep],
     resources=resources(),
 )

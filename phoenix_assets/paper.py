@@ -190,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         end = args.end or dt.date.fromisoformat(tc["test_end"])
         source = raw_records(lake, cal.trade_dates_between(start, end))
     catalog, regimes = load_catalog(), latest_model(lake)
+    # the drift monitor's reference: the feature rows the model was trained on
+    training_rows = _features(lake, tc["train_start"], tc["train_end"], ["ts", *env_cfg.feature_columns, "warm"])
     journal, session = OrderJournal(lake), f"{args.strategy}-{uuid.uuid4().hex[:8]}"
     print(f"paper session {session}: model {version}, strategy {args.strategy}, lake {lake.root}")
     stop = {"now": False}
@@ -230,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
                 capital_usd=capital,
                 equity_start_usd=equity,
                 peak_start_usd=peak,
+                drift_reference=training_rows,
             )
             current["began"] = time.perf_counter()
             traded.append(day)

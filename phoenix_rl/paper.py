@@ -30,6 +30,7 @@ import polars as pl
 
 from phoenix_assets.lib import cme_calendar as cal
 from phoenix_assets.lib.book_kernel import BookArrays
+from phoenix_assets.lib.feature_quality import check_drift
 from phoenix_assets.lib.live_bars import NS_PER_MINUTE, LiveBars, LiveFeatures
 from phoenix_assets.lib.mbp10_schema import F_LAST, PRICE_SCALE, UNDEF_PRICE
 from phoenix_assets.lib.order_journal import OrderJournal, client_order_id
@@ -41,6 +42,12 @@ from phoenix_rl.risk import RiskEngine
 __all__ = ["PaperTrader"]
 
 Policy = Callable[[dict[str, np.ndarray]], Any]
+
+
+def _session_minute(ts: str) -> pl.Expr:
+    """Minutes since the 17:00 America/Chicago open (0..1379 in continuous trading)."""
+    ct = pl.col(ts).dt.convert_time_zone("America/Chicago")
+    return ((ct.dt.hour().cast(pl.Int32) * 60 + ct.dt.minute() - 17 * 60) % 1440).alias("_session_minute")
 
 
 def _utc(ns: int) -> dt.datetime:
@@ -66,6 +73,9 @@ class PaperTrader:
         equity_start_usd: float = 0.0,
         peak_start_usd: float = 0.0,
         flush_every_bars: int = 60,
+        drift_reference: pl.DataFrame | None = None,
+        drift_every_bars: int = 60,
+        drift_psi_limit: float = 0.25,
     ) -> None:
         self.policy, self.cfg = policy, env_config
         self.bars, self.features, self.venue, self.risk, self.journal = bars, features, venue, risk, journal
@@ -83,6 +93,13 @@ class PaperTrader:
         self._bar_rows: list[dict] = []
         self._events_seen = 0
         self.fills: list[VenueFill] = []
+        # drift: the day's observed feature rows against the model's training rows (PSI, features_1m's check)
+        self._drift_columns = [*env_config.feature_columns, "warm"]
+        self._drift_reference = (
+            None if drift_reference is None else drift_reference.select(*self._drift_columns, _session_minute("ts"))
+        )
+        self._drift_every, self._drift_limit = drift_every_bars, drift_psi_limit
+        self._today: list[pl.DataFrame] = []
         self.resent = 0  # journaled before a restart: sent to the simulated venue again, not journaled twice
 
     # --- the stream -------------------------------------------------------------------------------------
@@ -200,6 +217,7 @@ class PaperTrader:
             if self._trade_date is not None:
                 self.risk.reset_day(now, self._equity(close))
             self._trade_date = trade_date
+            self._today = []
         equity = self._equity(close)
         self._peak = max(self._peak, equity)
         self.risk.on_equity(now, equity)
@@ -207,6 +225,7 @@ class PaperTrader:
         action, target, reason = math.nan, 0, ""
         if row.height:
             self._tail = pl.concat([self._tail, row]).tail(self.cfg.lookback + 1) if self._tail.height else row
+            self._watch_drift(row, now)
             obs_rows, warm = observation_rows(self._tail, self.cfg)
             flat = bool(forced_flat(self._tail, warm, self.cfg, data_ends=final)[0][-1])
             window = np.zeros((self.cfg.lookback, obs_rows.shape[1]), dtype=np.float32)
@@ -247,6 +266,25 @@ class PaperTrader:
                 "latency_order_ms": sent_ms,
             }
         )
+
+    def _watch_drift(self, row: pl.DataFrame, now: int) -> None:
+        """Every `drift_every_bars` bars: PSI of today's features against the training rows; a drifted
+        feature allows only exits (`RiskEngine.on_drift`)."""
+        if self._drift_reference is None:
+            return
+        self._today.append(row.select(*self._drift_columns, _session_minute("ts")))
+        if len(self._today) % self._drift_every:
+            return
+        today = pl.concat(self._today)
+        lo, hi = today["_session_minute"].min(), today["_session_minute"].max()
+        # the same minutes of the session in the training rows: intraday seasonality (the quiet open, the
+        # busy cash session) is not drift
+        reference = self._drift_reference.filter(pl.col("_session_minute").is_between(lo, hi))
+        outcome = check_drift(today.drop("_session_minute"), reference.drop("_session_minute"), self._drift_limit)
+        if not outcome.passed:
+            psi = outcome.metadata["psi"]
+            worst = ", ".join(f"{c} PSI {psi[c]:.2f}" for c in outcome.metadata["drifted"][:3])
+            self.risk.on_drift(now, f"{worst} (> {self._drift_limit} vs training)")
 
     # --- orders and fills -------------------------------------------------------------------------------
 

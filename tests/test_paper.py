@@ -236,17 +236,29 @@ def follow_ofi(obs: dict[str, np.ndarray]) -> float:
     return 1.0 if obs["window"][-1, 0] > 0 else -1.0  # flips often: many orders
 
 
-def run_session(root: str, landing: str, crash_on_send: int | None = None) -> PaperTrader:
-    """The first 45 minutes of the live day for strategy "crash"; with crash_on_send=k the process SIGKILLs
+def run_session(
+    root: str, landing: str, crash_on_send: int | None = None, drift_shift: float | None = None, minutes: int = 45
+) -> PaperTrader:
+    """The first `minutes` of the live day for strategy "crash"; with crash_on_send=k the process SIGKILLs
     itself on the k-th order after journaling it and before the venue has it (the worst moment)."""
     records = {d: _records(write_day(d, Path(landing), MARKET)) for d in DAYS[1:]}
     bars = ofi_bars_1m(seconds_frame(book_ofi_1s(iter([records[DAYS[1]]]))), symbol="MNQ.v.0")
     catalog = load_catalog()
     model = fit_regime_model(bars, catalog.hmm, DAYS[1], DAYS[1])
     ts = records[LIVE_DAY].ts_recv.astype(np.int64)
-    live = records[LIVE_DAY].slice(0, int(np.searchsorted(ts, cal.session_open_ns(LIVE_DAY) + 45 * 60_000_000_000)))
+    live = records[LIVE_DAY].slice(
+        0, int(np.searchsorted(ts, cal.session_open_ns(LIVE_DAY) + minutes * 60_000_000_000))
+    )
     cfg = EnvConfig(feature_columns=tuple(catalog.sets["phase2_ofi"].columns), lookback=4, trade_only_warm=False)
     venue = PaperVenue(capital_usd=10_000.0, commission_per_side_usd=0.62)
+    drift: dict = {}
+    if drift_shift is not None:  # the "training" rows: the batch features of the same minutes, maybe shifted
+        both = pl.concat([bars, ofi_bars_1m(seconds_frame(book_ofi_1s(iter([live]))), symbol="MNQ.v.0")])
+        reference = compute_features(both, catalog, filter_regimes(model, both, catalog.hmm))
+        drift = {
+            "drift_reference": reference.with_columns(pl.col(cfg.feature_columns) + drift_shift),
+            "drift_every_bars": 15,
+        }
     if crash_on_send is not None:
         submit, sent = venue.submit, []
 
@@ -268,6 +280,7 @@ def run_session(root: str, landing: str, crash_on_send: int | None = None) -> Pa
         strategy="crash",
         session_id=f"pid{os.getpid()}",
         capital_usd=10_000.0,
+        **drift,
     )
     trader.on_records(live)
     trader.close()
@@ -296,3 +309,21 @@ def test_a_crash_between_journal_and_send_resumes_without_a_duplicate_order(tmp_
         got = crashed_lake.scan(table).select(key).sort(key[0]).collect()
         assert want.height > 10 and got.equals(want), table
     assert clean.position == restarted.position == 0
+
+
+@pytest.mark.parametrize("shift", [0.0, 5.0])
+def test_feature_drift_against_the_training_rows_allows_only_exits(tmp_path: Path, shift: float) -> None:
+    """The live features' PSI against reference rows of the same session minutes: the batch rows of the same
+    bars stay ACTIVE; shifted by 5 (the live features drifted) -> REDUCING with the worst features named, and
+    no new position after."""
+    trader = run_session(str(tmp_path / "lake"), str(tmp_path / "landing"), drift_shift=shift, minutes=120)
+    assert sum(t.height for t in trader._today) > 60  # warm rows the PSI was computed on
+    events = Lake(str(tmp_path / "lake")).scan("paper_risk_events").collect() if shift else None
+    if not shift:
+        assert trader.risk.state == "ACTIVE" and not trader.risk.events
+        return
+    assert events["state"].to_list() == ["REDUCING"] and "PSI" in events["reason"][0]
+    assert events["reason"][0].startswith("feature drift: ") and "vs training" in events["reason"][0]
+    bars = Lake(str(tmp_path / "lake")).scan("paper_bars").sort("bar_ts").collect()
+    after = bars.filter(pl.col("risk_state") == "REDUCING")
+    assert after.height > 10 and (after["position"].abs().diff().drop_nulls() <= 0).all()  # only towards flat

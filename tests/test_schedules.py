@@ -5,7 +5,7 @@ import datetime as dt
 import dagster as dg
 
 from phoenix_assets.definitions import defs
-from phoenix_assets.defs.schedules import DATABENTO_TAGS, databento_daily
+from phoenix_assets.defs.schedules import DATABENTO_TAGS, databento_daily, paper_daily
 from phoenix_assets.lib.cme_calendar import CHICAGO
 
 
@@ -38,3 +38,15 @@ def test_requests_the_trade_date_that_just_closed_with_the_databento_source() ->
 def test_weekend_ticks_request_nothing() -> None:
     skipped = _evaluate(dt.datetime(2024, 3, 16, 17, 30, tzinfo=CHICAGO))  # Saturday
     assert isinstance(skipped, dg.SkipReason) and "2024-03-16" in (skipped.skip_message or "")
+
+
+def test_paper_daily_requests_the_closed_trade_dates_report() -> None:
+    schedule = defs.resolve_schedule_def("paper_daily")
+    assert schedule.job_name == "paper_report_job" and schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    job = defs.resolve_job_def("paper_report_job")
+    assert [k.to_user_string() for k in job.asset_layer.executable_asset_keys] == ["paper_daily_report"]
+    with dg.build_schedule_context(scheduled_execution_time=dt.datetime(2024, 3, 14, 16, 15, tzinfo=CHICAGO)) as c:
+        request = paper_daily(c)
+    assert isinstance(request, dg.RunRequest) and request.partition_key == "2024-03-14"
+    with dg.build_schedule_context(scheduled_execution_time=dt.datetime(2024, 3, 17, 16, 15, tzinfo=CHICAGO)) as c:
+        assert isinstance(paper_daily(c), dg.SkipReason)  # Sunday

@@ -37,3 +37,21 @@ def databento_daily(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg
         run_config=dg.RunConfig(ops={"raw_mbp10": {"config": {"source": "databento"}}}),
         tags=DATABENTO_TAGS,
     )
+
+
+@dg.schedule(
+    name="paper_daily",
+    job_name="paper_report_job",
+    cron_schedule="15 16 * * 1-5",
+    execution_timezone="America/Chicago",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description=(
+        "16:15 CT Mon-Fri: the paper_daily_report of the trade date that closed at 16:00 CT. Start it while "
+        "`./phoenix paper --live` trades; materialize paper_track_record for the go_live_gate."
+    ),
+)
+def paper_daily(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    day = context.scheduled_execution_time.astimezone(cal.CHICAGO).date()
+    if not cal.is_trade_date(day):
+        return dg.SkipReason(f"{day} is not a CME trade date")
+    return dg.RunRequest(run_key=f"paper:{day.isoformat()}", partition_key=day.isoformat())
