@@ -173,6 +173,13 @@ def main(argv: list[str] | None = None) -> int:
         default=RiskConfig().latency_budget_ms,
         help="record -> order budget; 3 decisions in a row over it allow only exits (default %(default)s)",
     )
+    parser.add_argument(
+        "--drift-psi-limit",
+        type=float,
+        default=None,
+        help="enable the drift monitor: a feature whose PSI against the training rows of the same session "
+        "minutes exceeds this (checked every 240 bars on the day so far) allows only exits (default: off)",
+    )
     parser.add_argument("--lake", default=None, help="lake root (default: $PHOENIX_LAKE_URI, else <repo>/lake)")
     args = parser.parse_args(argv)
 
@@ -190,8 +197,15 @@ def main(argv: list[str] | None = None) -> int:
         end = args.end or dt.date.fromisoformat(tc["test_end"])
         source = raw_records(lake, cal.trade_dates_between(start, end))
     catalog, regimes = load_catalog(), latest_model(lake)
-    # the drift monitor's reference: the feature rows the model was trained on
-    training_rows = _features(lake, tc["train_start"], tc["train_end"], ["ts", *env_cfg.feature_columns, "warm"])
+    # the drift monitor's reference: the feature rows the model was trained on (opt-in, README says why)
+    drift: dict[str, Any] = {}
+    if args.drift_psi_limit is not None:
+        columns = ["ts", *env_cfg.feature_columns, "warm"]
+        drift = {
+            "drift_reference": _features(lake, tc["train_start"], tc["train_end"], columns),
+            "drift_psi_limit": args.drift_psi_limit,
+            "drift_every_bars": 240,
+        }
     journal, session = OrderJournal(lake), f"{args.strategy}-{uuid.uuid4().hex[:8]}"
     print(f"paper session {session}: model {version}, strategy {args.strategy}, lake {lake.root}")
     stop = {"now": False}
@@ -232,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                 capital_usd=capital,
                 equity_start_usd=equity,
                 peak_start_usd=peak,
-                drift_reference=training_rows,
+                **drift,
             )
             current["began"] = time.perf_counter()
             traded.append(day)
