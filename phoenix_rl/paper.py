@@ -143,8 +143,9 @@ class PaperTrader:
         """A person lifts REDUCING/HALTED (recorded with who did it)."""
         self.risk.resume(self._last_ts, who)
 
-    def flush(self) -> None:
-        """Write the buffered bars and the new risk events to the journal (one Delta commit each)."""
+    def flush(self, compact: bool = True) -> None:
+        """Write the buffered bars and the new risk events to the journal (one Delta commit each), then compact
+        the journal (its merges read every file: latency would grow with every order sent)."""
         self.journal.record_bars(self._bar_rows)
         self._bar_rows = []
         events = self.risk.events[self._events_seen :]
@@ -162,6 +163,8 @@ class PaperTrader:
             ]
         )
         self._events_seen += len(events)
+        if compact:
+            self.journal.compact()
 
     # --- one minute -------------------------------------------------------------------------------------
 

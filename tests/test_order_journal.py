@@ -114,3 +114,19 @@ def test_bars_and_risk_events_merge_once_per_key(tmp_path: Path) -> None:
     assert journal.record_risk_events([event, {**event, "state": "ACTIVE", "reason": "resumed by test"}]) == 1
     assert journal.lake.scan("paper_risk_events").collect().height == 2
     assert journal.record_bars([]) == 0
+
+
+def test_compaction_keeps_every_row_and_the_dedup(tmp_path: Path) -> None:
+    """One file per commit, then one file: the same rows, and a decision already taken is still refused."""
+    journal = OrderJournal(Lake(str(tmp_path)))
+    for k in range(12):
+        bar = BAR + dt.timedelta(minutes=k)
+        order = {"client_order_id": client_order_id("agent", bar), "strategy": "agent", "bar_ts": bar,
+                 "instrument_id": 1, "quantity": 1, "reason": "policy", "created_ts": bar}  # fmt: skip
+        assert journal.record_order(order)
+    before = journal.lake.scan("paper_orders").sort("client_order_id").collect()
+    assert len(journal.lake.table("paper_orders").file_uris()) == 12
+    assert journal.compact() == {"paper_orders": 12}
+    assert len(journal.lake.table("paper_orders").file_uris()) == 1
+    assert journal.lake.scan("paper_orders").sort("client_order_id").collect().equals(before)
+    assert not journal.record_order(order)

