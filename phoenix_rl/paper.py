@@ -100,6 +100,7 @@ class PaperTrader:
         )
         self._drift_every, self._drift_limit = drift_every_bars, drift_psi_limit
         self._today: list[pl.DataFrame] = []
+        self._in_flight = 0  # contracts sent and not filled yet (a kill switch between send and fill)
         self.resent = 0  # journaled before a restart: sent to the simulated venue again, not journaled twice
 
     # --- the stream -------------------------------------------------------------------------------------
@@ -120,7 +121,8 @@ class PaperTrader:
         bars = self.bars.close()
         if bars.height:
             self._on_bars(bars, received, self._last_ts, final=True)
-        self._on_fills(self.venue.on_records(self._last_book)) if self._last_book is not None else None
+        if self._last_book is not None:  # the last decision's order fills at the last book seen
+            self._on_fills(self.venue.on_records(self._last_book))
         self.flush()
 
     @property
@@ -135,7 +137,7 @@ class PaperTrader:
     def kill_switch(self, who: str) -> None:
         """Halt and flatten now, whatever the state, book or order rate (the order goes out at the next book)."""
         ts = self._last_ts
-        decision = self.risk.kill_switch(ts, self.position, who)
+        decision = self.risk.kill_switch(ts, self.position + self._in_flight, who)  # an unfilled order too
         if decision.quantity:
             self._send(ts, _utc(ts), decision.quantity, "kill", decision.reason)
 
@@ -238,7 +240,8 @@ class PaperTrader:
             target = 0 if flat else int(target_contracts(action, self.cfg))
         # outside the continuous session (no feature row) the target is flat: the env never holds over a halt
         decided = time.perf_counter_ns()
-        decision = self.risk.check_order(now, self.position, target)
+        holding = self.position + self._in_flight
+        decision = self.risk.check_order(now, holding, target)
         sent_ms = math.nan
         if decision.quantity:
             self._send(now, bar_ts, decision.quantity, "decision", "policy")
@@ -246,8 +249,8 @@ class PaperTrader:
             self.risk.on_latency(now, sent_ms)
         if not decision.accepted:
             reason = decision.reason
-        expected = self.position + decision.quantity
-        self._held = 0 if expected == 0 else (self._held + 1 if expected * self.position > 0 else 1)
+        expected = holding + decision.quantity
+        self._held = 0 if expected == 0 else (self._held + 1 if expected * holding > 0 else 1)
         self._bar_rows.append(
             {
                 "session_id": self.session_id,
@@ -307,6 +310,7 @@ class PaperTrader:
             }
         )
         self.resent += not new  # a replay after a crash: the simulated venue needs the order again
+        self._in_flight += int(quantity)  # before the send: a kill switch landing in between counts it
         self.venue.submit(self._instrument, int(quantity), coid)
 
     def _on_fills(self, fills: list[VenueFill]) -> None:
@@ -318,6 +322,7 @@ class PaperTrader:
                     self.position + f.quantity
                 )
             self.position += f.quantity
+            self._in_flight -= f.quantity
             self._entry = math.nan if self.position == 0 else self._entry
             self._cash_points -= f.quantity * f.price
             self._fees += f.commission_usd

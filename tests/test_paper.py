@@ -237,7 +237,12 @@ def follow_ofi(obs: dict[str, np.ndarray]) -> float:
 
 
 def run_session(
-    root: str, landing: str, crash_on_send: int | None = None, drift_shift: float | None = None, minutes: int = 45
+    root: str,
+    landing: str,
+    crash_on_send: int | None = None,
+    drift_shift: float | None = None,
+    minutes: int = 45,
+    kill_on_send: int | None = None,
 ) -> PaperTrader:
     """The first `minutes` of the live day for strategy "crash"; with crash_on_send=k the process SIGKILLs
     itself on the k-th order after journaling it and before the venue has it (the worst moment)."""
@@ -269,6 +274,17 @@ def run_session(
             submit(*args)
 
         venue.submit = submit_or_die  # type: ignore[method-assign]
+    held: dict[str, PaperTrader] = {}
+    if kill_on_send is not None:  # the kill switch's signal lands between an order's send and its fill
+        send, count = venue.submit, []
+
+        def submit_then_kill(*args: object) -> None:
+            send(*args)
+            count.append(args)
+            if len(count) == kill_on_send:
+                held["trader"].kill_switch("signal")
+
+        venue.submit = submit_then_kill  # type: ignore[method-assign]
     trader = PaperTrader(
         policy=follow_ofi,
         env_config=cfg,
@@ -282,6 +298,7 @@ def run_session(
         capital_usd=10_000.0,
         **drift,
     )
+    held["trader"] = trader
     trader.on_records(live)
     trader.close()
     venue.close()
@@ -327,3 +344,16 @@ def test_feature_drift_against_the_training_rows_allows_only_exits(tmp_path: Pat
     bars = Lake(str(tmp_path / "lake")).scan("paper_bars").sort("bar_ts").collect()
     after = bars.filter(pl.col("risk_state") == "REDUCING")
     assert after.height > 10 and (after["position"].abs().diff().drop_nulls() <= 0).all()  # only towards flat
+
+
+def test_the_kill_switch_flattens_an_order_still_in_flight(tmp_path: Path) -> None:
+    """The kill switch pulled right after an order went out and before it filled: the flattening order counts
+    the unfilled one, so the account ends flat (the sent order fills, then the kill order undoes it)."""
+    trader = run_session(str(tmp_path / "lake"), str(tmp_path / "landing"), kill_on_send=3)
+    lake = Lake(str(tmp_path / "lake"))
+    orders = lake.scan("paper_orders").sort("created_ts").collect()
+    kill = orders.filter(pl.col("client_order_id").str.ends_with(":kill"))
+    assert kill.height == 1 and kill["quantity"][0] != 0
+    assert orders.height == 4  # three decisions, the kill; nothing after the halt
+    fills = lake.scan("paper_fills").collect()
+    assert fills["quantity"].sum() == 0 and trader.position == 0 and trader.risk.state == "HALTED"
