@@ -357,3 +357,23 @@ def test_the_kill_switch_flattens_an_order_still_in_flight(tmp_path: Path) -> No
     assert orders.height == 4  # three decisions, the kill; nothing after the halt
     fills = lake.scan("paper_fills").collect()
     assert fills["quantity"].sum() == 0 and trader.position == 0 and trader.risk.state == "HALTED"
+
+
+def test_the_live_source_batches_by_minute_and_needs_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`live_records` over the record objects a `databento.Live` client yields (here: the real ESH4 file's,
+    the same `MBP10Msg` type; this machine has no route to Databento): batches never span a minute or exceed
+    max_records, skip non-book records, and together are the file's records. Without a key: a clear error."""
+    from phoenix_assets.defs.resources import DatabentoError, DatabentoResource
+    from phoenix_assets.paper import live_records
+    from tests.conftest import ESH4_MBP10
+
+    objects = list(databento.DBNStore.from_file(ESH4_MBP10))
+    chunks = list(live_records([objects[0], "a system message", *objects[1:]], max_records=100))
+    assert all(len(c.ts_recv) <= 100 for c in chunks)
+    assert all(len(np.unique(c.ts_recv.astype(np.int64) // 60_000_000_000)) == 1 for c in chunks)
+    whole = _records(ESH4_MBP10)
+    np.testing.assert_array_equal(np.concatenate([c.ts_recv for c in chunks]), whole.ts_recv)
+    np.testing.assert_array_equal(np.concatenate([c.bid_px for c in chunks]), whole.bid_px)
+    monkeypatch.delenv("DATABENTO_API_KEY", raising=False)
+    with pytest.raises(DatabentoError, match="DATABENTO_API_KEY"):
+        DatabentoResource().live_client()
