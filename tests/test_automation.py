@@ -69,7 +69,7 @@ def test_definitions_register_sensors_and_conditions() -> None:
     conditions = {k.to_user_string(): c for a in defs.assets or [] for k, c in a.automation_conditions_by_key.items()}
     assert conditions.get("raw_mbp10") is None and conditions.get("hmm_regime_model") is None  # never auto-refit
     assert all(conditions[a] is not None for a in ("book_snapshots_1s", "ofi_bars_1m", "hmm_regimes", "features_1m"))
-    assert [s.name for s in repo.schedule_defs] == ["databento_daily"]  # stopped by default (API key)
+    assert [s.name for s in repo.schedule_defs] == ["databento_daily", "paper_daily"]  # both stopped by default
 
 
 # --- landing sensor ----------------------------------------------------------------------------------
