@@ -33,8 +33,8 @@ import polars as pl
 
 from feature_specs import FeatureCatalog, load_catalog
 from phoenix_assets.defs.features.assets import latest_model
-from phoenix_assets.defs.microstructure.assets import OfiBarsConfig, _stoikov_table
-from phoenix_assets.defs.model.assets import _features, _load_model
+from phoenix_assets.defs.microstructure.assets import OfiBarsConfig, stoikov_table_for
+from phoenix_assets.defs.model.assets import features_between, load_latest_model
 from phoenix_assets.defs.resources import DatabentoResource, LakeResource
 from phoenix_assets.lib import cme_calendar as cal
 from phoenix_assets.lib.book_kernel import BookArrays, arrays_from_dbn, arrays_from_raw, arrays_from_records
@@ -144,7 +144,7 @@ def _refuse_traded_day(lake: Lake, strategy: str, day: dt.date, resume: bool) ->
 
 def _stoikov(lake: Lake, day: dt.date) -> pl.DataFrame | None:
     """Stoikov's microprice adjustment as ofi_bars_1m fits it for the day (earlier days only)."""
-    return _stoikov_table(lake, day, OfiBarsConfig().stoikov_train_days)[0]
+    return stoikov_table_for(lake, day, OfiBarsConfig().stoikov_train_days)[0]
 
 
 def _symbol(lake: Lake, day: dt.date) -> str | None:
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     lake = LakeResource(uri=args.lake).lake()
-    version, model, saved = _load_model(lake)
+    version, model, saved = load_latest_model(lake)
     tc = saved["train_config"]
     env_cfg = EnvConfig(**saved["env_config"])
     capital = float(tc.get("capital", 10_000.0))
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.drift_psi_limit is not None:
         columns = ["ts", *env_cfg.feature_columns, "warm"]
         drift = {
-            "drift_reference": _features(lake, tc["train_start"], tc["train_end"], columns),
+            "drift_reference": features_between(lake, tc["train_start"], tc["train_end"], columns),
             "drift_psi_limit": args.drift_psi_limit,
             "drift_every_bars": 240,
         }
@@ -274,7 +274,7 @@ def _report(
         f"record->order {p['latency_order_ms'][0]:.1f}/{p['latency_order_ms'][1]:.1f} ms"
     )
     try:
-        rows = _features(lake, min(days).isoformat(), max(days).isoformat())
+        rows = features_between(lake, min(days).isoformat(), max(days).isoformat())
     except FileNotFoundError:
         return
     if rows.height < 2:

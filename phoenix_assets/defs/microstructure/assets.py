@@ -109,7 +109,7 @@ def ofi_bars_1m(context: dg.AssetExecutionContext, config: OfiBarsConfig, lake: 
     the_lake = lake.lake()
     the_lake.require_partition(ms.SECONDS_TABLE, trade_date, needed_by="ofi_bars_1m")
     seconds = the_lake.read_partition(ms.SECONDS_TABLE, trade_date)
-    stoikov, train_dates = _stoikov_table(the_lake, trade_date, config.stoikov_train_days)
+    stoikov, train_dates = stoikov_table_for(the_lake, trade_date, config.stoikov_train_days)
     bars = bar_lib.ofi_bars_1m(seconds, stoikov_table=stoikov)
     table = ms.to_delta_arrow(bars)
     version = the_lake.replace_partition(
@@ -140,7 +140,7 @@ def ofi_bars_1m(context: dg.AssetExecutionContext, config: OfiBarsConfig, lake: 
     )
 
 
-def _stoikov_table(lake: Lake, trade_date: dt.date, days: int) -> tuple[pl.DataFrame | None, list[dt.date]]:
+def stoikov_table_for(lake: Lake, trade_date: dt.date, days: int) -> tuple[pl.DataFrame | None, list[dt.date]]:
     """Fit Stoikov's adjustment on up to `days` earlier trade dates of the 1s table (never the day itself)."""
     if days <= 0 or not lake.exists(ms.SECONDS_TABLE):
         return None, []

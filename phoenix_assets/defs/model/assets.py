@@ -47,7 +47,7 @@ TRAINING_TAGS = {"phoenix/training": "true"}
 PACKAGES = ("torch", "stable-baselines3", "gymnasium", "mambapy", "numpy", "polars", "dagster-pipes")
 
 
-def _features(lake: Lake, start: str, end: str, columns: list[str] | None = None) -> pl.DataFrame:
+def features_between(lake: Lake, start: str, end: str, columns: list[str] | None = None) -> pl.DataFrame:
     """features_1m rows with start <= trade_date <= end, in time order."""
     if not lake.exists(FEATURES_TABLE):
         raise FileNotFoundError(f"no {FEATURES_TABLE} table under {lake.root}: materialize features_1m first")
@@ -165,7 +165,7 @@ def mamba_sac_model(
         )
     first = min(s for s, _ in windows.values())
     last = max(e for _, e in windows.values())
-    rows = _features(the_lake, first, last, _feature_columns(the_lake, config.feature_set))
+    rows = features_between(the_lake, first, last, _feature_columns(the_lake, config.feature_set))
     hashes = rows["feature_spec_hash"].unique().drop_nulls().to_list() if "feature_spec_hash" in rows.columns else []
     if len(hashes) > 1:
         raise ValueError(
@@ -247,7 +247,7 @@ class BacktestConfig(dg.Config):
     random_seed: int = Field(default=0, description="Seed of the random baseline")
 
 
-def _load_model(lake: Lake) -> tuple[str, Any, dict[str, Any]]:
+def load_latest_model(lake: Lake) -> tuple[str, Any, dict[str, Any]]:
     """(version, SB3 SAC model, stored config) of the latest artifact."""
     from stable_baselines3 import SAC
 
@@ -286,7 +286,7 @@ def backtests(context: dg.AssetExecutionContext, config: BacktestConfig, lake: L
     from phoenix_rl.tuned_rule import ofi_rule_features, tune_ofi_rule
 
     the_lake = lake.lake()
-    version, model, saved = _load_model(the_lake)
+    version, model, saved = load_latest_model(the_lake)
     tc = saved["train_config"]
     stored_hash = saved.get("feature_set_content_hash")
     if stored_hash and stored_hash != load_feature_set(tc["feature_set"]).content_hash:
@@ -299,14 +299,14 @@ def backtests(context: dg.AssetExecutionContext, config: BacktestConfig, lake: L
     columns = _feature_columns(the_lake, tc["feature_set"])
     names = the_lake.scan(FEATURES_TABLE).collect_schema().names()
     rule_inputs = [c for c in ofi_rule_features(names) if c not in columns]
-    train_rows = _features(the_lake, tc["train_start"], tc["train_end"], [*columns, *rule_inputs])
+    train_rows = features_between(the_lake, tc["train_start"], tc["train_end"], [*columns, *rule_inputs])
     rule = tune_ofi_rule(train_rows, env_cfg, capital=capital)  # the TRAIN window only, like the model
     context.log.info(f"tuned_ofi_rule on {rule.tuned_on}: {rule.feature} entry {rule.entry} exit {rule.exit}")
     columns += [rule.feature] if rule.feature not in columns else []
     trades, equity, summary = [], [], {}
     for window in WINDOWS:
         start, end = tc[f"{window}_start"], tc[f"{window}_end"]
-        rows = _features(the_lake, start, end, columns)
+        rows = features_between(the_lake, start, end, columns)
         if rows.height < 2:
             raise ValueError(f"backtests: {window} window {start}..{end} has {rows.height} {FEATURES_TABLE} rows")
         results = {"agent": run_backtest(model, rows, env_cfg, capital=capital, name="agent")}

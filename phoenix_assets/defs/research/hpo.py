@@ -15,7 +15,7 @@ import dagster as dg
 from pydantic import Field
 
 from phoenix_assets.defs.features.assets import features_1m
-from phoenix_assets.defs.model.assets import TRAINING_TAGS, _feature_columns, _features
+from phoenix_assets.defs.model.assets import TRAINING_TAGS, _feature_columns, features_between
 from phoenix_assets.defs.model.config import EnvSettings, config_from_dataclass
 from phoenix_assets.defs.resources import LakeResource
 from phoenix_rl.config import TrainConfig
@@ -88,7 +88,7 @@ def hpo_study(context: dg.AssetExecutionContext, config: HpoStudyConfig, lake: L
     windows = base.windows()
     first, last = windows["train"][0], windows["test"][1]
     assert first is not None and last is not None  # StudySettings checked the windows
-    features = _features(the_lake, first, last, _feature_columns(the_lake, base.feature_set))
+    features = features_between(the_lake, first, last, _feature_columns(the_lake, base.feature_set))
     storage, storage_label = hpo.optuna_storage(config.study_name, lake_root=the_lake.root)
     context.log.info(f"study {config.study_name} on {storage_label}: {features.height} feature rows {first}..{last}")
     study = hpo.run_study(
