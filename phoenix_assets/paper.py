@@ -93,15 +93,17 @@ def live_records(client: Iterable[Any], max_records: int = 256) -> Iterator[Book
 def _by_trade_date(arrays: BookArrays) -> Iterator[BookArrays]:
     ts = arrays.ts_recv.astype(np.int64)
     while len(ts):
-        _, hi = cal.trade_date_window(trade_date_of(int(ts[0])))
+        _, hi = cal.trade_date_window(_trade_date_of(int(ts[0])))
         cut = int(np.searchsorted(ts, hi))
         yield arrays.slice(0, cut)
         arrays, ts = arrays.slice(cut, len(ts)), ts[cut:]
 
 
-def trade_date_of(ts_ns: int) -> dt.date:
-    """The CME trade date whose window (16:00 CT the day before to 16:00 CT) holds the timestamp."""
-    return cal.trade_dates_overlapping(ts_ns, ts_ns + 1)[0]
+def _trade_date_of(ts_ns: int) -> dt.date:
+    day = cal.trade_date_of(ts_ns)
+    if day is None:
+        raise ValueError(f"./phoenix paper: a record at {ts_ns} ns lies in no CME trade date (a weekend)")
+    return day
 
 
 # --- the run ----------------------------------------------------------------------------------------
@@ -226,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{traded[-1]}: {len(trader.fills)} fills, equity ${equity:,.2f}, risk {state}, {took:.0f} s")
 
     for arrays in source:
-        day = trade_date_of(int(arrays.ts_recv[0]))
+        day = _trade_date_of(int(arrays.ts_recv[0]))
         if not traded or day != traded[-1]:
             if current:
                 finish_day()

@@ -90,6 +90,10 @@ class PaperTrader:
         self._peak = peak_start_usd
         self._tail = pl.DataFrame()  # the last lookback + 1 feature rows: enough for the window and the gap rule
         self._trade_date: dt.date | None = None
+        self._instrument = 0  # of the newest bar: orders are for it
+        self._last_ts = 0  # ts_recv of the newest record (the kill switch's and resume's time)
+        self._last_close = math.nan  # the newest bar close (the masked pre-open has none)
+        self._last_book: BookArrays | None = None  # the newest tradeable record: the end of stream fills there
         self._bar_rows: list[dict] = []
         self._events_seen = 0
         self.fills: list[VenueFill] = []
@@ -170,10 +174,6 @@ class PaperTrader:
 
     # --- one minute -------------------------------------------------------------------------------------
 
-    _last_ts: int = 0
-    _last_close: float = math.nan
-    _last_book: BookArrays | None = None
-
     def _on_minute_piece(self, piece: BookArrays) -> None:
         received = time.perf_counter_ns()
         head, rest = piece.slice(0, 1), piece.slice(1, len(piece.ts_recv))
@@ -200,8 +200,8 @@ class PaperTrader:
         bid, ask = arrays.bid_px[last, 0], arrays.ask_px[last, 0]
         bid = np.where(bid == UNDEF_PRICE, np.nan, bid / PRICE_SCALE)
         ask = np.where(ask == UNDEF_PRICE, np.nan, ask / PRICE_SCALE)
-        day = cal.trade_dates_overlapping(int(ts[0]), int(ts[0]) + 1)
-        in_session = cal.in_continuous_session(ts, day[0]) if day else np.zeros(len(ts), dtype=bool)
+        day = cal.trade_date_of(int(ts[0]))
+        in_session = cal.in_continuous_session(ts, day) if day else np.zeros(len(ts), dtype=bool)
         self.risk.on_books(ts, bid, ask, in_session)
 
     def _on_bars(self, bars: pl.DataFrame, received: int, now: int, *, final: bool) -> None:
@@ -293,8 +293,6 @@ class PaperTrader:
             self.risk.on_drift(now, f"{worst} (> {self._drift_limit} vs training)")
 
     # --- orders and fills -------------------------------------------------------------------------------
-
-    _instrument: int = 0
 
     def _send(self, now: int, bar_ts: dt.datetime, quantity: int, purpose: str, reason: str) -> None:
         coid = client_order_id(self.strategy, bar_ts, purpose)

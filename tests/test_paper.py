@@ -20,12 +20,12 @@ import numpy as np
 import polars as pl
 import pytest
 
-from feature_specs import load_catalog
+from feature_specs import FeatureCatalog, load_catalog
 from phoenix_assets.lib import cme_calendar as cal
 from phoenix_assets.lib.bars import ofi_bars_1m, seconds_frame
 from phoenix_assets.lib.book_kernel import BookArrays, arrays_from_dbn, book_ofi_1s
 from phoenix_assets.lib.features import compute_features
-from phoenix_assets.lib.hmm_regimes import filter_regimes, fit_regime_model
+from phoenix_assets.lib.hmm_regimes import RegimeModel, filter_regimes, fit_regime_model
 from phoenix_assets.lib.lake import Lake
 from phoenix_assets.lib.live_bars import LiveBars, LiveFeatures
 from phoenix_assets.lib.order_journal import OrderJournal
@@ -164,15 +164,21 @@ def always_long(obs: dict[str, np.ndarray]) -> float:
     return 1.0
 
 
+def _previous_day(landing: Path) -> tuple[dict[dt.date, BookArrays], pl.DataFrame, FeatureCatalog, RegimeModel]:
+    """Records of the day before the live day and of the live day; the earlier day's bars are the live
+    features' history and the HMM is fitted on them (before the live day)."""
+    records = {d: _records(write_day(d, landing, MARKET)) for d in DAYS[1:]}
+    bars = ofi_bars_1m(seconds_frame(book_ofi_1s(iter([records[DAYS[1]]]))), symbol="MNQ.v.0")
+    catalog = load_catalog()
+    return records, bars, catalog, fit_regime_model(bars, catalog.hmm, DAYS[1], DAYS[1])
+
+
 @pytest.fixture(scope="module")
 def faults(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """60 minutes of the live day: a 5-minute hole in the feed at minute 20, a person resumes at minute 30, the
     kill switch at minute 40."""
     tmp = tmp_path_factory.mktemp("faults")
-    records = {d: _records(write_day(d, tmp / "landing", MARKET)) for d in DAYS[1:]}
-    bars = ofi_bars_1m(seconds_frame(book_ofi_1s(iter([records[DAYS[1]]]))), symbol="MNQ.v.0")
-    catalog = load_catalog()
-    model = fit_regime_model(bars, catalog.hmm, DAYS[1], DAYS[1])
+    records, bars, catalog, model = _previous_day(tmp / "landing")
     open_ns = cal.session_open_ns(LIVE_DAY)
     ts = records[LIVE_DAY].ts_recv.astype(np.int64)
     minute = (ts - open_ns) // 60_000_000_000
@@ -246,10 +252,7 @@ def run_session(
 ) -> PaperTrader:
     """The first `minutes` of the live day for strategy "crash"; with crash_on_send=k the process SIGKILLs
     itself on the k-th order after journaling it and before the venue has it (the worst moment)."""
-    records = {d: _records(write_day(d, Path(landing), MARKET)) for d in DAYS[1:]}
-    bars = ofi_bars_1m(seconds_frame(book_ofi_1s(iter([records[DAYS[1]]]))), symbol="MNQ.v.0")
-    catalog = load_catalog()
-    model = fit_regime_model(bars, catalog.hmm, DAYS[1], DAYS[1])
+    records, bars, catalog, model = _previous_day(Path(landing))
     ts = records[LIVE_DAY].ts_recv.astype(np.int64)
     live = records[LIVE_DAY].slice(
         0, int(np.searchsorted(ts, cal.session_open_ns(LIVE_DAY) + minutes * 60_000_000_000))

@@ -154,3 +154,7 @@ def test_trade_dates_of_the_real_files() -> None:
     assert str(first) == "2023-12-25 22:00:00"  # 16:00 CST
     assert cal.trade_dates_overlapping(*cal.trade_date_window(dt.date(2024, 3, 11))) == [dt.date(2024, 3, 11)]
     assert cal.utc_offset_ns(dt.date(2024, 3, 11)) == -5 * 3600 * cal.NS_PER_SECOND  # CDT after the switch
+    lo, hi = cal.trade_date_window(dt.date(2024, 3, 11))  # Sunday 16:00 CT .. Monday 16:00 CT
+    assert cal.trade_date_of(lo) == cal.trade_date_of(hi - 1) == dt.date(2024, 3, 11)
+    assert cal.trade_date_of(hi) == dt.date(2024, 3, 12)
+    assert cal.trade_date_of(lo - 1) is None  # Sunday before 16:00 CT: a weekend, no trade date

@@ -78,6 +78,13 @@ def trade_dates_overlapping(start_ns: int, end_ns: int) -> list[dt.date]:
     return out
 
 
+def trade_date_of(ts_ns: int) -> dt.date | None:
+    """The trade date whose window (16:00 CT the day before to 16:00 CT) holds the timestamp; None on a
+    weekend, when no trade date's window does."""
+    days = trade_dates_overlapping(ts_ns, ts_ns + 1)
+    return days[0] if days else None
+
+
 def in_continuous_session(ts_ns: np.ndarray, trade_date: dt.date) -> np.ndarray:
     """True where a UTC timestamp of this trade date's window falls in continuous trading (>= 17:00 CT)."""
     return np.asarray(ts_ns, dtype=np.int64) >= session_open_ns(trade_date)
