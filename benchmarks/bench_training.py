@@ -88,14 +88,14 @@ def _before_extractor_class(base: type) -> type:
         def forward(self, observations: dict[str, Any]) -> Any:
             import torch
 
-            saved, mamba.SEQUENTIAL_SCAN_MAX_LENGTH = mamba.SEQUENTIAL_SCAN_MAX_LENGTH, 0
+            saved, mamba.FUSED_CPU_KERNEL = mamba.FUSED_CPU_KERNEL, False
             try:
                 h = self.embed(observations["window"])
                 for layer in self.layers:
                     h = layer(h)
                 return torch.cat([self.norm_f(h[:, -1]), observations["agent"]], dim=1)
             finally:
-                mamba.SEQUENTIAL_SCAN_MAX_LENGTH = saved
+                mamba.FUSED_CPU_KERNEL = saved
 
     return BeforeExtractor
 

@@ -8,19 +8,20 @@ SiLU(z) -> out_proj). Discretisation as in the reference `selective_scan_ref` of
     h_t = dA_t * h_{t-1} + dB_t x_t,   y_t = <C_t, h_t> + D * x_t
 with delta_t = softplus(dt_proj(x_proj(x)_dt)) and B_t, C_t from x_proj: delta, B and C depend on the input.
 
-The scan is the linear recurrence h_t = a_t h_{t-1} + b_t. Windows up to `SEQUENTIAL_SCAN_MAX_LENGTH` (the
-trading windows: L = 16-64) run `_SelectiveScan`, the whole SSM as one autograd node: a time-major loop of L
-in-place steps over (batch, d_inner, d_state) slices and a hand-written backward (the adjoint recurrence run in
-reverse, Martin & Cundy 2018, "Parallelizing Linear Recurrent Neural Nets Over Sequence Length", ICLR, section
-3). Longer windows run a Blelloch (work-efficient) parallel scan (Blelloch 1990, "Prefix sums and their
-applications"): 2 log2(L) vectorised steps over the whole (batch, L, d_inner, d_state) tensor with the
-associative operator (a1, b1) o (a2, b2) = (a1 a2, a2 b1 + b2), its backward the same scan reversed. Products of
-decays in (0, 1] never overflow, unlike the closed form exp(S_t) * cumsum(exp(-S_s) b_s) with S the cumulative
-log-decay. A layer whose only consumer is the last step (the extractor's last layer) needs h_{L-1} alone:
-`selective_scan_last` computes it as one weighted sum, exp(A sum_{r>s} delta_r) <= 1 again (no scan).
-Measured on this 2-core CPU (benchmarks/bench_training.py): the default extractor (L 32, d_model 32, d_state 16,
-2 layers) at batch 64, forward ~11 ms and forward+backward ~34 ms, against ~26 / ~110 ms with the Blelloch scan
-on every layer. `selective_scan_reference` is the plain per-step loop, used only by the tests.
+The scan is the linear recurrence h_t = a_t h_{t-1} + b_t. On the CPU (float32/float64) it runs `_FusedScan`,
+the whole SSM as one autograd node over the numba kernels of `phoenix_rl.scan_kernel`: a time loop over a
+(d_inner, d_state) state held in cache, the states stored only when a backward follows, and a hand-written
+backward (the adjoint recurrence run in reverse, Martin & Cundy 2018, "Parallelizing Linear Recurrent Neural
+Nets Over Sequence Length", ICLR, section 3). Other devices (the pure block on a GPU without mamba_ssm) run a
+Blelloch (work-efficient) parallel scan (Blelloch 1990, "Prefix sums and their applications"): 2 log2(L)
+vectorised steps over the whole (batch, L, d_inner, d_state) tensor with the associative operator
+(a1, b1) o (a2, b2) = (a1 a2, a2 b1 + b2), its backward the same scan reversed. Products of decays in (0, 1]
+never overflow, unlike the closed form exp(S_t) * cumsum(exp(-S_s) b_s) with S the cumulative log-decay. A
+layer whose only consumer is the last step (the extractor's last layer) asks for y_{L-1} alone
+(`selective_scan_last`). Measured on the 2-core CPU (benchmarks/bench_training.py, 1 thread, medians): the
+default extractor (L 32, d_model 32, d_state 16, 2 layers) at batch 64, forward 8.2 ms and forward+backward
+32 ms, against 24.6 / 79.5 ms with the Blelloch scan. `selective_scan_reference` is the plain per-step loop,
+used only by the tests.
 
 Parameter names and shapes equal `mamba_ssm.Mamba` (and `mambapy.mamba.MambaBlock`): in_proj.weight,
 conv1d.weight, conv1d.bias, x_proj.weight, dt_proj.weight, dt_proj.bias, A_log, D, out_proj.weight; so
@@ -39,8 +40,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from phoenix_rl import scan_kernel
+
 __all__ = [
-    "SEQUENTIAL_SCAN_MAX_LENGTH",
+    "FUSED_CPU_KERNEL",
     "MambaBlock",
     "MambaLayer",
     "RMSNorm",
@@ -119,66 +122,44 @@ def _discretise(
     return dA, dBu
 
 
-# exp(x) as exp2(x log2 e): torch's float32 exp2 kernel is ~3x faster than its exp on this CPU (AVX-512, torch
-# 2.13; 0.6 vs 1.9 ms for 2M values) at an absolute error below 1e-7 for the x <= 0 of the decays, and the
-# discretisation's exponentials are the largest single cost of the block
-LOG2_E = 1.4426950408889634
-
-# Windows up to this length take the fused sequential scan (`_SelectiveScan`), longer ones the Blelloch scan:
-# for short windows L vectorised steps over (batch, d_inner, d_state) slices that stay in cache beat
-# 2 log2(L) strided steps plus the copies around them (benchmarks/bench_training.py).
-SEQUENTIAL_SCAN_MAX_LENGTH = 128
+# The fused numba kernel (`phoenix_rl.scan_kernel`) runs every float32/float64 CPU scan; False sends them to the
+# Blelloch scan, as on other devices (tests and benchmarks/bench_training.py's "before" row flip it)
+FUSED_CPU_KERNEL = True
 
 
-class _SelectiveScan(torch.autograd.Function):
-    """The whole selective SSM (discretisation, recurrence, read-out) as one autograd node, time-major.
-
-    Forward: dA = exp(delta A), dBu = delta u B, h_t = dA_t h_{t-1} + dBu_t by a loop over t on contiguous
-    (batch, d_inner, d_state) slices, y_t = <h_t, C_t> + D u_t. Backward: the adjoint recurrence
-    lambda_t = dL/dh_t|direct + dA_{t+1} lambda_{t+1} (Martin & Cundy 2018, section 3) run in place, then the
-    chain rule through the discretisation by hand (Gu & Dao 2023, eq. 4): about half the tensor passes of
-    autograd through the same formulas. Same order of floating-point operations as
-    `selective_scan_reference` in the recurrence.
-    """
+class _FusedScan(torch.autograd.Function):
+    """The whole selective SSM (discretisation, recurrence, read-out) as one autograd node over the numba kernels
+    of `phoenix_rl.scan_kernel`: states stored only when a backward will follow, the backward by hand (the
+    adjoint recurrence, Martin & Cundy 2018, section 3)."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D):  # type: ignore[override]
-        ut, dt = u.transpose(0, 1).contiguous(), delta.transpose(0, 1).contiguous()  # (L, batch, d_inner)
-        Bt, Ct = B.transpose(0, 1).contiguous(), C.transpose(0, 1).contiguous()  # (L, batch, d_state)
-        dA = torch.exp2(dt.unsqueeze(-1) * (A * LOG2_E))  # exp(delta A), (L, batch, d_inner, d_state)
-        h = (dt * ut).unsqueeze(-1) * Bt.unsqueeze(2)  # dBu, overwritten by the states in place
-        for t in range(1, h.shape[0]):
-            h[t].addcmul_(dA[t], h[t - 1])
-        y = torch.matmul(h, Ct.unsqueeze(-1)).squeeze(-1)  # (L, batch, d_inner)
-        if D is not None:
-            y = y + ut * D
-        ctx.save_for_backward(ut, dt, A, Bt, Ct, D, dA, h)
-        return y.transpose(0, 1)
+    def forward(ctx, u, delta, A, B, C, D, last_only, store):  # type: ignore[override]
+        arrays = _numpy_inputs(u, delta, A, B, C, D)
+        y, hs = scan_kernel.scan_forward(*arrays, last_only, store)
+        ctx.last_only, ctx.has_d = last_only, D is not None
+        ctx.save_for_backward(u, delta, A, B, C, D, torch.from_numpy(hs))
+        return torch.from_numpy(y)
 
     @staticmethod
     def backward(ctx, gy):  # type: ignore[override]
-        ut, dt, A, Bt, Ct, D, dA, h = ctx.saved_tensors
-        need_u, need_delta, need_A, need_B, need_C, need_D = ctx.needs_input_grad
-        gyt = gy.transpose(0, 1).contiguous()  # (L, batch, d_inner)
-        gC = torch.matmul(gyt.unsqueeze(2), h).squeeze(2).transpose(0, 1) if need_C else None
-        gD = (gyt * ut).sum((0, 1)) if need_D else None
-        lam = gyt.unsqueeze(-1) * Ct.unsqueeze(2)  # dL/dh_t from y_t, then the adjoint state in place
-        for t in range(lam.shape[0] - 2, -1, -1):
-            lam[t].addcmul_(dA[t + 1], lam[t + 1])
-        # dL/dBu = lambda; dL/d(delta A) = lambda_t h_{t-1} dA_t (dA = exp(delta A))
-        g_lin = torch.empty_like(lam)
-        g_lin[0].zero_()
-        torch.mul(lam[1:], h[:-1], out=g_lin[1:])
-        g_lin.mul_(dA)
-        g_du = (lam * Bt.unsqueeze(2)).sum(-1)  # (L, batch, d_inner): dL/d(delta u)
-        gB = torch.matmul((dt * ut).unsqueeze(2), lam).squeeze(2).transpose(0, 1) if need_B else None
-        gA = (g_lin * dt.unsqueeze(-1)).sum((0, 1)) if need_A else None  # not einsum: ~20x slower here
-        g_delta = ((g_lin * A).sum(-1) + g_du * ut).transpose(0, 1) if need_delta else None
-        gu = None
-        if need_u:
-            gu = g_du * dt if D is None else g_du * dt + gyt * D
-            gu = gu.transpose(0, 1)
-        return gu, g_delta, gA, gB, gC, gD
+        u, delta, A, B, C, D, hs = ctx.saved_tensors
+        if ctx.last_only:  # only y_{L-1} left the node: dL/dy_t = 0 before it
+            gy = torch.cat([gy.new_zeros(u.shape[0], u.shape[1] - 1, u.shape[2]), gy], dim=1)
+        arrays = _numpy_inputs(u, delta, A, B, C, D)
+        grads = scan_kernel.scan_backward(*arrays, hs.numpy(), gy.detach().contiguous().numpy())
+        gu, g_delta, gA, gB, gC, gD = (torch.from_numpy(g) for g in grads)
+        return gu, g_delta, gA, gB, gC, gD if ctx.has_d else None, None, None
+
+
+def _numpy_inputs(u, delta, A, B, C, D) -> tuple:  # type: ignore[no-untyped-def]
+    """The kernels' arguments: contiguous arrays, A as base-2 exponents (A log2 e), D empty when absent."""
+    d = D if D is not None else u.new_empty(0)
+    tensors = (u, delta, A * scan_kernel.LOG2_E, B, C, d)
+    return tuple(t.detach().contiguous().numpy() for t in tensors)
+
+
+def _fused_kernel_runs(u: torch.Tensor) -> bool:
+    return FUSED_CPU_KERNEL and u.device.type == "cpu" and u.dtype in (torch.float32, torch.float64)
 
 
 def selective_scan(
@@ -189,69 +170,18 @@ def selective_scan(
     C: torch.Tensor,
     D: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Selective SSM output y (batch, L, d_inner), vectorised over the sequence (module doc).
+    """Selective SSM output y (batch, L, d_inner) (module doc).
 
     u, delta: (batch, L, d_inner); A: (d_inner, d_state) (negative); B, C: (batch, L, d_state); D: (d_inner,).
-    delta is already softplus-ed and biased. Windows up to `SEQUENTIAL_SCAN_MAX_LENGTH` run the fused
-    sequential scan, longer ones the Blelloch scan; both equal `selective_scan_reference` (tests).
+    delta is already softplus-ed and biased. CPU float tensors run the fused numba kernel, others the Blelloch
+    scan; both equal `selective_scan_reference` (tests).
     """
-    if u.shape[1] <= SEQUENTIAL_SCAN_MAX_LENGTH:
-        return _SelectiveScan.apply(u, delta, A, B, C, D)
+    if _fused_kernel_runs(u):
+        return _FusedScan.apply(u, delta, A, B, C, D, False, _grad_follows(u, delta, A, B, C, D))
     dA, dBu = _discretise(u, delta, A, B)
     h = parallel_linear_scan(dA, dBu, dim=1)
     y = torch.einsum("bldn,bln->bld", h, C)
     return y if D is None else y + u * D
-
-
-class _SelectiveScanLast(torch.autograd.Function):
-    """`selective_scan_last` as one autograd node: the weighted sum of the module doc forward, its chain rule by
-    hand backward (contiguous multiply-sums, no broadcast-heavy autograd graph)."""
-
-    @staticmethod
-    def forward(ctx, u, delta, A, B, C, D):  # type: ignore[override]
-        du = delta * u  # (batch, L, d_inner)
-        rest = delta.flip(1).cumsum(1).flip(1)[:, 1:].contiguous()  # sum_{r > s} delta_r, s < L-1
-        w = torch.exp2(rest.unsqueeze(-1) * (A * LOG2_E))  # exp(rest A), (batch, L-1, d_inner, d_state)
-        weighted = du.unsqueeze(-1) * B.unsqueeze(2)  # dBu_s, then weighted in place; step L-1 has weight 1
-        weighted[:, :-1].mul_(w)
-        h = weighted.sum(1)  # (batch, d_inner, d_state): the state after the last step
-        c_last = C[:, -1]
-        y = (h * c_last.unsqueeze(1)).sum(-1)
-        if D is not None:
-            y = y + u[:, -1] * D
-        ctx.save_for_backward(u, delta, A, B, c_last, D, du, rest, w, h)
-        return y
-
-    @staticmethod
-    def backward(ctx, gy):  # type: ignore[override]
-        u, delta, A, B, c_last, D, du, rest, w, h = ctx.saved_tensors
-        length = u.shape[1]
-        gy = gy.contiguous()
-        g_h = gy.unsqueeze(-1) * c_last.unsqueeze(1)  # (batch, d_inner, d_state)
-        gC = None
-        if ctx.needs_input_grad[4]:
-            gC = torch.zeros(u.shape[0], length, c_last.shape[-1], dtype=h.dtype, device=h.device)
-            gC[:, -1] = (h * gy.unsqueeze(-1)).sum(1)
-        gD = (gy * u[:, -1]).sum(0) if D is not None and ctx.needs_input_grad[5] else None
-        # P_s = dL/d(dBu_s) = w_s g_h (s < L-1), g_h at s = L-1
-        P = w * g_h.unsqueeze(1)  # (batch, L-1, d_inner, d_state)
-        g_du = torch.empty_like(du)
-        g_du[:, :-1] = (P * B[:, :-1].unsqueeze(2)).sum(-1)
-        g_du[:, -1] = (g_h * B[:, -1].unsqueeze(1)).sum(-1)
-        M = P.mul_(du[:, :-1].unsqueeze(-1))  # P_s du_s, in place (P is not needed any more)
-        gB = torch.empty_like(B)
-        gB[:, :-1] = M.sum(2)
-        gB[:, -1] = (g_h * du[:, -1].unsqueeze(-1)).sum(1)
-        g_lin = M.mul_(B[:, :-1].unsqueeze(2))  # dL/d(rest A) = dL/dw * w = P_s dBu_s
-        gA = (g_lin * rest.unsqueeze(-1)).sum((0, 1)) if ctx.needs_input_grad[2] else None
-        g_rest = (g_lin * A).sum(-1)  # (batch, L-1, d_inner)
-        # rest_s = sum_{r > s} delta_r, so dL/ddelta_r = sum_{s < r} dL/drest_s (an exclusive prefix sum)
-        g_delta = g_du * u
-        g_delta[:, 1:] += g_rest.cumsum(1)
-        g_u = g_du * delta
-        if D is not None:
-            g_u[:, -1] += gy * D
-        return g_u, g_delta, gA, gB, gC, gD
 
 
 def selective_scan_last(
@@ -264,11 +194,16 @@ def selective_scan_last(
 ) -> torch.Tensor:
     """y at the LAST time step only, (batch, d_inner): what a layer whose only consumer is the final step needs.
 
-    The recurrence unrolled: h_{L-1} = sum_s (prod_{r>s} dA_r) dBu_s and prod_{r>s} exp(delta_r A) =
-    exp(A sum_{r>s} delta_r), so the state at the end is one weighted sum over the window (no scan); the
-    exponent is <= 0 (A < 0, delta > 0), so nothing overflows. Same contract as `selective_scan` otherwise.
+    The fused kernel runs the recurrence without writing the earlier outputs (and, under no_grad, without
+    storing the states). Same contract as `selective_scan` otherwise.
     """
-    return _SelectiveScanLast.apply(u, delta, A, B, C, D)
+    if _fused_kernel_runs(u):
+        return _FusedScan.apply(u, delta, A, B, C, D, True, _grad_follows(u, delta, A, B, C, D))[:, 0]
+    return selective_scan(u, delta, A, B, C, D)[:, -1]
+
+
+def _grad_follows(*tensors: torch.Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def selective_scan_reference(

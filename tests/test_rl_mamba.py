@@ -1,6 +1,6 @@
-"""Mamba block: the fused sequential scan, the Blelloch scan and the last-step sum == the sequential loop (values
-and gradients); the extractor == a plain re-implementation on the loop; state_dicts move to and from mambapy;
-SB3 extractor + SAC."""
+"""Mamba block: the fused numba scan (full and last step, float64 and float32) and the Blelloch scan == the
+sequential loop (values and gradients); the extractor == a plain re-implementation on the loop; state_dicts move
+to and from mambapy; SB3 extractor + SAC."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 from stable_baselines3 import SAC
 
 import phoenix_rl.mamba as mamba_module
+from phoenix_rl import scan_kernel
 from phoenix_rl.env import EnvConfig, MnqTradingEnv
 from phoenix_rl.extractor import MambaFeaturesExtractor
 from phoenix_rl.mamba import (
@@ -21,6 +22,7 @@ from phoenix_rl.mamba import (
     selective_scan_last,
     selective_scan_reference,
 )
+from phoenix_rl.scan_kernel import exp2_f32_of
 from phoenix_rl.testing import synthetic_features
 
 mambapy_mamba = pytest.importorskip("mambapy.mamba")
@@ -50,11 +52,11 @@ def _scan_inputs(batch: int, length: int, d_inner: int, d_state: int, seed: int 
     return u, delta, A, B, C, D
 
 
-@pytest.fixture(params=["fused_sequential", "blelloch"])
+@pytest.fixture(params=["fused_kernel", "blelloch"])
 def scan_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run a test through each of `selective_scan`'s two paths (short windows / long windows)."""
+    """Run a test through each of `selective_scan`'s two paths (the CPU numba kernel / the Blelloch scan)."""
     if request.param == "blelloch":
-        monkeypatch.setattr(mamba_module, "SEQUENTIAL_SCAN_MAX_LENGTH", 0)
+        monkeypatch.setattr(mamba_module, "FUSED_CPU_KERNEL", False)
     return request.param
 
 
@@ -66,9 +68,41 @@ def test_vectorised_scan_equals_sequential_reference(length: int, scan_path: str
     torch.testing.assert_close(selective_scan(*no_d), selective_scan_reference(*no_d), atol=1e-10, rtol=1e-10)
 
 
-def test_long_windows_take_the_blelloch_scan() -> None:
-    args = _scan_inputs(2, mamba_module.SEQUENTIAL_SCAN_MAX_LENGTH + 3, 4, 3)
-    torch.testing.assert_close(selective_scan(*args), selective_scan_reference(*args), atol=1e-10, rtol=1e-10)
+def test_float32_kernel_equals_the_float64_loop_and_its_exp2_is_accurate() -> None:
+    """float32 runs the vectorised exp2 (`scan_kernel`): outputs and gradients within float32 rounding of the
+    float64 loop, decays from exp(0) down to underflow included; the exp2 itself < 2e-7 relative."""
+    x = np.concatenate([-np.linspace(0, 126, 100_001), [-0.0, -0.5, -1e-7, -125.9, -130.0, -1e4]]).astype(np.float32)
+    bits = np.empty(x.shape, np.int32)
+    got = exp2_f32_of(x, bits)
+    want = np.exp2(x.astype(np.float64))
+    normal = x > -125.5
+    assert np.abs(got[normal] / want[normal] - 1).max() < 2e-7
+    assert np.all(got[~normal] <= 2.0**-125)
+    args64 = list(_scan_inputs(4, 40, 6, 5, seed=7))
+    args64[1] = args64[1] * 30  # delta A down to about -400: decays that underflow in float32
+    args32 = [t.float().requires_grad_(True) for t in args64]
+    args64 = [t.requires_grad_(True) for t in args64]
+    y32, y64 = selective_scan(*args32), selective_scan_reference(*args64)
+    torch.testing.assert_close(y32.double(), y64, atol=1e-4, rtol=1e-5)
+    y32.pow(2).sum().backward()
+    y64.pow(2).sum().backward()
+    for a, b in zip(args32, args64, strict=True):
+        torch.testing.assert_close(a.grad.double(), b.grad, atol=1e-3, rtol=1e-4)
+
+
+def test_no_grad_forward_stores_no_states_and_gives_the_same_outputs(
+    scan_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stored: list[bool] = []
+    kernel_forward = scan_kernel.scan_forward
+    monkeypatch.setattr(scan_kernel, "scan_forward", lambda *a: stored.append(a[-1]) or kernel_forward(*a))
+    args = _scan_inputs(3, 12, 5, 4, seed=3)
+    with torch.no_grad():
+        full, last = selective_scan(*args), selective_scan_last(*args)
+    selective_scan(*[t.clone().requires_grad_(True) for t in args])
+    assert stored == ([False, False, True] if scan_path == "fused_kernel" else [])
+    torch.testing.assert_close(full, selective_scan_reference(*args), atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(last, full[:, -1], atol=1e-12, rtol=1e-12)
 
 
 def test_scan_gradient_matches_autograd_through_the_loop(scan_path: str) -> None:
@@ -85,7 +119,7 @@ def test_scan_gradient_matches_autograd_through_the_loop(scan_path: str) -> None
 
 
 @pytest.mark.parametrize("length", [1, 2, 9, 32])
-def test_last_step_sum_equals_the_loops_last_output(length: int) -> None:
+def test_last_step_equals_the_loops_last_output(length: int, scan_path: str) -> None:
     args = [t.requires_grad_(True) for t in _scan_inputs(3, length, 5, 4, seed=length)]
     ref_args = [t.detach().clone().requires_grad_(True) for t in args]
     last, ref = selective_scan_last(*args), selective_scan_reference(*ref_args)[:, -1]
