@@ -147,14 +147,15 @@ class _FusedScan(torch.autograd.Function):
             gy = torch.cat([gy.new_zeros(u.shape[0], u.shape[1] - 1, u.shape[2]), gy], dim=1)
         arrays = _numpy_inputs(u, delta, A, B, C, D)
         grads = scan_kernel.scan_backward(*arrays, hs.numpy(), gy.detach().contiguous().numpy())
-        gu, g_delta, gA, gB, gC, gD = (torch.from_numpy(g) for g in grads)
-        return gu, g_delta, gA, gB, gC, gD if ctx.has_d else None, None, None
+        gu, g_delta, gAt, gB, gC, gD = (torch.from_numpy(g) for g in grads)
+        return gu, g_delta, gAt.t(), gB, gC, gD if ctx.has_d else None, None, None
 
 
 def _numpy_inputs(u, delta, A, B, C, D) -> tuple:  # type: ignore[no-untyped-def]
-    """The kernels' arguments: contiguous arrays, A as base-2 exponents (A log2 e), D empty when absent."""
+    """The kernels' arguments: contiguous arrays, A as base-2 exponents (A log2 e) transposed to (d_state,
+    d_inner), D empty when absent."""
     d = D if D is not None else u.new_empty(0)
-    tensors = (u, delta, A * scan_kernel.LOG2_E, B, C, d)
+    tensors = (u, delta, (A * scan_kernel.LOG2_E).t(), B, C, d)
     return tuple(t.detach().contiguous().numpy() for t in tensors)
 
 

@@ -80,106 +80,109 @@ def exp2_f32_of(x: np.ndarray, bits: np.ndarray) -> np.ndarray:
 
 
 @nb.njit(fastmath=True, cache=True, error_model="numpy")
-def scan_forward(u, delta, A2, B, C, D, last_only, store):  # type: ignore[no-untyped-def]
-    """y (batch, L, d_inner), or (batch, 1, d_inner) with `last_only`; h (batch, L, d_inner, d_state) when
-    `store`, else an empty array. A2 = A log2 e; D may be empty (no skip term)."""
+def scan_forward(u, delta, A2t, B, C, D, last_only, store):  # type: ignore[no-untyped-def]
+    """y (batch, L, d_inner), or (batch, 1, d_inner) with `last_only`; the states hs (batch, L, d_state, d_inner)
+    when `store`, else an empty array. A2t = (A log2 e) transposed, (d_state, d_inner); D may be empty."""
     batch, length, d_inner = u.shape
-    d_state = A2.shape[1]
+    d_state = A2t.shape[0]
     dtype = u.dtype
     y = np.empty((batch, 1 if last_only else length, d_inner), dtype)
-    hs = np.empty((batch, length, d_inner, d_state) if store else (0, 0, 0, 0), dtype)
-    h = np.empty((d_inner, d_state), dtype)
-    x = np.empty((d_inner, d_state), dtype)
-    dA = np.empty((d_inner, d_state), dtype)
-    bits = np.empty(d_inner * d_state, np.int32)
+    hs = np.empty((batch, length, d_state, d_inner) if store else (0, 0, 0, 0), dtype)
+    h = np.empty((d_state, d_inner), dtype)
+    x = np.empty((d_state, d_inner), dtype)
+    dA = np.empty((d_state, d_inner), dtype)
+    du = np.empty(d_inner, dtype)
+    acc = np.empty(d_inner, dtype)
+    bits = np.empty(d_state * d_inner, np.int32)
     scale = bits.view(np.float32)
     x_flat, dA_flat = x.reshape(-1), dA.reshape(-1)
     has_d = D.shape[0] > 0
-    zero = np.zeros(1, dtype)[0]
     for b in range(batch):
         h[:] = 0
         for t in range(length):
-            for d in range(d_inner):
-                dt = delta[b, t, d]
-                for n in range(d_state):
-                    x[d, n] = dt * A2[d, n]
+            dt, ut = delta[b, t], u[b, t]
+            for n in range(d_state):
+                for d in range(d_inner):
+                    x[n, d] = dt[d] * A2t[n, d]
             _exp_row(x_flat, dA_flat, bits, scale)
-            out_t = t == length - 1 or not last_only
             for d in range(d_inner):
-                du = delta[b, t, d] * u[b, t, d]
-                acc = zero
-                for n in range(d_state):
-                    hn = dA[d, n] * h[d, n] + du * B[b, t, n]
-                    h[d, n] = hn
-                    acc += hn * C[b, t, n]
-                if out_t:
-                    y[b, 0 if last_only else t, d] = acc + (D[d] * u[b, t, d] if has_d else zero)
+                du[d] = dt[d] * ut[d]
+                acc[d] = D[d] * ut[d] if has_d else 0
+            for n in range(d_state):
+                bn, cn = B[b, t, n], C[b, t, n]
+                for d in range(d_inner):
+                    hn = dA[n, d] * h[n, d] + du[d] * bn
+                    h[n, d] = hn
+                    acc[d] += hn * cn
+            if t == length - 1 or not last_only:
+                y[b, 0 if last_only else t] = acc
             if store:
                 hs[b, t] = h
     return y, hs
 
 
 @nb.njit(fastmath=True, cache=True, error_model="numpy")
-def scan_backward(u, delta, A2, B, C, D, hs, gy):  # type: ignore[no-untyped-def]
-    """Gradients (gu, g_delta, gA, gB, gC, gD) of `scan_forward`'s y given gy (batch, L, d_inner) (zeros
-    before the last step for a last-only output) and the stored states hs. gA is dL/dA (not dL/dA2)."""
+def scan_backward(u, delta, A2t, B, C, D, hs, gy):  # type: ignore[no-untyped-def]
+    """Gradients (gu, g_delta, gAt, gB, gC, gD) of `scan_forward`'s y given gy (batch, L, d_inner) (zeros
+    before the last step for a last-only output) and the stored states hs; gAt = dL/dA transposed (d_state,
+    d_inner)."""
     batch, length, d_inner = u.shape
-    d_state = A2.shape[1]
+    d_state = A2t.shape[0]
     dtype = u.dtype
     gu = np.empty_like(u)
     g_delta = np.empty_like(delta)
-    gA2 = np.zeros(A2.shape, dtype)  # dL/dA accumulated as sum g_lin delta
+    gAt = np.zeros(A2t.shape, dtype)
     gB = np.zeros_like(B)
     gC = np.zeros_like(C)
     gD = np.zeros(D.shape[0], dtype)
     has_d = D.shape[0] > 0
-    zero = np.zeros(1, dtype)[0]
     ln2 = dtype.type(1.0 / LOG2_E)
-    lam = np.empty((d_inner, d_state), dtype)
-    g_lin = np.empty((d_inner, d_state), dtype)
-    x = np.empty((d_inner, d_state), dtype)
-    dA = np.empty((d_inner, d_state), dtype)
-    dA_next = np.empty((d_inner, d_state), dtype)  # dA_{t+1}
-    h0 = np.zeros((d_inner, d_state), dtype)  # h_{-1}
-    bits = np.empty(d_inner * d_state, np.int32)
+    lam = np.empty((d_state, d_inner), dtype)
+    x = np.empty((d_state, d_inner), dtype)
+    dA = np.empty((d_state, d_inner), dtype)
+    dA_next = np.empty((d_state, d_inner), dtype)  # dA_{t+1}
+    h0 = np.zeros((d_state, d_inner), dtype)  # h_{-1}
+    du = np.empty(d_inner, dtype)
+    g_du = np.empty(d_inner, dtype)  # dL/d(delta_t u_t)
+    g_dA = np.empty(d_inner, dtype)  # sum_n dL/d(delta_t A) A2: dL/d(delta_t) through dA_t, over ln 2
+    bits = np.empty(d_state * d_inner, np.int32)
     scale = bits.view(np.float32)
-    lam_flat, gl_flat = lam.reshape(-1), g_lin.reshape(-1)
+    x_flat = x.reshape(-1)
     for b in range(batch):
         lam[:] = 0
         dA_next[:] = 0
         for t in range(length - 1, -1, -1):
             h_prev = hs[b, t - 1] if t > 0 else h0
             h_t = hs[b, t]
+            dt, ut, g = delta[b, t], u[b, t], gy[b, t]
+            for n in range(d_state):
+                for d in range(d_inner):
+                    x[n, d] = dt[d] * A2t[n, d]
+            _exp_row(x_flat, dA.reshape(-1), bits, scale)
             for d in range(d_inner):
-                dt = delta[b, t, d]
-                for n in range(d_state):
-                    x[d, n] = dt * A2[d, n]
-            dA_flat = dA.reshape(-1)
-            _exp_row(x.reshape(-1), dA_flat, bits, scale)
+                du[d] = dt[d] * ut[d]
+                g_du[d] = 0
+                g_dA[d] = 0
+            for n in range(d_state):
+                bn, cn = B[b, t, n], C[b, t, n]
+                gb = dtype.type(0)
+                gc = dtype.type(0)
+                for d in range(d_inner):
+                    lam[n, d] = g[d] * cn + dA_next[n, d] * lam[n, d]
+                for d in range(d_inner):
+                    gl = lam[n, d] * h_prev[n, d] * dA[n, d]  # dL/d(delta_t A) (dA = exp(delta_t A))
+                    gAt[n, d] += gl * dt[d]
+                    g_dA[d] += gl * A2t[n, d]
+                for d in range(d_inner):
+                    g_du[d] += lam[n, d] * bn
+                    gb += lam[n, d] * du[d]
+                    gc += g[d] * h_t[n, d]
+                gB[b, t, n] = gb
+                gC[b, t, n] = gc
             for d in range(d_inner):
-                g = gy[b, t, d]
-                for n in range(d_state):
-                    lam[d, n] = g * C[b, t, n] + dA_next[d, n] * lam[d, n]
-            h_prev_flat = h_prev.reshape(-1)
-            for i in range(lam_flat.shape[0]):
-                gl_flat[i] = lam_flat[i] * h_prev_flat[i] * dA_flat[i]  # dL/d(delta_t A) (dA = exp)
-            for d in range(d_inner):
-                g = gy[b, t, d]
-                dt = delta[b, t, d]
-                ut = u[b, t, d]
-                du = dt * ut
-                g_du = zero
-                g_dA = zero  # sum_n g_lin A2: dL/d(delta_t) through dA_t, over ln 2
-                for n in range(d_state):
-                    gA2[d, n] += g_lin[d, n] * dt
-                    g_dA += g_lin[d, n] * A2[d, n]
-                    g_du += lam[d, n] * B[b, t, n]
-                for n in range(d_state):
-                    gB[b, t, n] += lam[d, n] * du
-                    gC[b, t, n] += g * h_t[d, n]
-                g_delta[b, t, d] = g_dA * ln2 + g_du * ut
-                gu[b, t, d] = g_du * dt + (g * D[d] if has_d else zero)
+                g_delta[b, t, d] = g_dA[d] * ln2 + g_du[d] * ut[d]
+                gu[b, t, d] = g_du[d] * dt[d] + (g[d] * D[d] if has_d else 0)
                 if has_d:
-                    gD[d] += g * ut
+                    gD[d] += g[d] * ut[d]
             dA, dA_next = dA_next, dA
-    return gu, g_delta, gA2, gB, gC, gD
+    return gu, g_delta, gAt, gB, gC, gD
