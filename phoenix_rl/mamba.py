@@ -47,6 +47,7 @@ __all__ = [
     "MambaBlock",
     "MambaLayer",
     "RMSNorm",
+    "causal_depthwise_conv",
     "cuda_mamba_available",
     "make_mamba_block",
     "parallel_linear_scan",
@@ -226,6 +227,20 @@ def selective_scan_reference(
     return y if D is None else y + u * D
 
 
+def causal_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """The block's causal depthwise conv1d (weight (C, 1, K) as `nn.Conv1d`'s) on channels-last x (batch, L, C):
+    out_t = bias + sum_k weight[:, 0, k] x_{t-K+1+k}, x zero before t = 0. As K shifted multiply-adds: no
+    transposes, and about half the time of the mkldnn depthwise conv's forward+backward at the trading shapes
+    (benchmarks/bench_training.py)."""
+    k_size, length = weight.shape[-1], x.shape[1]
+    padded = F.pad(x, (0, 0, k_size - 1, 0))
+    w = weight[:, 0]
+    out = padded[:, :length] * w[:, 0] if bias is None else torch.addcmul(bias, padded[:, :length], w[:, 0])
+    for k in range(1, k_size):
+        out = torch.addcmul(out, padded[:, k : k + length], w[:, k])
+    return out
+
+
 class MambaBlock(nn.Module):
     """Mamba mixer (batch, L, d_model) -> (batch, L, d_model); init as `mamba_ssm.Mamba` (mamba_simple.py)."""
 
@@ -278,10 +293,8 @@ class MambaBlock(nn.Module):
     def forward(self, hidden_states: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """(batch, L, d_model) -> (batch, L, d_model); with `last_only`, the last step alone (batch, 1, d_model)
         from `selective_scan_last` (same numbers, a fraction of the work)."""
-        length = hidden_states.shape[1]
         x, z = self.in_proj(hidden_states).chunk(2, dim=-1)
-        # causal depthwise conv: pad d_conv-1 on both sides, keep the first L outputs
-        x = F.silu(self.conv1d(x.transpose(1, 2))[..., :length].transpose(1, 2))
+        x = F.silu(causal_depthwise_conv(x, self.conv1d.weight, self.conv1d.bias))
         dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.softplus(self.dt_proj(dt))
         A = -torch.exp(self.A_log)

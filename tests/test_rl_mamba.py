@@ -16,6 +16,7 @@ from phoenix_rl.extractor import MambaFeaturesExtractor
 from phoenix_rl.mamba import (
     MambaBlock,
     MambaLayer,
+    causal_depthwise_conv,
     make_mamba_block,
     parallel_linear_scan,
     selective_scan,
@@ -128,6 +129,25 @@ def test_last_step_equals_the_loops_last_output(length: int, scan_path: str) -> 
     ref.pow(2).sum().backward()
     for x, y in zip(args, ref_args, strict=True):
         torch.testing.assert_close(x.grad, y.grad, atol=1e-9, rtol=1e-9)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_causal_conv_equals_torchs_conv1d(bias: bool) -> None:
+    """The shifted multiply-adds == nn.Conv1d(groups=C, padding=K-1) cut to the first L outputs (the mamba_ssm
+    formulation), values and gradients; and output t never reads input after t."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(6, 6, 4, groups=6, padding=3, bias=bias).double()
+    x = torch.randn(3, 10, 6, dtype=torch.float64, requires_grad=True)
+    ours = causal_depthwise_conv(x, conv.weight, conv.bias)
+    ref = conv(x.transpose(1, 2))[..., :10].transpose(1, 2)
+    torch.testing.assert_close(ours, ref, atol=1e-12, rtol=1e-12)
+    grads = torch.autograd.grad(ours.pow(2).sum(), [x, *conv.parameters()])
+    ref_grads = torch.autograd.grad(ref.pow(2).sum(), [x, *conv.parameters()])
+    for a, b in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+    changed = x.detach().clone()
+    changed[:, 6:] += 1.0
+    torch.testing.assert_close(causal_depthwise_conv(changed, conv.weight, conv.bias)[:, :6], ours[:, :6].detach())
 
 
 def test_layer_last_only_is_the_full_outputs_last_step() -> None:
