@@ -10,7 +10,7 @@ with delta_t = softplus(dt_proj(x_proj(x)_dt)) and B_t, C_t from x_proj: delta, 
 
 The scan is the linear recurrence h_t = a_t h_{t-1} + b_t. On the CPU (float32/float64) it runs `_FusedScan`,
 the whole SSM as one autograd node over the numba kernels of `phoenix_rl.scan_kernel`: a time loop over a
-(d_inner, d_state) state held in cache, the states stored only when a backward follows, and a hand-written
+(d_state, d_inner) state held in cache, the states stored only when a backward follows, and a hand-written
 backward (the adjoint recurrence run in reverse, Martin & Cundy 2018, "Parallelizing Linear Recurrent Neural
 Nets Over Sequence Length", ICLR, section 3). Other devices (the pure block on a GPU without mamba_ssm) run a
 Blelloch (work-efficient) parallel scan (Blelloch 1990, "Prefix sums and their applications"): 2 log2(L)
@@ -18,10 +18,10 @@ vectorised steps over the whole (batch, L, d_inner, d_state) tensor with the ass
 (a1, b1) o (a2, b2) = (a1 a2, a2 b1 + b2), its backward the same scan reversed. Products of decays in (0, 1]
 never overflow, unlike the closed form exp(S_t) * cumsum(exp(-S_s) b_s) with S the cumulative log-decay. A
 layer whose only consumer is the last step (the extractor's last layer) asks for y_{L-1} alone
-(`selective_scan_last`). Measured on the 2-core CPU (benchmarks/bench_training.py, 1 thread, medians): the
-default extractor (L 32, d_model 32, d_state 16, 2 layers) at batch 64, forward 8.2 ms and forward+backward
-32 ms, against 24.6 / 79.5 ms with the Blelloch scan. `selective_scan_reference` is the plain per-step loop,
-used only by the tests.
+(`selective_scan_last`). Measured on the 2-core CPU (1 thread, medians; README, issue 12): the default
+extractor (L 32, d_model 32, d_state 16, 2 layers) at batch 64, forward 7.0 ms and forward+backward 24 ms,
+against 24 / 77 ms with the Blelloch scan. `selective_scan_reference` is the plain per-step loop, used only by
+the tests.
 
 Parameter names and shapes equal `mamba_ssm.Mamba` (and `mambapy.mamba.MambaBlock`): in_proj.weight,
 conv1d.weight, conv1d.bias, x_proj.weight, dt_proj.weight, dt_proj.bias, A_log, D, out_proj.weight; so
