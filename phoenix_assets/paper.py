@@ -187,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
 
     lake = LakeResource(uri=args.lake).lake()
     version, model, saved = load_latest_model(lake)
+    # one decision before the feed: the Mamba scan's numba kernel compiles or loads from its cache here (0.6-8 s),
+    # not on the first bar, where the latency budget would count it
+    model.predict(model.observation_space.sample(), deterministic=True)
     tc = saved["train_config"]
     env_cfg = EnvConfig(**saved["env_config"])
     capital = float(tc.get("capital", 10_000.0))
