@@ -41,8 +41,9 @@ _P0, _P1, _P2, _P3, _P4, _P5 = (
 
 def _exp_row(x: np.ndarray, out: np.ndarray, bits: np.ndarray, scale: np.ndarray) -> None:
     """out[n] = 2^x[n] (= exp(a) for x = a log2 e) for x <= 0; `bits` is int32 scratch of out's length (the
-    power of two's exponent bits) and `scale` its float32 view. Numba-only: the implementation is per dtype."""
-    raise NotImplementedError("numba-only (see _exp_row_impl)")
+    power of two's exponent bits) and `scale` its float32 view. Called from Python it is numpy's exp2; inside the
+    numba kernels `_exp_row_impl` replaces it, per dtype."""
+    np.exp2(x, out=out)
 
 
 @overload(_exp_row, fastmath=True, inline="always")
