@@ -10,16 +10,24 @@ columns, ...) refit on the fold's train window only; N seeds are trained on the 
 the best validation total return (defined on any window length, unlike Sharpe/Sortino) is backtested ONCE
 on the test window, beside the tuned OFI rule (tuned on the same train window) and flat. The test windows'
 daily returns are stitched across folds into one out-of-sample series per strategy.
+
+The trainings of a walk-forward (or of several on the same folds: the ablation's arms x seeds,
+`run_walk_forwards`) run in a pool of `workers` processes, one torch thread each: two trainings at once on 2
+cores each run at 0.94-1.01x a solo one (benchmarks/bench_training.py). Results do not depend on `workers`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import multiprocessing
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -30,7 +38,17 @@ from phoenix_rl.metrics import compute_metrics
 from phoenix_rl.tuned_rule import TunedOfiRule, tune_ofi_rule
 from phoenix_rl.windows import EvaluationWindows
 
-__all__ = ["Fold", "FoldResult", "WalkForwardResult", "daily_return_frame", "monthly_folds", "run_walk_forward"]
+__all__ = [
+    "Fold",
+    "FoldResult",
+    "InlineExecutor",
+    "WalkForwardResult",
+    "daily_return_frame",
+    "monthly_folds",
+    "run_walk_forward",
+    "run_walk_forwards",
+    "training_pool",
+]
 
 FeaturesFor = Callable[["Fold"], pl.DataFrame]
 
@@ -153,6 +171,164 @@ class WalkForwardResult:
 RuleCache = dict[tuple[int, str], TunedOfiRule]
 
 
+class InlineExecutor(Executor):
+    """`workers=1`: each job runs at `submit`, in this process (no spawn, the same code path as a pool)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # delivered by .result(), as a pool would
+            future.set_exception(exc)
+        return future
+
+
+def _worker_init() -> None:
+    """A training process of the pool: one torch thread (two trainings on 2 cores: 0.94-1.01x a solo run,
+    benchmarks/bench_training.py), denormals flushed as in `train` so test backtests match in-process ones."""
+    from phoenix_rl.train import tune_process
+
+    tune_process(1)
+
+
+@contextmanager
+def training_pool(workers: int) -> Iterator[Executor]:
+    """`workers` spawned processes (polars and torch are not fork-safe), or `InlineExecutor` for 1. On an error
+    the queued jobs are cancelled instead of run."""
+    if workers < 1:
+        raise ValueError(f"walk-forward: workers must be >= 1, got {workers}")
+    if workers == 1:
+        yield InlineExecutor()
+        return
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _train_job(cfg: TrainConfig, frame: pl.DataFrame, out_dir: Path) -> tuple[Any, float]:
+    from phoenix_rl.train import train
+
+    t0 = time.perf_counter()
+    result = train(cfg, frame, out_dir)
+    return result, time.perf_counter() - t0  # training (+ its validation backtest)
+
+
+def _test_job(
+    model_path: Path, test_rows: pl.DataFrame, env_cfg: EnvConfig, capital: float, rule: TunedOfiRule
+) -> tuple[dict[str, BacktestResult], float]:
+    from stable_baselines3 import SAC
+
+    t0 = time.perf_counter()
+    model = SAC.load(model_path, device="cpu")
+    test = {"agent": run_backtest(model, test_rows, env_cfg, capital=capital)}
+    test |= run_baselines(test_rows, env_cfg, capital=capital, tuned_rule=rule)
+    return test, time.perf_counter() - t0
+
+
+def _result(future: Future, what: str) -> Any:
+    """The job's result; its exception (of its own type) names the job that raised it."""
+    try:
+        return future.result()
+    except Exception as exc:
+        exc.add_note(f"in walk-forward {what}")
+        raise
+
+
+def run_walk_forwards(
+    features_for: FeaturesFor,
+    folds: list[Fold],
+    runs: Mapping[str, tuple[TrainConfig, Sequence[int]]],
+    out_dir: str | Path,
+    *,
+    workers: int = 1,
+    log: Callable[[str], None] = print,
+    rule_cache: RuleCache | None = None,
+) -> dict[str, WalkForwardResult]:
+    """Several walk-forwards on the same folds (run name -> base config, seeds), their trainings spread over
+    `workers` processes; each run is `run_walk_forward`'s, in `out_dir/<run name>`.
+
+    Every fold's features are built first (`features_for`, in this process), then every (run, fold, seed)
+    training is queued; each fold's test backtests are queued once its seeds are trained and one is chosen. The
+    results do not depend on `workers` (tests/test_walk_forward.py): each training seeds itself and runs with
+    its config's torch threads. With one seed there is nothing to choose, so no validation backtest is run (a
+    month of per-bar policy calls, ~40 s on this CPU); `val_scores` is then empty. `rule_cache` (fold, env
+    settings but the agent's feature columns -> tuned rule) tunes the rule once per fold for all runs: the grid
+    search is deterministic and the rule observes only its own feature.
+    """
+    from phoenix_rl.train import select_window
+
+    empty = [name for name, (_, seeds) in runs.items() if not seeds]
+    if empty:
+        raise ValueError(f"run_walk_forward: at least one seed (runs {empty} have none)")
+    rules: RuleCache = {} if rule_cache is None else rule_cache
+    frames, features_s = {}, {}
+    for fold in folds:
+        t0 = time.perf_counter()
+        frames[fold.index] = features_for(fold)
+        features_s[fold.index] = time.perf_counter() - t0
+    n_jobs = sum(len(seeds) for _, seeds in runs.values()) * len(folds)
+    log(f"walk-forward: {n_jobs} trainings ({len(runs)} run(s) x {len(folds)} folds x seeds) on {workers} worker(s)")
+    with training_pool(workers) as pool:
+        trainings = {}
+        for name, (base, seeds) in runs.items():
+            for fold in folds:
+                for seed in seeds:
+                    cfg = fold.train_config(base, seed)
+                    if len(seeds) == 1:
+                        cfg = replace(cfg, val_start=None, val_end=None)
+                    out = Path(out_dir) / name / f"fold{fold.index}" / f"seed{seed}"
+                    trainings[name, fold.index, seed] = pool.submit(_train_job, cfg, frames[fold.index], out)
+        pending, done = {}, 0
+        for name, (base, seeds) in runs.items():
+            for fold in folds:
+                scores, models, seconds = {}, {}, {"features": features_s[fold.index]}
+                for seed in seeds:
+                    what = f"{name + ' ' if name else ''}fold {fold.index} seed {seed}"
+                    res, seconds[f"train_seed{seed}"] = _result(trainings[name, fold.index, seed], f"training {what}")
+                    done += 1
+                    log(f"trained {what} in {seconds[f'train_seed{seed}']:.0f} s ({done}/{n_jobs})")
+                    if len(seeds) > 1:
+                        if res.val_metrics is None:
+                            raise ValueError(f"fold {fold.index}: no validation rows in {fold.windows.val}")
+                        scores[seed] = float(res.val_metrics["total_return"] or 0.0)
+                    models[seed] = res
+                chosen = max(seeds, key=lambda s: (scores.get(s, 0.0), -s))  # validation only; ties: smaller seed
+                t0 = time.perf_counter()
+                saved = json.loads(models[chosen].config_path.read_text())
+                env_cfg = EnvConfig(**saved["env_config"])
+                w = fold.windows
+                key = (fold.index, repr(env_cfg.replace(feature_columns=())))
+                if key not in rules:
+                    train_rows = select_window(frames[fold.index], str(w.train[0]), str(w.train[1]))
+                    rules[key] = tune_ofi_rule(train_rows, env_cfg, capital=base.capital)
+                seconds["test"] = time.perf_counter() - t0  # rule tuning (unless cached); + the backtests, below
+                test_rows = select_window(frames[fold.index], str(w.test[0]), str(w.test[1]))
+                job = pool.submit(_test_job, models[chosen].model_path, test_rows, env_cfg, base.capital, rules[key])
+                pending[name, fold.index] = (job, scores, chosen, rules[key], seconds)
+        results: dict[str, WalkForwardResult] = {}
+        for name, (base, _) in runs.items():
+            fold_results = []
+            for fold in folds:
+                job, scores, chosen, rule, seconds = pending[name, fold.index]
+                test, seconds_test = _result(job, f"test backtest {name} fold {fold.index}")
+                seconds["test"] += seconds_test
+                log(
+                    f"{name + ': ' if name else ''}fold {fold.index} ({fold.windows.describe()}): validation total "
+                    f"return by seed {scores or 'n/a (one seed)'}, chose seed {chosen}; test agent "
+                    f"{test['agent'].metrics['total_return']:+.4f}, tuned rule "
+                    f"{test['tuned_ofi_rule'].metrics['total_return']:+.4f}"
+                )
+                fold_results.append(FoldResult(fold, scores, chosen, test, rule.summary(), seconds))
+            names = set.intersection(*(set(f.test) for f in fold_results))
+            stitched = {
+                n: pl.concat([daily_return_frame(f.test[n], base.capital) for f in fold_results]) for n in sorted(names)
+            }
+            results[name] = WalkForwardResult(fold_results, base.capital, stitched)
+    return results
+
+
 def run_walk_forward(
     features_for: FeaturesFor,
     folds: list[Fold],
@@ -160,64 +336,11 @@ def run_walk_forward(
     seeds: Sequence[int],
     out_dir: str | Path,
     *,
+    workers: int = 1,
     log: Callable[[str], None] = print,
     rule_cache: RuleCache | None = None,
 ) -> WalkForwardResult:
-    """Train `seeds` per fold on its train window, pick on validation, test once; stitch the test returns.
-
-    With one seed there is nothing to choose, so no validation backtest is run (a month of per-bar policy
-    calls, ~40 s on this CPU); `val_scores` is then empty. `rule_cache` (fold, env settings but the agent's
-    feature columns -> tuned rule) lets callers that run many arms and seeds on the same folds tune the rule
-    once: the grid search is deterministic and the rule observes only its own feature.
-    """
-    from stable_baselines3 import SAC
-
-    from phoenix_rl.train import select_window, train
-
-    if not seeds:
-        raise ValueError("run_walk_forward: at least one seed")
-    validate = len(seeds) > 1
-    results = []
-    for fold in folds:
-        t0 = time.perf_counter()
-        frame = features_for(fold)
-        seconds = {"features": time.perf_counter() - t0}
-        scores, models = {}, {}
-        for seed in seeds:
-            cfg = fold.train_config(base, seed)
-            if not validate:
-                cfg = replace(cfg, val_start=None, val_end=None)
-            t0 = time.perf_counter()
-            res = train(cfg, frame, Path(out_dir) / f"fold{fold.index}" / f"seed{seed}")
-            seconds[f"train_seed{seed}"] = time.perf_counter() - t0  # training (+ its validation backtest)
-            if validate:
-                if res.val_metrics is None:
-                    raise ValueError(f"fold {fold.index}: no validation rows in {fold.windows.val}")
-                scores[seed] = float(res.val_metrics["total_return"] or 0.0)
-            models[seed] = res
-        chosen = max(seeds, key=lambda s: (scores.get(s, 0.0), -s))  # validation only; ties: the smaller seed
-        t0 = time.perf_counter()
-        saved = json.loads(models[chosen].config_path.read_text())
-        env_cfg = EnvConfig(**saved["env_config"])
-        model = SAC.load(models[chosen].model_path, device="cpu")
-        w = fold.windows
-        test_rows = select_window(frame, str(w.test[0]), str(w.test[1]))
-        key = (fold.index, repr(env_cfg.replace(feature_columns=())))
-        rule = rule_cache.get(key) if rule_cache is not None else None
-        if rule is None:
-            train_rows = select_window(frame, str(w.train[0]), str(w.train[1]))
-            rule = tune_ofi_rule(train_rows, env_cfg, capital=base.capital)
-            if rule_cache is not None:
-                rule_cache[key] = rule
-        test = {"agent": run_backtest(model, test_rows, env_cfg, capital=base.capital)}
-        test |= run_baselines(test_rows, env_cfg, capital=base.capital, tuned_rule=rule)
-        seconds["test"] = time.perf_counter() - t0  # tuning the rule on train (unless cached) + every test backtest
-        log(
-            f"fold {fold.index} ({w.describe()}): validation total return by seed {scores or 'n/a (one seed)'}, "
-            f"chose seed {chosen}; test agent {test['agent'].metrics['total_return']:+.4f}, "
-            f"tuned rule {test['tuned_ofi_rule'].metrics['total_return']:+.4f}"
-        )
-        results.append(FoldResult(fold, scores, chosen, test, rule.summary(), seconds))
-    names = set.intersection(*(set(f.test) for f in results))
-    stitched = {n: pl.concat([daily_return_frame(f.test[n], base.capital) for f in results]) for n in sorted(names)}
-    return WalkForwardResult(results, base.capital, stitched)
+    """Train `seeds` per fold on its train window, pick on validation, test once; stitch the test returns
+    (`run_walk_forwards` with one run)."""
+    runs = {"": (base, seeds)}
+    return run_walk_forwards(features_for, folds, runs, out_dir, workers=workers, log=log, rule_cache=rule_cache)[""]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
@@ -11,7 +12,7 @@ import pytest
 from feature_specs import load_feature_set
 from phoenix_rl.config import EnvConfig, TrainConfig
 from phoenix_rl.testing import synthetic_features
-from phoenix_rl.walk_forward import Fold, monthly_folds, run_walk_forward
+from phoenix_rl.walk_forward import Fold, WalkForwardResult, monthly_folds, run_walk_forward, run_walk_forwards
 
 D = dt.date.fromisoformat
 BUSINESS_DAYS = [d for d in pl.date_range(D("2024-01-01"), D("2024-04-30"), eager=True) if d.weekday() < 5]
@@ -111,3 +112,37 @@ def test_one_seed_skips_validation_and_the_rule_is_tuned_once_per_fold(
     assert all(f.val_scores == {} for r in runs for f in r.folds)  # nothing to choose: no validation backtest
     assert tuned == [(str(f.windows.train[0]), str(f.windows.train[1])) for f in folds]  # once per fold, not per seed
     assert runs[0].stitched["tuned_ofi_rule"].equals(runs[1].stitched["tuned_ofi_rule"])
+
+
+@pytest.mark.slow
+def test_two_worker_processes_give_the_results_of_one(tmp_path: Path) -> None:
+    days = BUSINESS_DAYS
+    folds = monthly_folds(days, train_months=1, n_folds=2)
+    continuous = replace(TINY, env=replace(TINY.env, action_mode="continuous"))
+    runs = {"selects": (TINY, [1, 2]), "continuous/s3": (continuous, [3])}  # with and without validation
+
+    def walk(workers: int) -> dict[str, WalkForwardResult]:
+        return run_walk_forwards(
+            lambda f: _market(days), folds, runs, tmp_path / str(workers), workers=workers, log=lambda _: None
+        )
+
+    inline, pooled = walk(1), walk(2)
+    assert (tmp_path / "2" / "continuous" / "s3" / "fold1" / "seed3" / "model.zip").exists()
+    for name in runs:
+        a, b = inline[name], pooled[name]
+        assert [f.val_scores for f in a.folds] == [f.val_scores for f in b.folds]
+        assert [f.chosen_seed for f in a.folds] == [f.chosen_seed for f in b.folds]
+        assert a.fold_table().equals(b.fold_table())
+        for fa, fb in zip(a.folds, b.folds, strict=True):
+            for strategy in fa.test:
+                assert fa.test[strategy].equity.equals(fb.test[strategy].equity), (name, strategy)
+        assert all(a.stitched[s].equals(b.stitched[s]) for s in a.stitched)
+    assert len(inline["selects"].folds[0].val_scores) == 2 and inline["continuous/s3"].folds[0].val_scores == {}
+
+
+def test_a_failing_training_in_a_worker_names_its_run_fold_and_seed(tmp_path: Path) -> None:
+    folds = monthly_folds(BUSINESS_DAYS, train_months=1, n_folds=2)
+    no_features = _market(BUSINESS_DAYS[:3]).drop(load_feature_set("phase2_ofi").columns[0])
+    with pytest.raises(ValueError, match="lacks columns") as failed:
+        run_walk_forwards(lambda f: no_features, folds, {"arm": (TINY, [1])}, tmp_path, workers=2, log=lambda _: None)
+    assert "in walk-forward training arm fold 0 seed 1" in (failed.value.__notes__ or [])

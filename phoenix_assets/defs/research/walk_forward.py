@@ -28,7 +28,14 @@ from phoenix_assets.lib.microstructure import BARS_TABLE
 from phoenix_rl.config import TrainConfig
 from phoenix_rl.metrics import format_metric
 from phoenix_rl.plots import markdown_image
-from phoenix_rl.walk_forward import Fold, RuleCache, WalkForwardResult, monthly_folds, run_walk_forward
+from phoenix_rl.walk_forward import (
+    Fold,
+    RuleCache,
+    WalkForwardResult,
+    monthly_folds,
+    run_walk_forward,
+    run_walk_forwards,
+)
 
 ARMS: dict[str, dict[str, Any]] = {
     "phase1_baseline": {"feature_set": "phase1_baseline"},
@@ -60,6 +67,13 @@ class FoldsConfig(dg.Config):
     embargo_days: int = Field(default=0, description="Trade dates dropped at the start of val and test windows")
     expanding: bool = Field(default=False, description="Train on all months before validation (else rolling)")
     seeds: list[int] = Field(default=[1, 2, 3], description="Training seeds per fold (and per arm)")
+    workers: int = Field(
+        default=2,
+        description=(
+            "Training processes at once, one torch thread each (2 on 2 cores: each runs at 0.94-1.01x a solo "
+            "training, benchmarks/bench_training.py); results do not depend on it"
+        ),
+    )
     training: MambaSacConfig = Field(
         default_factory=MambaSacConfig, description="Training settings (windows are set per fold)"
     )
@@ -138,7 +152,13 @@ def walk_forward(context: dg.AssetExecutionContext, config: FoldsConfig, lake: L
     context.log.info(f"{len(folds)} folds: " + "; ".join(f.windows.describe() for f in folds))
     with tempfile.TemporaryDirectory(prefix="phoenix-wf-") as tmp:
         result = run_walk_forward(
-            lambda f: fold_features(the_lake, f), folds, _base_config(config), config.seeds, tmp, log=context.log.info
+            lambda f: fold_features(the_lake, f),
+            folds,
+            _base_config(config),
+            config.seeds,
+            tmp,
+            workers=config.workers,
+            log=context.log.info,
         )
     overall = result.overall_metrics()
     png = _stitched_png(result, f"walk-forward: {len(folds)} test months, out of sample")
@@ -228,40 +248,38 @@ def ablation_report(
         context.log.warning(f"ablation_report: {len(config.seeds)} seed(s) per arm; the protocol asks for >= 3")
     the_lake = lake.lake()
     folds = _folds(the_lake, config)
-    cache: dict[int, pl.DataFrame] = {}
-
-    def features_for(fold: Fold) -> pl.DataFrame:  # one HMM refit per fold, shared by every arm and seed
-        if fold.index not in cache:
-            cache[fold.index] = fold_features(the_lake, fold)
-        return cache[fold.index]
-
+    bases = {arm: _base_config(config, **ARMS[arm]) for arm in config.arms}
+    # every arm x seed is a one-seed walk-forward (no selection); one HMM refit per fold and one pool for them all
+    runs = {f"{arm}/s{seed}": (bases[arm], [seed]) for arm in config.arms for seed in config.seeds}
+    rules: RuleCache = {}  # tuned OFI rule per fold and env settings: tuned once, not once per seed
+    with tempfile.TemporaryDirectory(prefix="phoenix-ablation-") as tmp:
+        results = run_walk_forwards(
+            lambda f: fold_features(the_lake, f),
+            folds,
+            runs,
+            tmp,
+            workers=config.workers,
+            log=context.log.info,
+            rule_cache=rules,
+        )
     daily: dict[str, pl.DataFrame] = {}  # arm -> trade_date, mean over seeds of the stitched OOS return
     rule_daily: dict[str, pl.DataFrame] = {}  # arm -> the same for the tuned OFI rule run beside it
     per_seed: dict[str, dict[int, dict[str, float | None]]] = {}
-    timings: list[dict[str, Any]] = []  # wall time of every fold x arm x seed (features: the first build)
+    timings: list[dict[str, Any]] = []  # wall time of every fold x arm x seed (in its worker)
     features_s: dict[int, float] = {}
-    rules: RuleCache = {}  # tuned OFI rule per fold and env settings: tuned once, not once per seed
-    with tempfile.TemporaryDirectory(prefix="phoenix-ablation-") as tmp:
-        for arm in config.arms:
-            base = _base_config(config, **ARMS[arm])
-            runs = {}
-            for seed in config.seeds:
-                result = run_walk_forward(
-                    features_for, folds, base, [seed], f"{tmp}/{arm}/s{seed}", log=context.log.info, rule_cache=rules
+    for arm in config.arms:
+        by_seed = {seed: results[f"{arm}/s{seed}"] for seed in config.seeds}
+        for seed, result in by_seed.items():
+            for f in result.folds:
+                features_s.setdefault(f.fold.index, f.seconds["features"])
+                timings.append(
+                    {"arm": arm, "seed": seed, "fold": f.fold.index}
+                    | {k: v for k, v in f.seconds.items() if k != "features"}
                 )
-                runs[seed] = result
-                for f in result.folds:
-                    features_s.setdefault(f.fold.index, f.seconds["features"])
-                    timings.append(
-                        {"arm": arm, "seed": seed, "fold": f.fold.index}
-                        | {k: v for k, v in f.seconds.items() if k != "features"}
-                    )
-            per_seed[arm] = {s: r.overall_metrics()["agent"] for s, r in runs.items()}
-            daily[arm] = _mean_over_seeds(runs, "agent")
-            rule_daily[arm] = _mean_over_seeds(runs, "tuned_ofi_rule")  # tuned on each fold's train window
-            context.log.info(
-                f"arm {arm}: OOS total return by seed {[m['total_return'] for m in per_seed[arm].values()]}"
-            )
+        per_seed[arm] = {s: r.overall_metrics()["agent"] for s, r in by_seed.items()}
+        daily[arm] = _mean_over_seeds(by_seed, "agent")
+        rule_daily[arm] = _mean_over_seeds(by_seed, "tuned_ofi_rule")  # tuned on each fold's train window
+        context.log.info(f"arm {arm}: OOS total return by seed {[m['total_return'] for m in per_seed[arm].values()]}")
     ci_args = {"alpha": config.alpha, "reps": config.bootstrap_reps, "seed": 0}
     reference = daily[REFERENCE_ARM]
     comparisons = {}
