@@ -51,7 +51,14 @@ TRAINING: dict[str, Any] = {  # benchmarks/evidence_run.py's EVIDENCE_TRAINING, 
     "log_every": 1_000,
     "torch_threads": 1,
 }
-FOLDS: dict[str, Any] = {"train_months": 1, "val_months": 1, "test_months": 1, "n_folds": 3, "seeds": [1, 2, 3]}
+FOLDS: dict[str, Any] = {
+    "train_months": 1,
+    "val_months": 1,
+    "test_months": 1,
+    "n_folds": 3,
+    "seeds": [1, 2, 3],
+    "workers": 1,  # as measured (on one core, README); --workers 2 on two free cores
+}
 ARMS = ["phase2_no_ofi", "phase2_ofi"]
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -154,6 +161,7 @@ def main() -> None:
     parser.add_argument("--strengths", type=float, nargs="+", default=[0.5, 0.0])
     parser.add_argument("--timesteps", type=int, default=TRAINING["total_timesteps"])
     parser.add_argument("--seeds", type=int, nargs="+", default=FOLDS["seeds"])
+    parser.add_argument("--workers", type=int, default=FOLDS["workers"], help="training processes at once")
     parser.add_argument("--arms", nargs="+", default=ARMS)
     parser.add_argument("--stage", choices=["data", "all", "tables"], default="all")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/protocol"))
@@ -162,7 +170,7 @@ def main() -> None:
     args = parser.parse_args()
     training = TRAINING | {"total_timesteps": args.timesteps}
     training |= {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.set)}
-    config = FOLDS | {"seeds": args.seeds, "arms": args.arms, "training": training}
+    config = FOLDS | {"seeds": args.seeds, "workers": args.workers, "arms": args.arms, "training": training}
     machine = {
         "cpus": os.cpu_count(),
         "affinity": sorted(os.sched_getaffinity(0)),
