@@ -126,9 +126,12 @@ def run_backtest(
     capital: float = 10_000.0,
     name: str = "agent",
 ) -> BacktestResult:
-    """Step `policy` through the whole frame once (deterministic for a deterministic policy)."""
-    act = as_policy(policy)
+    """Step `policy` through the whole frame once (deterministic for a deterministic policy). A SAC model with
+    the Mamba extractor acts through `phoenix_rl.window_policy` (its sequence pass batched over the bars)."""
+    from phoenix_rl.window_policy import window_policy
+
     env = MnqTradingEnv(features, config.replace(episode_mode="whole", max_steps=None))
+    act = window_policy(policy, env) or as_policy(policy)
     obs, _ = env.reset(seed=0)
     n = env.n_bars
     position, traded, fill, pnl, cost = (np.zeros(n) for _ in range(5))

@@ -222,6 +222,16 @@ class MnqTradingEnv(gym.Env):
         agent = agent_state(self._pos, self._entry, float(self.close[i]), self._held, cfg)
         return {"window": self._window_rows[i : i + cfg.lookback].copy(), "agent": agent}
 
+    @property
+    def bar(self) -> int:
+        """The bar the current observation was taken at the close of."""
+        return self._i
+
+    def observation_windows(self) -> np.ndarray:
+        """(n_bars, L, n_features + 1): the window of every bar's observation, a read-only view (no copy)."""
+        rows = np.lib.stride_tricks.sliding_window_view(self._window_rows, self.config.lookback, axis=0)
+        return rows.transpose(0, 2, 1)
+
     def target_contracts(self, action: float) -> float:
         """Action in [-1, 1] -> target position in contracts (module doc, `action_mode`)."""
         return target_contracts(action, self.config)

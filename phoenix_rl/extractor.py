@@ -50,9 +50,14 @@ class MambaFeaturesExtractor(BaseFeaturesExtractor):
         )
         self.norm_f = RMSNorm(d_model)
 
-    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
-        h = self.embed(observations["window"])
+    def window_features(self, window: torch.Tensor) -> torch.Tensor:
+        """(batch, L, n_features + 1) -> (batch, d_model): the sequence half of the features. It does not read
+        the agent state, so a backtest computes it for every bar at once (phoenix_rl.window_policy)."""
+        h = self.embed(window)
         for i, layer in enumerate(self.layers):
             # only the last step leaves the extractor: the last layer computes that step alone
             h = layer(h, last_only=i == len(self.layers) - 1)
-        return torch.cat([self.norm_f(h[:, -1]), observations["agent"]], dim=1)
+        return self.norm_f(h[:, -1])
+
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([self.window_features(observations["window"]), observations["agent"]], dim=1)
