@@ -195,8 +195,6 @@ def _worker_init() -> None:
 def training_pool(workers: int) -> Iterator[Executor]:
     """`workers` spawned processes (polars and torch are not fork-safe), or `InlineExecutor` for 1. On an error
     the queued jobs are cancelled instead of run."""
-    if workers < 1:
-        raise ValueError(f"walk-forward: workers must be >= 1, got {workers}")
     if workers == 1:
         yield InlineExecutor()
         return
@@ -262,6 +260,8 @@ def run_walk_forwards(
     empty = [name for name, (_, seeds) in runs.items() if not seeds]
     if empty:
         raise ValueError(f"run_walk_forward: at least one seed (runs {empty} have none)")
+    if workers < 1:  # before any fold's features are built
+        raise ValueError(f"walk-forward: workers must be >= 1, got {workers}")
     rules: RuleCache = {} if rule_cache is None else rule_cache
     frames, features_s = {}, {}
     for fold in folds:

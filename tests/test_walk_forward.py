@@ -146,3 +146,13 @@ def test_a_failing_training_in_a_worker_names_its_run_fold_and_seed(tmp_path: Pa
     with pytest.raises(ValueError, match="lacks columns") as failed:
         run_walk_forwards(lambda f: no_features, folds, {"arm": (TINY, [1])}, tmp_path, workers=2, log=lambda _: None)
     assert "in walk-forward training arm fold 0 seed 1" in (failed.value.__notes__ or [])
+
+
+def test_workers_below_one_are_refused_before_any_work(tmp_path: Path) -> None:
+    folds = monthly_folds(BUSINESS_DAYS, train_months=1, n_folds=2)
+
+    def no_features(fold: Fold) -> pl.DataFrame:
+        raise AssertionError("features built before the arguments were checked")
+
+    with pytest.raises(ValueError, match="workers must be >= 1, got 0"):
+        run_walk_forward(no_features, folds, TINY, [1], tmp_path, workers=0, log=lambda _: None)
