@@ -73,6 +73,7 @@ __all__ = [
     "make_objective",
     "optuna_storage",
     "run_study",
+    "run_study_workers",
     "sample_params",
     "score_best_on_test",
     "study_plots",
@@ -329,6 +330,55 @@ def run_study(
             gc_after_trial=True,
         )
     return study
+
+
+def _study_worker(
+    settings: StudySettings,
+    features: pl.DataFrame,
+    study_name: str,
+    lake_root: str | None,
+    n_trials: int,
+    timeout: float | None,
+    worker: int,
+) -> int:
+    """One worker process of `run_study_workers`: opens the storage itself (storages do not pickle)."""
+    storage, _ = optuna_storage(study_name, lake_root=lake_root)
+    return finished_trials(run_study(settings, features, study_name, storage, n_trials, timeout, worker, log=print))
+
+
+def run_study_workers(
+    settings: StudySettings,
+    features: pl.DataFrame,
+    study_name: str,
+    lake_root: str | None,
+    n_trials: int,
+    timeout: float | None = None,
+    workers: int = 1,
+    log: Log | None = None,
+) -> optuna.Study:
+    """`run_study` on `optuna_storage(study_name, lake_root)` in `workers` processes at once (phoenix_rl.pool:
+    spawned, one torch thread each; 1: in this process), worker indices 0..workers-1. The study is created and
+    its settings checked here first, so the workers only join it. With several workers the trial sequence
+    depends on their timing (constant-liar TPE), so a seeded study repeats exactly only with one."""
+    from phoenix_rl.pool import training_pool
+
+    storage, _ = optuna_storage(study_name, lake_root=lake_root)
+    study = run_study(settings, features, study_name, storage, 0)  # create or check; no trial
+    if log is not None:
+        remaining = max(n_trials - finished_trials(study), 0)
+        log(f"study {study_name}: {len(study.trials)} trials so far; up to {remaining} more on {workers} worker(s)")
+    with training_pool(workers) as pool:
+        jobs = [
+            pool.submit(_study_worker, settings, features, study_name, lake_root, n_trials, timeout, k)
+            for k in range(workers)
+        ]
+        for k, job in enumerate(jobs):
+            try:
+                job.result()
+            except Exception as exc:
+                exc.add_note(f"in HPO worker {k} of study {study_name!r}")
+                raise
+    return optuna.load_study(study_name=study_name, storage=storage)
 
 
 def _returns_matrix(study: optuna.Study) -> tuple[np.ndarray, list[int]]:

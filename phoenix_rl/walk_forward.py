@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import multiprocessing
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -35,19 +33,18 @@ import polars as pl
 from phoenix_rl.backtest import BacktestResult, run_backtest, run_baselines
 from phoenix_rl.config import EnvConfig, TrainConfig
 from phoenix_rl.metrics import compute_metrics
+from phoenix_rl.pool import training_pool
 from phoenix_rl.tuned_rule import TunedOfiRule, tune_ofi_rule
 from phoenix_rl.windows import EvaluationWindows
 
 __all__ = [
     "Fold",
     "FoldResult",
-    "InlineExecutor",
     "WalkForwardResult",
     "daily_return_frame",
     "monthly_folds",
     "run_walk_forward",
     "run_walk_forwards",
-    "training_pool",
 ]
 
 FeaturesFor = Callable[["Fold"], pl.DataFrame]
@@ -169,40 +166,6 @@ class WalkForwardResult:
 
 
 RuleCache = dict[tuple[int, str], TunedOfiRule]
-
-
-class InlineExecutor(Executor):
-    """`workers=1`: each job runs at `submit`, in this process (no spawn, the same code path as a pool)."""
-
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
-        future: Future = Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # delivered by .result(), as a pool would
-            future.set_exception(exc)
-        return future
-
-
-def _worker_init() -> None:
-    """A training process of the pool: one torch thread (two trainings on 2 cores: 0.94-1.01x a solo run,
-    benchmarks/bench_training.py), denormals flushed as in `train` so test backtests match in-process ones."""
-    from phoenix_rl.train import tune_process
-
-    tune_process(1)
-
-
-@contextmanager
-def training_pool(workers: int) -> Iterator[Executor]:
-    """`workers` spawned processes (polars and torch are not fork-safe), or `InlineExecutor` for 1. On an error
-    the queued jobs are cancelled instead of run."""
-    if workers == 1:
-        yield InlineExecutor()
-        return
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
-    try:
-        yield pool
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _train_job(cfg: TrainConfig, frame: pl.DataFrame, out_dir: Path) -> tuple[Any, float]:

@@ -294,6 +294,22 @@ def test_two_workers_share_one_study(
 
 
 @pytest.mark.slow
+def test_run_study_workers_runs_the_trials_in_spawned_processes(
+    tmp_path: Path, features: pl.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(hpo.STORAGE_ENV, raising=False)
+    name = f"pool_{uuid.uuid4().hex[:8]}"
+    study = hpo.run_study_workers(_settings(), features, name, str(tmp_path), n_trials=3, workers=2)
+    finished = study.get_trials(states=hpo.FINISHED)
+    assert 3 <= len(finished) <= 4  # each worker stops once the study holds 3 (one may finish a last trial)
+    assert not study.get_trials(states=(TrialState.FAIL,))
+    ran_in = {tuple(t.user_attrs["worker"].split("/")[1:]) for t in study.trials}  # host/pid/worker index
+    assert {pid for pid, _ in ran_in}.isdisjoint({str(os.getpid())})  # not in this process
+    assert {k for _, k in ran_in} <= {"0", "1"}
+    assert hpo.load_settings(name, _journal(tmp_path, name)) == _settings()  # created once, by the caller
+
+
+@pytest.mark.slow
 def test_killed_worker_study_resumes(tmp_path: Path, features: pl.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(hpo.STORAGE_ENV, raising=False)
     name = "killed"
