@@ -214,7 +214,7 @@ def run_walk_forwards(
     training is queued; each fold's test backtests are queued once its seeds are trained and one is chosen. The
     results do not depend on `workers` (tests/test_walk_forward.py): each training seeds itself and runs with
     its config's torch threads. With one seed there is nothing to choose, so no validation backtest is run (a
-    month of per-bar policy calls, ~40 s on this CPU); `val_scores` is then empty. `rule_cache` (fold, env
+    month of bars; benchmarks/bench_backtest.py); `val_scores` is then empty. `rule_cache` (fold, env
     settings but the agent's feature columns -> tuned rule) tunes the rule once per fold for all runs: the grid
     search is deterministic and the rule observes only its own feature.
     """
