@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench_training import EVIDENCE, EVIDENCE_ENV  # noqa: E402
+from table import print_table  # noqa: E402
 
 
 def _timed(policy: Any, frame: Any, env_cfg: Any, repeats: int) -> tuple[float, Any]:
@@ -81,11 +82,7 @@ def main() -> None:
             )
         )
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {frame.height} bars, median of {args.repeats}")
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for i, r in enumerate(rows):
-        print(" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
-        if i == 0:
-            print("-" * (sum(widths) + 3 * (len(widths) - 1)))
+    print_table(rows[0], rows[1:])
 
 
 if __name__ == "__main__":

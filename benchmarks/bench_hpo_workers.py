@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from protocol_run import TRAINING  # noqa: E402
+from table import print_table  # noqa: E402
 
 
 def main() -> None:
@@ -70,11 +71,7 @@ def main() -> None:
             ratio = "1.00 x (reference)" if workers == 1 else f"{per_hour[2] / per_hour[1]:.2f} x"
             rows.append((str(workers), f"{wall:.1f}", str(n), f"{per_hour[workers]:.0f}", ratio))
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {frame.height} bars, trials of {args.timesteps} steps")
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for i, r in enumerate(rows):
-        print(" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
-        if i == 0:
-            print("-" * (sum(widths) + 3 * (len(widths) - 1)))
+    print_table(rows[0], rows[1:])
 
 
 if __name__ == "__main__":

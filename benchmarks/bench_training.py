@@ -37,6 +37,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from table import print_table  # noqa: E402
+
 LEARNING_STARTS = 200  # random-action steps before the first gradient step (not timed)
 EVIDENCE = {"batch_size": 128, "train_freq": 4, "d_model": 16, "d_state": 8, "n_layers": 1, "gamma": 0.95}
 EVIDENCE_ENV = {"lookback": 16, "reward_scale": 0.1}
@@ -244,14 +246,7 @@ def main() -> None:
             )
 
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {args.seconds:.0f} s per measurement")
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    header = ("measurement", "value", "ratio", "target")
-    widths = [max(w, len(h)) for w, h in zip(widths, header, strict=True)]
-    line = " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
-    print(line)
-    print("-" * len(line))
-    for r in rows:
-        print(" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
+    print_table(("measurement", "value", "ratio", "target"), rows)
 
 
 if __name__ == "__main__":

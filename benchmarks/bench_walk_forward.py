@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from protocol_run import TRAINING  # noqa: E402
+from table import print_table  # noqa: E402
 
 
 def main() -> None:
@@ -75,11 +76,7 @@ def main() -> None:
         ("2 (spawned processes, 1 thread each)", f"{walls[2]:.1f}", f"{walls[1] / walls[2]:.2f} x faster",
          f"identical results: {'yes' if same else 'NO'}"),
     ]  # fmt: skip
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for i, r in enumerate(rows):
-        print(" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
-        if i == 0:
-            print("-" * (sum(widths) + 9))
+    print_table(rows[0], rows[1:])
     if not same:
         raise SystemExit("the two walks differ")
 
