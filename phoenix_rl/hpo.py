@@ -360,7 +360,7 @@ def run_study_workers(
     spawned, one torch thread each; 1: in this process), worker indices 0..workers-1. The study is created and
     its settings checked here first, so the workers only join it. With several workers the trial sequence
     depends on their timing (constant-liar TPE), so a seeded study repeats exactly only with one."""
-    from phoenix_rl.pool import training_pool
+    from phoenix_rl.pool import job_result, training_pool
 
     storage, _ = optuna_storage(study_name, lake_root=lake_root)
     study = run_study(settings, features, study_name, storage, 0)  # create or check; no trial
@@ -373,11 +373,7 @@ def run_study_workers(
             for k in range(workers)
         ]
         for k, job in enumerate(jobs):
-            try:
-                job.result()
-            except Exception as exc:
-                exc.add_note(f"in HPO worker {k} of study {study_name!r}")
-                raise
+            job_result(job, f"HPO worker {k} of study {study_name!r}")
     return optuna.load_study(study_name=study_name, storage=storage)
 
 

@@ -13,7 +13,7 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["InlineExecutor", "training_pool"]
+__all__ = ["InlineExecutor", "job_result", "training_pool"]
 
 
 class InlineExecutor(Executor):
@@ -46,3 +46,12 @@ def training_pool(workers: int) -> Iterator[Executor]:
         yield pool
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def job_result(future: Future, where: str) -> Any:
+    """The job's result; its exception keeps its own type and gets the note "in <where>" (which job raised)."""
+    try:
+        return future.result()
+    except Exception as exc:
+        exc.add_note(f"in {where}")
+        raise

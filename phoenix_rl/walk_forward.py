@@ -22,7 +22,6 @@ import datetime as dt
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ import polars as pl
 from phoenix_rl.backtest import BacktestResult, run_backtest, run_baselines
 from phoenix_rl.config import EnvConfig, TrainConfig
 from phoenix_rl.metrics import compute_metrics
-from phoenix_rl.pool import training_pool
+from phoenix_rl.pool import job_result, training_pool
 from phoenix_rl.tuned_rule import TunedOfiRule, tune_ofi_rule
 from phoenix_rl.windows import EvaluationWindows
 
@@ -188,15 +187,6 @@ def _test_job(
     return test, time.perf_counter() - t0
 
 
-def _result(future: Future, what: str) -> Any:
-    """The job's result; its exception (of its own type) names the job that raised it."""
-    try:
-        return future.result()
-    except Exception as exc:
-        exc.add_note(f"in walk-forward {what}")
-        raise
-
-
 def run_walk_forwards(
     features_for: FeaturesFor,
     folds: list[Fold],
@@ -249,7 +239,8 @@ def run_walk_forwards(
                 scores, models, seconds = {}, {}, {"features": features_s[fold.index]}
                 for seed in seeds:
                     what = f"{name + ' ' if name else ''}fold {fold.index} seed {seed}"
-                    res, seconds[f"train_seed{seed}"] = _result(trainings[name, fold.index, seed], f"training {what}")
+                    job = trainings[name, fold.index, seed]
+                    res, seconds[f"train_seed{seed}"] = job_result(job, f"walk-forward training {what}")
                     done += 1
                     log(f"trained {what} in {seconds[f'train_seed{seed}']:.0f} s ({done}/{n_jobs})")
                     if len(seeds) > 1:
@@ -275,7 +266,7 @@ def run_walk_forwards(
             fold_results = []
             for fold in folds:
                 job, scores, chosen, rule, seconds = pending[name, fold.index]
-                test, seconds_test = _result(job, f"test backtest {name} fold {fold.index}")
+                test, seconds_test = job_result(job, f"walk-forward test backtest {name} fold {fold.index}")
                 seconds["test"] += seconds_test
                 log(
                     f"{name + ': ' if name else ''}fold {fold.index} ({fold.windows.describe()}): validation total "
