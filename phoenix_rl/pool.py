@@ -16,16 +16,30 @@ from typing import Any
 __all__ = ["InlineExecutor", "job_result", "training_pool"]
 
 
+class _Deferred(Future):
+    """A job of `InlineExecutor`: it runs when its result is first asked for."""
+
+    def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        super().__init__()
+        self._call: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None = (fn, args, kwargs)
+
+    def result(self, timeout: float | None = None) -> Any:
+        if self._call is not None:
+            fn, args, kwargs = self._call
+            self._call = None
+            try:
+                self.set_result(fn(*args, **kwargs))
+            except Exception as exc:  # delivered below, as a pool would; KeyboardInterrupt & co. go through now
+                self.set_exception(exc)
+        return super().result(timeout)
+
+
 class InlineExecutor(Executor):
-    """`workers=1`: each job runs at `submit`, in this process (no spawn, the same code path as a pool)."""
+    """`workers=1`: jobs run in this process, one after another, each when its result is asked for, so a
+    failure (or an interrupt) stops the jobs behind it as a pool's shutdown does."""
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
-        future: Future = Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as exc:  # delivered by .result(), as a pool would
-            future.set_exception(exc)
-        return future
+        return _Deferred(fn, args, kwargs)
 
 
 def _worker_init() -> None:
@@ -37,15 +51,21 @@ def _worker_init() -> None:
 
 @contextmanager
 def training_pool(workers: int) -> Iterator[Executor]:
-    """`workers` spawned processes, or `InlineExecutor` for 1. On an error the queued jobs are cancelled, not run."""
+    """`workers` spawned processes, or `InlineExecutor` for 1. On an error or an interrupt in the block the
+    queued jobs are cancelled and the running ones terminated."""
     if workers == 1:
         yield InlineExecutor()
         return
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
     try:
         yield pool
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    except BaseException:  # a failed job, or the run interrupted: stop the running trainings too, not wait for them
+        running = list((pool._processes or {}).values())  # no public terminate before Python 3.14
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in running:
+            process.terminate()
+        raise
+    pool.shutdown(wait=True)
 
 
 def job_result(future: Future, where: str) -> Any:
