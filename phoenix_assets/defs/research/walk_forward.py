@@ -30,7 +30,6 @@ from phoenix_rl.metrics import format_metric
 from phoenix_rl.plots import markdown_image
 from phoenix_rl.walk_forward import (
     Fold,
-    RuleCache,
     WalkForwardResult,
     monthly_folds,
     run_walk_forward,
@@ -251,16 +250,9 @@ def ablation_report(
     bases = {arm: _base_config(config, **ARMS[arm]) for arm in config.arms}
     # every arm x seed is a one-seed walk-forward (no selection); one HMM refit per fold and one pool for them all
     runs = {f"{arm}/s{seed}": (bases[arm], [seed]) for arm in config.arms for seed in config.seeds}
-    rules: RuleCache = {}  # tuned OFI rule per fold and env settings: tuned once, not once per seed
-    with tempfile.TemporaryDirectory(prefix="phoenix-ablation-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="phoenix-ablation-") as tmp:  # one call: the OFI rule tuned once a fold
         results = run_walk_forwards(
-            lambda f: fold_features(the_lake, f),
-            folds,
-            runs,
-            tmp,
-            workers=config.workers,
-            log=context.log.info,
-            rule_cache=rules,
+            lambda f: fold_features(the_lake, f), folds, runs, tmp, workers=config.workers, log=context.log.info
         )
     daily: dict[str, pl.DataFrame] = {}  # arm -> trade_date, mean over seeds of the stitched OOS return
     rule_daily: dict[str, pl.DataFrame] = {}  # arm -> the same for the tuned OFI rule run beside it
