@@ -340,10 +340,10 @@ def _study_worker(
     n_trials: int,
     timeout: float | None,
     worker: int,
-) -> int:
+) -> None:
     """One worker process of `run_study_workers`: opens the storage itself (storages do not pickle)."""
     storage, _ = optuna_storage(study_name, lake_root=lake_root)
-    return finished_trials(run_study(settings, features, study_name, storage, n_trials, timeout, worker, log=print))
+    run_study(settings, features, study_name, storage, n_trials, timeout, worker, log=print)
 
 
 def run_study_workers(
