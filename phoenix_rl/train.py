@@ -32,6 +32,7 @@ import polars as pl
 import torch
 from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.monitor import Monitor
 
 from feature_specs import load_feature_set
@@ -258,6 +259,9 @@ def train(
         model = resume_from_checkpoint(model, env, Path(checkpoint_dir))
         if checkpoint_every > 0:
             sb3_callbacks.append(CheckpointCallback(checkpoint_every, str(checkpoint_dir), save_replay_buffer=True))
+    # SB3's default logger makes an empty tempdir/SB3-<time> folder at every learn(); the metrics go through
+    # MetricsCallback, so the logger only has to hold the values (name_to_value), written nowhere
+    model.set_logger(Logger(folder=None, output_formats=[]))
     resumed_at = model.num_timesteps  # > 0 when a checkpoint was restored: only the rest runs here
     t0 = time.perf_counter()
     model.learn(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import polars as pl
@@ -41,9 +42,15 @@ def features() -> pl.DataFrame:
     return f.with_columns(feature_spec_hash=pl.lit("abc123"))
 
 
-def test_train_writes_model_config_metrics_and_forwards_them(features: pl.DataFrame, tmp_path: Path) -> None:
+def test_train_writes_model_config_metrics_and_forwards_them(
+    features: pl.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    temp = tmp_path / "tempdir"  # SB3's default logger would leave an empty SB3-<time> folder here per learn()
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     seen: list[tuple[int, dict[str, float]]] = []
     result = train(TrainConfig.from_dict(TINY), features, tmp_path, on_metrics=lambda s, m: seen.append((s, m)))
+    assert list(temp.glob("SB3-*")) == []
     assert result.timesteps == 200 and result.steps_per_s > 0
     assert [s for s, m in seen if "timesteps" in m] == [100, 200]
     assert "train/critic_loss" in seen[-2][1] and "steps_per_s" in seen[-2][1]
