@@ -8,20 +8,19 @@ SiLU(z) -> out_proj). Discretisation as in the reference `selective_scan_ref` of
     h_t = dA_t * h_{t-1} + dB_t x_t,   y_t = <C_t, h_t> + D * x_t
 with delta_t = softplus(dt_proj(x_proj(x)_dt)) and B_t, C_t from x_proj: delta, B and C depend on the input.
 
-The scan is the linear recurrence h_t = a_t h_{t-1} + b_t. On the CPU (float32/float64) it runs `_FusedScan`,
-the whole SSM as one autograd node over the numba kernels of `phoenix_rl.scan_kernel`: a time loop over a
-(d_state, d_inner) state held in cache, the states stored only when a backward follows, and a hand-written
-backward (the adjoint recurrence run in reverse, Martin & Cundy 2018, "Parallelizing Linear Recurrent Neural
-Nets Over Sequence Length", ICLR, section 3). Other devices (the pure block on a GPU without mamba_ssm) run a
-Blelloch (work-efficient) parallel scan (Blelloch 1990, "Prefix sums and their applications"): 2 log2(L)
-vectorised steps over the whole (batch, L, d_inner, d_state) tensor with the associative operator
-(a1, b1) o (a2, b2) = (a1 a2, a2 b1 + b2), its backward the same scan reversed. Products of decays in (0, 1]
-never overflow, unlike the closed form exp(S_t) * cumsum(exp(-S_s) b_s) with S the cumulative log-decay. A
-layer whose only consumer is the last step (the extractor's last layer) asks for y_{L-1} alone
-(`selective_scan_last`). Measured on the 2-core CPU (1 thread, medians; README, issue 12): the default
-extractor (L 32, d_model 32, d_state 16, 2 layers) at batch 64, forward 7.0 ms and forward+backward 24 ms,
-against 24 / 77 ms with the Blelloch scan. `selective_scan_reference` is the plain per-step loop, used only by
-the tests.
+The scan is the linear recurrence h_t = a_t h_{t-1} + b_t. On the CPU (float32/float64) it runs `_FusedScan`, the
+whole SSM as one autograd node over the numba kernels of `phoenix_rl.scan_kernel`: a time loop over a (d_state,
+d_inner) state held in cache, nothing stored for the backward, and a hand-written backward (each batch row's states
+recomputed into cache, then the adjoint recurrence run in reverse: Martin & Cundy 2018, "Parallelizing Linear
+Recurrent Neural Nets Over Sequence Length", ICLR, section 3). Other devices (the pure block on a GPU without
+mamba_ssm) run a Blelloch (work-efficient) parallel scan (Blelloch 1990, "Prefix sums and their applications"): 2
+log2(L) vectorised steps over the whole (batch, L, d_inner, d_state) tensor with the associative operator (a1, b1) o
+(a2, b2) = (a1 a2, a2 b1 + b2), its backward the same scan reversed. Products of decays in (0, 1] never overflow,
+unlike the closed form exp(S_t) * cumsum(exp(-S_s) b_s) with S the cumulative log-decay. A layer whose only consumer
+is the last step (the extractor's last layer) asks for y_{L-1} alone (`selective_scan_last`). Measured on the 2-core
+CPU (1 thread, medians; README, issue 12): the default extractor (L 32, d_model 32, d_state 16, 2 layers) at batch
+64, forward 7.0 ms and forward+backward 24 ms, against 24 / 77 ms with the Blelloch scan. `selective_scan_reference`
+is the plain per-step loop, used only by the tests.
 
 Parameter names and shapes equal `mamba_ssm.Mamba` (and `mambapy.mamba.MambaBlock`): in_proj.weight,
 conv1d.weight, conv1d.bias, x_proj.weight, dt_proj.weight, dt_proj.bias, A_log, D, out_proj.weight; so
@@ -130,26 +129,25 @@ FUSED_CPU_KERNEL = True
 
 class _FusedScan(torch.autograd.Function):
     """The whole selective SSM (discretisation, recurrence, read-out) as one autograd node over the numba kernels
-    of `phoenix_rl.scan_kernel`: states stored only when a backward will follow, the backward by hand (the
-    adjoint recurrence, Martin & Cundy 2018, section 3)."""
+    of `phoenix_rl.scan_kernel`: only the inputs are saved, the backward (by hand: the adjoint recurrence,
+    Martin & Cundy 2018, section 3) recomputes the states."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, last_only, store):  # type: ignore[override]
-        arrays = _numpy_inputs(u, delta, A, B, C, D)
-        y, hs = scan_kernel.scan_forward(*arrays, last_only, store)
+    def forward(ctx, u, delta, A, B, C, D, last_only):  # type: ignore[override]
+        y = scan_kernel.scan_forward(*_numpy_inputs(u, delta, A, B, C, D), last_only)
         ctx.last_only, ctx.has_d = last_only, D is not None
-        ctx.save_for_backward(u, delta, A, B, C, D, torch.from_numpy(hs))
+        ctx.save_for_backward(u, delta, A, B, C, D)
         return torch.from_numpy(y)
 
     @staticmethod
     def backward(ctx, gy):  # type: ignore[override]
-        u, delta, A, B, C, D, hs = ctx.saved_tensors
+        u, delta, A, B, C, D = ctx.saved_tensors
         if ctx.last_only:  # only y_{L-1} left the node: dL/dy_t = 0 before it
             gy = torch.cat([gy.new_zeros(u.shape[0], u.shape[1] - 1, u.shape[2]), gy], dim=1)
         arrays = _numpy_inputs(u, delta, A, B, C, D)
-        grads = scan_kernel.scan_backward(*arrays, hs.numpy(), gy.detach().contiguous().numpy())
+        grads = scan_kernel.scan_backward(*arrays, gy.detach().contiguous().numpy())
         gu, g_delta, gAt, gB, gC, gD = (torch.from_numpy(g) for g in grads)
-        return gu, g_delta, gAt.t(), gB, gC, gD if ctx.has_d else None, None, None
+        return gu, g_delta, gAt.t(), gB, gC, gD if ctx.has_d else None, None
 
 
 def _numpy_inputs(u, delta, A, B, C, D) -> tuple:  # type: ignore[no-untyped-def]
@@ -179,7 +177,7 @@ def selective_scan(
     scan; both equal `selective_scan_reference` (tests).
     """
     if _fused_kernel_runs(u):
-        return _FusedScan.apply(u, delta, A, B, C, D, False, _grad_follows(u, delta, A, B, C, D))
+        return _FusedScan.apply(u, delta, A, B, C, D, False)
     dA, dBu = _discretise(u, delta, A, B)
     h = parallel_linear_scan(dA, dBu, dim=1)
     y = torch.einsum("bldn,bln->bld", h, C)
@@ -196,16 +194,12 @@ def selective_scan_last(
 ) -> torch.Tensor:
     """y at the LAST time step only, (batch, d_inner): what a layer whose only consumer is the final step needs.
 
-    The fused kernel runs the recurrence without writing the earlier outputs (and, under no_grad, without
-    storing the states). Same contract as `selective_scan` otherwise.
+    The fused kernel runs the recurrence without writing the earlier outputs. Same contract as `selective_scan`
+    otherwise.
     """
     if _fused_kernel_runs(u):
-        return _FusedScan.apply(u, delta, A, B, C, D, True, _grad_follows(u, delta, A, B, C, D))[:, 0]
+        return _FusedScan.apply(u, delta, A, B, C, D, True)[:, 0]
     return selective_scan(u, delta, A, B, C, D)[:, -1]
-
-
-def _grad_follows(*tensors: torch.Tensor | None) -> bool:
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def selective_scan_reference(
