@@ -39,13 +39,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from phoenix_rl import scan_kernel
+from phoenix_rl import conv_kernel, scan_kernel
 
 __all__ = [
     "FUSED_CPU_KERNEL",
     "MambaBlock",
     "MambaLayer",
     "RMSNorm",
+    "causal_conv_silu",
     "causal_depthwise_conv",
     "cuda_mamba_available",
     "make_mamba_block",
@@ -122,8 +123,9 @@ def _discretise(
     return dA, dBu
 
 
-# The fused numba kernel (`phoenix_rl.scan_kernel`) runs every float32/float64 CPU scan; False sends them to the
-# Blelloch scan, as on other devices (tests and benchmarks/bench_training.py's "before" row flip it)
+# The fused numba kernels (`phoenix_rl.scan_kernel`, `phoenix_rl.conv_kernel`) run every float32/float64 CPU scan
+# and conv + SiLU; False sends them to the Blelloch scan and the torch ops, as on other devices (tests and
+# benchmarks/bench_training.py's "before" row flip it)
 FUSED_CPU_KERNEL = True
 
 
@@ -235,6 +237,41 @@ def causal_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
     return out
 
 
+class _FusedConvSilu(torch.autograd.Function):
+    """silu(causal depthwise conv) as one autograd node over the numba kernels of `phoenix_rl.conv_kernel`."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):  # type: ignore[override]
+        arrays = _conv_inputs(x, weight, bias)
+        ctx.has_bias = bias is not None
+        ctx.save_for_backward(x, weight, bias)
+        return torch.from_numpy(conv_kernel.conv_silu_forward(*arrays))
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        x, weight, bias = ctx.saved_tensors
+        gx, gwt, gbias = conv_kernel.conv_silu_backward(*_conv_inputs(x, weight, bias), g.contiguous().numpy())
+        return (
+            torch.from_numpy(gx),
+            torch.from_numpy(gwt).t().unsqueeze(1),
+            torch.from_numpy(gbias) if ctx.has_bias else None,
+        )
+
+
+def _conv_inputs(x, weight, bias) -> tuple:  # type: ignore[no-untyped-def]
+    """The conv kernels' arguments: contiguous arrays, the weights (C, 1, K) as (K, C), zeros for no bias."""
+    b = bias if bias is not None else x.new_zeros(x.shape[-1])
+    return tuple(t.detach().contiguous().numpy() for t in (x, weight[:, 0].t(), b))
+
+
+def causal_conv_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """silu(causal_depthwise_conv(x, weight, bias)), the block's conv and activation: on CPU float tensors the
+    fused numba kernel (forward and backward, `phoenix_rl.conv_kernel`), elsewhere the torch ops; equal (tests)."""
+    if _fused_kernel_runs(x):
+        return _FusedConvSilu.apply(x, weight, bias)
+    return F.silu(causal_depthwise_conv(x, weight, bias))
+
+
 class MambaBlock(nn.Module):
     """Mamba mixer (batch, L, d_model) -> (batch, L, d_model); init as `mamba_ssm.Mamba` (mamba_simple.py)."""
 
@@ -288,7 +325,7 @@ class MambaBlock(nn.Module):
         """(batch, L, d_model) -> (batch, L, d_model); with `last_only`, the last step alone (batch, 1, d_model)
         from `selective_scan_last` (same numbers, a fraction of the work)."""
         x, z = self.in_proj(hidden_states).chunk(2, dim=-1)
-        x = F.silu(causal_depthwise_conv(x, self.conv1d.weight, self.conv1d.bias))
+        x = causal_conv_silu(x, self.conv1d.weight, self.conv1d.bias)
         dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.softplus(self.dt_proj(dt))
         A = -torch.exp(self.A_log)

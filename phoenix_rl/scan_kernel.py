@@ -13,7 +13,7 @@ the sums over d_state are vertical adds into per-channel vectors, not a horizont
 backward runs each batch row's recurrence again into an L2-resident row buffer (states and decays) and the adjoint
 over it, one fused loop per state row (forward + backward at the default shape 1.5 + 3.0 ms, against 2.3 + 3.2 ms
 when the forward wrote every state for the backward to read back: 8 MiB a layer, through main memory).
-In float32 the exponential is `_exp_row`'s exp2: Cephes exp2f's polynomial on [-1/2, 1/2] and the power of two
+In float32 the exponential is `exp2_row`'s exp2: Cephes exp2f's polynomial on [-1/2, 1/2] and the power of two
 written into the exponent bits, relative error < 2e-7 (tested), a loop LLVM vectorises, which `math.exp` is not
 without Intel's SVML (2M values: 1-1.5 ms against 11 ms here); float64 (the tests' reference precision) uses
 `math.exp2`.
@@ -27,7 +27,7 @@ import numba as nb
 import numpy as np
 from numba.extending import overload
 
-__all__ = ["exp2_f32_of", "scan_backward", "scan_forward"]
+__all__ = ["exp2_f32_of", "exp2_row", "scan_backward", "scan_forward"]
 
 LOG2_E = 1.4426950408889634
 # Cephes exp2f: 2^f ~ 1 + f P(f) on |f| <= 1/2
@@ -41,15 +41,15 @@ _P0, _P1, _P2, _P3, _P4, _P5 = (
 )
 
 
-def _exp_row(x: np.ndarray, out: np.ndarray, bits: np.ndarray, scale: np.ndarray) -> None:
+def exp2_row(x: np.ndarray, out: np.ndarray, bits: np.ndarray, scale: np.ndarray) -> None:
     """out[n] = 2^x[n] (= exp(a) for x = a log2 e) for x <= 0; `bits` is int32 scratch of out's length (the
     power of two's exponent bits) and `scale` its float32 view. Called from Python it is numpy's exp2; inside the
-    numba kernels `_exp_row_impl` replaces it, per dtype."""
+    numba kernels `_exp2_row_impl` replaces it, per dtype."""
     np.exp2(x, out=out)
 
 
-@overload(_exp_row, fastmath=True, inline="always")
-def _exp_row_impl(x, out, bits, scale):  # type: ignore[no-untyped-def]
+@overload(exp2_row, fastmath=True, inline="always")
+def _exp2_row_impl(x, out, bits, scale):  # type: ignore[no-untyped-def]
     if out.dtype == nb.float64:
 
         def exp_f64(x, out, bits, scale):  # type: ignore[no-untyped-def]
@@ -81,7 +81,7 @@ def _exp_row_impl(x, out, bits, scale):  # type: ignore[no-untyped-def]
 def exp2_f32_of(x: np.ndarray, bits: np.ndarray) -> np.ndarray:
     """2^x of a float32 array by the kernels' exp2 (tests); `bits` int32 scratch of x's length."""
     out = np.empty_like(x)
-    _exp_row(x, out, bits, bits.view(np.float32))
+    exp2_row(x, out, bits, bits.view(np.float32))
     return out
 
 
@@ -92,7 +92,7 @@ def _decays(dt, A2t, x, dA, bits, scale):  # type: ignore[no-untyped-def]
     for n in range(A2t.shape[0]):
         for d in range(A2t.shape[1]):
             x[n, d] = dt[d] * A2t[n, d]
-    _exp_row(x.reshape(-1), dA.reshape(-1), bits, scale)
+    exp2_row(x.reshape(-1), dA.reshape(-1), bits, scale)
 
 
 @nb.njit(fastmath=True, cache=True, error_model="numpy")

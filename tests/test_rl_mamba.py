@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from stable_baselines3 import SAC
 
 import phoenix_rl.mamba as mamba_module
@@ -15,6 +16,7 @@ from phoenix_rl.extractor import MambaFeaturesExtractor
 from phoenix_rl.mamba import (
     MambaBlock,
     MambaLayer,
+    causal_conv_silu,
     causal_depthwise_conv,
     make_mamba_block,
     parallel_linear_scan,
@@ -142,6 +144,29 @@ def test_causal_conv_equals_torchs_conv1d(bias: bool) -> None:
     changed = x.detach().clone()
     changed[:, 6:] += 1.0
     torch.testing.assert_close(causal_depthwise_conv(changed, conv.weight, conv.bias)[:, :6], ours[:, :6].detach())
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("length", [1, 3, 17])
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.float64, 1e-12), (torch.float32, 2e-6)])
+def test_fused_conv_silu_equals_the_torch_ops(bias: bool, length: int, dtype: torch.dtype, tol: float) -> None:
+    """The numba conv + SiLU kernel == F.silu(causal_depthwise_conv) (the other devices' path), values and the
+    gradients of x, weight and bias, windows shorter than the kernel included; output t never reads input
+    after t."""
+    torch.manual_seed(1)
+    conv = torch.nn.Conv1d(6, 6, 4, groups=6, padding=3, bias=bias).to(dtype)
+    x = (3 * torch.randn(2, length, 6, dtype=dtype)).requires_grad_(True)  # pre-activations on both sides of 0
+    ours = causal_conv_silu(x, conv.weight, conv.bias)
+    ref = F.silu(causal_depthwise_conv(x, conv.weight, conv.bias))
+    torch.testing.assert_close(ours, ref, atol=tol, rtol=tol)
+    g = torch.randn_like(ref)
+    params = [x, *conv.parameters()]
+    for a, b in zip(torch.autograd.grad(ours, params, g), torch.autograd.grad(ref, params, g), strict=True):
+        torch.testing.assert_close(a, b, atol=10 * tol, rtol=10 * tol)
+    changed = x.detach().clone()
+    changed[:, length // 2 + 1 :] += 1.0
+    head = causal_conv_silu(changed, conv.weight, conv.bias)[:, : length // 2 + 1]
+    torch.testing.assert_close(head, ours[:, : length // 2 + 1].detach(), atol=0, rtol=0)
 
 
 def test_layer_last_only_is_the_full_outputs_last_step() -> None:
