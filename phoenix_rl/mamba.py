@@ -135,9 +135,9 @@ class _FusedScan(torch.autograd.Function):
     Martin & Cundy 2018, section 3) recomputes the states."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, last_only):  # type: ignore[override]
-        y = scan_kernel.scan_forward(*_numpy_inputs(u, delta, A, B, C, D), last_only)
-        ctx.last_only, ctx.has_d = last_only, D is not None
+    def forward(ctx, u, delta, A, B, C, D, last_only, delta_softplus):  # type: ignore[override]
+        y = scan_kernel.scan_forward(*_numpy_inputs(u, delta, A, B, C, D), last_only, delta_softplus)
+        ctx.last_only, ctx.has_d, ctx.delta_softplus = last_only, D is not None, delta_softplus
         ctx.save_for_backward(u, delta, A, B, C, D)
         return torch.from_numpy(y)
 
@@ -147,9 +147,9 @@ class _FusedScan(torch.autograd.Function):
         if ctx.last_only:  # only y_{L-1} left the node: dL/dy_t = 0 before it
             gy = torch.cat([gy.new_zeros(u.shape[0], u.shape[1] - 1, u.shape[2]), gy], dim=1)
         arrays = _numpy_inputs(u, delta, A, B, C, D)
-        grads = scan_kernel.scan_backward(*arrays, gy.detach().contiguous().numpy())
+        grads = scan_kernel.scan_backward(*arrays, gy.detach().contiguous().numpy(), ctx.delta_softplus)
         gu, g_delta, gAt, gB, gC, gD = (torch.from_numpy(g) for g in grads)
-        return gu, g_delta, gAt.t(), gB, gC, gD if ctx.has_d else None, None
+        return gu, g_delta, gAt.t(), gB, gC, gD if ctx.has_d else None, None, None
 
 
 def _numpy_inputs(u, delta, A, B, C, D) -> tuple:  # type: ignore[no-untyped-def]
@@ -171,15 +171,19 @@ def selective_scan(
     B: torch.Tensor,
     C: torch.Tensor,
     D: torch.Tensor | None = None,
+    delta_softplus: bool = False,
 ) -> torch.Tensor:
     """Selective SSM output y (batch, L, d_inner) (module doc).
 
     u, delta: (batch, L, d_inner); A: (d_inner, d_state) (negative); B, C: (batch, L, d_state); D: (d_inner,).
-    delta is already softplus-ed and biased. CPU float tensors run the fused numba kernel, others the Blelloch
-    scan; both equal `selective_scan_reference` (tests).
+    delta is biased; the step is softplus(delta) with `delta_softplus` (mamba_ssm's `selective_scan_fn` flag: the
+    fused kernel applies it per row), else delta itself. CPU float tensors run the fused numba kernel, others the
+    Blelloch scan; both equal `selective_scan_reference` (tests).
     """
     if _fused_kernel_runs(u):
-        return _FusedScan.apply(u, delta, A, B, C, D, False)
+        return _FusedScan.apply(u, delta, A, B, C, D, False, delta_softplus)
+    if delta_softplus:
+        delta = F.softplus(delta)
     dA, dBu = _discretise(u, delta, A, B)
     h = parallel_linear_scan(dA, dBu, dim=1)
     y = torch.einsum("bldn,bln->bld", h, C)
@@ -193,6 +197,7 @@ def selective_scan_last(
     B: torch.Tensor,
     C: torch.Tensor,
     D: torch.Tensor | None = None,
+    delta_softplus: bool = False,
 ) -> torch.Tensor:
     """y at the LAST time step only, (batch, d_inner): what a layer whose only consumer is the final step needs.
 
@@ -200,8 +205,8 @@ def selective_scan_last(
     otherwise.
     """
     if _fused_kernel_runs(u):
-        return _FusedScan.apply(u, delta, A, B, C, D, True)[:, 0]
-    return selective_scan(u, delta, A, B, C, D)[:, -1]
+        return _FusedScan.apply(u, delta, A, B, C, D, True, delta_softplus)[:, 0]
+    return selective_scan(u, delta, A, B, C, D, delta_softplus)[:, -1]
 
 
 def selective_scan_reference(
@@ -211,8 +216,11 @@ def selective_scan_reference(
     B: torch.Tensor,
     C: torch.Tensor,
     D: torch.Tensor | None = None,
+    delta_softplus: bool = False,
 ) -> torch.Tensor:
     """The slow, obvious sequential loop over time steps (tests only); same contract as `selective_scan`."""
+    if delta_softplus:
+        delta = F.softplus(delta)
     dA, dBu = _discretise(u, delta, A, B)
     h = torch.zeros_like(dBu[:, 0])
     ys = []
@@ -327,12 +335,12 @@ class MambaBlock(nn.Module):
         x, z = self.in_proj(hidden_states).chunk(2, dim=-1)
         x = causal_conv_silu(x, self.conv1d.weight, self.conv1d.bias)
         dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = F.softplus(self.dt_proj(dt))
+        delta = self.dt_proj(dt)  # the step is softplus(delta), applied inside the scan
         A = -torch.exp(self.A_log)
         if last_only:
-            y = selective_scan_last(x, delta, A, B, C, self.D)
+            y = selective_scan_last(x, delta, A, B, C, self.D, delta_softplus=True)
             return self.out_proj(y * F.silu(z[:, -1])).unsqueeze(1)
-        y = selective_scan(x, delta, A, B, C, self.D)
+        y = selective_scan(x, delta, A, B, C, self.D, delta_softplus=True)
         return self.out_proj(y * F.silu(z))
 
 

@@ -27,7 +27,7 @@ import numba as nb
 import numpy as np
 from numba.extending import overload
 
-__all__ = ["exp2_f32_of", "exp2_row", "scan_backward", "scan_forward"]
+__all__ = ["exp2_f32_of", "exp2_row", "scan_backward", "scan_forward", "softplus_f32_of", "softplus_row"]
 
 LOG2_E = 1.4426950408889634
 # Cephes exp2f: 2^f ~ 1 + f P(f) on |f| <= 1/2
@@ -85,6 +85,72 @@ def exp2_f32_of(x: np.ndarray, bits: np.ndarray) -> np.ndarray:
     return out
 
 
+# Cephes logf: log(1 + x) ~ x - x^2 / 2 + x^3 Q(x) on sqrt(1/2) - 1 <= x <= sqrt(2) - 1
+_Q = (
+    7.0376836292e-2,
+    -1.1514610310e-1,
+    1.1676998740e-1,
+    -1.2420140846e-1,
+    1.4249322787e-1,
+    -1.6668057665e-1,
+    2.0000714765e-1,
+    -2.4999993993e-1,
+    3.3333331174e-1,
+)
+_SQRT2_M1 = 0.41421356237309503
+_LN2 = 0.6931471805599453
+
+
+def softplus_row(pre: np.ndarray, out: np.ndarray, sig: np.ndarray, bits: np.ndarray, scale: np.ndarray) -> None:
+    """out = softplus(pre) (torch's: pre itself above 20), sig = sigmoid(pre) (its derivative), per element;
+    `bits`/`scale` as `exp2_row`'s. Inside the numba kernels `_softplus_row_impl` runs, per dtype: float32 as
+    max(pre, 0) + log1p(e) and sigmoid from e = exp(-|pre|) <= 1 (`exp2_row`'s exp2, Cephes logf's polynomial for
+    log1p, never 1 + e rounded for small e), float64 with `math`. From Python: numpy (tests)."""
+    e = np.exp(-np.abs(pre))
+    out[:] = np.where(pre > 20, pre, np.maximum(pre, 0) + np.log1p(e))
+    sig[:] = np.where(pre >= 0, 1, e) / (1 + e)
+
+
+@overload(softplus_row, fastmath=True, inline="always")
+def _softplus_row_impl(pre, out, sig, bits, scale):  # type: ignore[no-untyped-def]
+    if out.dtype == nb.float64:
+
+        def softplus_f64(pre, out, sig, bits, scale):  # type: ignore[no-untyped-def]
+            for n in range(pre.shape[0]):
+                x = pre[n]
+                e = math.exp(-abs(x))
+                out[n] = x if x > 20 else max(x, 0.0) + math.log1p(e)
+                sig[n] = (1.0 if x >= 0 else e) / (1.0 + e)
+
+        return softplus_f64
+
+    def softplus_f32(pre, out, sig, bits, scale):  # type: ignore[no-untyped-def]
+        for n in range(pre.shape[0]):
+            sig[n] = -abs(pre[n]) * np.float32(LOG2_E)
+        exp2_row(sig, sig, bits, scale)  # sig = e = exp(-|pre|) for now
+        for n in range(pre.shape[0]):
+            x, e = pre[n], sig[n]
+            big = e > np.float32(_SQRT2_M1)  # log1p(e) = ln 2 + log((1 + e) / 2), the argument near 1
+            v = e * np.float32(0.5) - np.float32(0.5) if big else e
+            z = v * v
+            q = np.float32(_Q[0])
+            for c in _Q[1:]:
+                q = q * v + np.float32(c)
+            log1p_e = v + (v * z * q - np.float32(0.5) * z) + (np.float32(_LN2) if big else np.float32(0))
+            out[n] = x if x > np.float32(20) else max(x, np.float32(0)) + log1p_e
+            sig[n] = (np.float32(1) if x >= 0 else e) / (np.float32(1) + e)
+
+    return softplus_f32
+
+
+@nb.njit(fastmath=True, cache=True)
+def softplus_f32_of(pre: np.ndarray, bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(softplus, sigmoid) of a float32 array by the kernels' `softplus_row` (tests); `bits` as `exp2_f32_of`'s."""
+    out, sig = np.empty_like(pre), np.empty_like(pre)
+    softplus_row(pre, out, sig, bits, bits.view(np.float32))
+    return out, sig
+
+
 @nb.njit(fastmath=True, cache=True, inline="always")
 def _decays(dt, A2t, x, dA, bits, scale):  # type: ignore[no-untyped-def]
     """dA[n, d] = exp(dt[d] A[n, d]) = 2^(dt[d] A2t[n, d]) for one time step, through the scratch x (the forward
@@ -96,9 +162,10 @@ def _decays(dt, A2t, x, dA, bits, scale):  # type: ignore[no-untyped-def]
 
 
 @nb.njit(fastmath=True, cache=True, error_model="numpy")
-def scan_forward(u, delta, A2t, B, C, D, last_only):  # type: ignore[no-untyped-def]
+def scan_forward(u, delta, A2t, B, C, D, last_only, softplus):  # type: ignore[no-untyped-def]
     """y (batch, L, d_inner), or (batch, 1, d_inner) with `last_only`. A2t = (A log2 e) transposed, (d_state,
-    d_inner); D may be empty. Nothing is stored for the backward: `scan_backward` recomputes the states."""
+    d_inner); D may be empty; with `softplus`, delta is the pre-activation and softplus(delta) the step (as
+    mamba_ssm's `delta_softplus`). Nothing is stored for the backward: `scan_backward` recomputes the states."""
     batch, length, d_inner = u.shape
     d_state = A2t.shape[0]
     dtype = u.dtype
@@ -108,13 +175,19 @@ def scan_forward(u, delta, A2t, B, C, D, last_only):  # type: ignore[no-untyped-
     dA = np.empty((d_state, d_inner), dtype)
     du = np.empty(d_inner, dtype)
     acc = np.empty(d_inner, dtype)
+    dt_row, sig = np.empty(d_inner, dtype), np.empty(d_inner, dtype)
     bits = np.empty(d_state * d_inner, np.int32)
     scale = bits.view(np.float32)
     has_d = D.shape[0] > 0
     for b in range(batch):
         h[:] = 0
         for t in range(length):
-            dt, ut = delta[b, t], u[b, t]
+            ut = u[b, t]
+            if softplus:
+                softplus_row(delta[b, t], dt_row, sig, bits, scale)
+                dt = dt_row
+            else:
+                dt = delta[b, t]
             _decays(dt, A2t, x, dA, bits, scale)
             for d in range(d_inner):
                 du[d] = dt[d] * ut[d]
@@ -131,9 +204,10 @@ def scan_forward(u, delta, A2t, B, C, D, last_only):  # type: ignore[no-untyped-
 
 
 @nb.njit(fastmath=True, cache=True, error_model="numpy")
-def scan_backward(u, delta, A2t, B, C, D, gy):  # type: ignore[no-untyped-def]
+def scan_backward(u, delta, A2t, B, C, D, gy, softplus):  # type: ignore[no-untyped-def]
     """Gradients (gu, g_delta, gAt, gB, gC, gD) of `scan_forward`'s y given gy (batch, L, d_inner) (zeros
-    before the last step for a last-only output); gAt = dL/dA transposed (d_state, d_inner).
+    before the last step for a last-only output); gAt = dL/dA transposed (d_state, d_inner); with `softplus`,
+    g_delta is the gradient of the pre-activation (through sigmoid(delta), softplus' derivative).
 
     Per batch row, the forward recurrence is run again first, its states and decays kept in two (L + 1,
     d_state, d_inner) row buffers (256 KiB at the default shape: L2-resident), then the adjoint runs over them
@@ -152,6 +226,8 @@ def scan_backward(u, delta, A2t, B, C, D, gy):  # type: ignore[no-untyped-def]
     ln2 = dtype.type(1.0 / LOG2_E)
     hs = np.empty((length + 1, d_state, d_inner), dtype)  # hs[t + 1] = h_t; hs[0] = h_{-1} = 0
     dAs = np.empty((length + 1, d_state, d_inner), dtype)  # dAs[t] = dA_t; dAs[L] = 0 (no step after the last)
+    dts = np.empty((length, d_inner), dtype)  # the steps (softplus(delta) with `softplus`)
+    sigs = np.empty((length, d_inner), dtype)  # d step / d delta: sigmoid(delta) with `softplus`
     hs[0] = 0
     dAs[length] = 0
     lam = np.empty((d_state, d_inner), dtype)
@@ -162,8 +238,12 @@ def scan_backward(u, delta, A2t, B, C, D, gy):  # type: ignore[no-untyped-def]
     bits = np.empty(d_state * d_inner, np.int32)
     scale = bits.view(np.float32)
     for b in range(batch):
-        for t in range(length):  # the forward again: states and decays of this row
-            dt, ut = delta[b, t], u[b, t]
+        for t in range(length):  # the forward again: steps, states and decays of this row
+            ut, dt = u[b, t], dts[t]
+            if softplus:
+                softplus_row(delta[b, t], dt, sigs[t], bits, scale)
+            else:
+                dt[:] = delta[b, t]
             dA, h_prev, h = dAs[t], hs[t], hs[t + 1]
             _decays(dt, A2t, x, dA, bits, scale)
             for d in range(d_inner):
@@ -174,7 +254,7 @@ def scan_backward(u, delta, A2t, B, C, D, gy):  # type: ignore[no-untyped-def]
                     h[n, d] = dA[n, d] * h_prev[n, d] + du[d] * bn
         lam[:] = 0
         for t in range(length - 1, -1, -1):
-            dt, ut, g = delta[b, t], u[b, t], gy[b, t]
+            dt, ut, g = dts[t], u[b, t], gy[b, t]
             dA, dA_next, h_prev, h_t = dAs[t], dAs[t + 1], hs[t], hs[t + 1]
             for d in range(d_inner):
                 du[d] = dt[d] * ut[d]
@@ -196,7 +276,8 @@ def scan_backward(u, delta, A2t, B, C, D, gy):  # type: ignore[no-untyped-def]
                 gB[b, t, n] = gb
                 gC[b, t, n] = gc
             for d in range(d_inner):
-                g_delta[b, t, d] = g_dA[d] * ln2 + g_du[d] * ut[d]
+                g_step = g_dA[d] * ln2 + g_du[d] * ut[d]
+                g_delta[b, t, d] = g_step * sigs[t, d] if softplus else g_step
                 gu[b, t, d] = g_du[d] * dt[d] + (g[d] * D[d] if has_d else 0)
                 if has_d:
                     gD[d] += g[d] * ut[d]

@@ -24,7 +24,7 @@ from phoenix_rl.mamba import (
     selective_scan_last,
     selective_scan_reference,
 )
-from phoenix_rl.scan_kernel import exp2_f32_of
+from phoenix_rl.scan_kernel import exp2_f32_of, softplus_f32_of
 from phoenix_rl.testing import synthetic_features
 
 mambapy_mamba = pytest.importorskip("mambapy.mamba")
@@ -90,6 +90,38 @@ def test_float32_kernel_equals_the_float64_loop_and_its_exp2_is_accurate() -> No
     y64.pow(2).sum().backward()
     for a, b in zip(args32, args64, strict=True):
         torch.testing.assert_close(a.grad.double(), b.grad, atol=1e-3, rtol=1e-4)
+
+
+@pytest.mark.parametrize("length", [1, 9, 32])
+def test_delta_softplus_in_the_scan_equals_softplus_then_the_loop(length: int, scan_path: str) -> None:
+    """`delta_softplus` (the block's path: the kernel applies softplus per row) == F.softplus, then the loop;
+    values and the gradient of the pre-activation, full and last-step outputs, pre-activations past torch's
+    threshold of 20 included."""
+    u, delta, A, B, C, D = _scan_inputs(3, length, 5, 4, seed=length)
+    pre = torch.logit(1 - torch.exp(-delta)) * 4  # pre-activations of both signs, |pre| up to ~30
+    pre[0, 0, 0] = 25.0
+    for scan, take in ((selective_scan, slice(None)), (selective_scan_last, -1)):
+        ours_pre, ref_pre = pre.clone().requires_grad_(True), pre.clone().requires_grad_(True)
+        ours = scan(u, ours_pre, A, B, C, D, delta_softplus=True)
+        ref = selective_scan_reference(u, F.softplus(ref_pre), A, B, C, D)[:, take]
+        torch.testing.assert_close(ours, ref, atol=1e-10, rtol=1e-10)
+        ours.pow(2).sum().backward()
+        ref.pow(2).sum().backward()
+        torch.testing.assert_close(ours_pre.grad, ref_pre.grad, atol=1e-9, rtol=1e-9)
+
+
+def test_float32_softplus_of_the_kernel_is_accurate() -> None:
+    """The kernels' float32 softplus and sigmoid (exp2 + Cephes log1p) against float64: relative error within
+    2e-7 + 1e-7 |x| (the float32 rounding of x log2 e grows with |x|), softplus(x) = x above 20 as torch's, the
+    tiny values of very negative x not flushed to 0 by 1 + e rounding."""
+    x = np.concatenate([np.linspace(-80, 80, 160_001), np.linspace(-1, 1, 20_001), [0.0, 20.0, 20.5, -30.0]])
+    x = x.astype(np.float32)
+    out, sig = softplus_f32_of(x, np.empty(x.shape, np.int32))
+    x64 = torch.from_numpy(x).double()
+    bound = 2e-7 + 1e-7 * np.abs(x)
+    assert np.all(np.abs(out / F.softplus(x64).numpy() - 1) < bound)
+    assert np.all(np.abs(sig / torch.sigmoid(x64).numpy() - 1) < bound)
+    assert out[x == 20.5][0] == np.float32(20.5) and out[x == -30.0][0] > 0
 
 
 def test_no_grad_and_grad_forwards_and_the_last_step_agree(scan_path: str) -> None:
