@@ -16,7 +16,9 @@ when the forward wrote every state for the backward to read back: 8 MiB a layer,
 In float32 the exponential is `exp2_row`'s exp2: Cephes exp2f's polynomial on [-1/2, 1/2] and the power of two
 written into the exponent bits, relative error < 2e-7 (tested), a loop LLVM vectorises, which `math.exp` is not
 without Intel's SVML (2M values: 1-1.5 ms against 11 ms here); float64 (the tests' reference precision) uses
-`math.exp2`.
+`math.exp2`. With `softplus` the kernels take the step's pre-activation and apply softplus per row, its derivative
+(the sigmoid) in the backward (`softplus_row`: the same exp2 and Cephes logf's log1p polynomial in float32), as
+mamba_ssm's CUDA kernel does with `delta_softplus`.
 """
 
 from __future__ import annotations
