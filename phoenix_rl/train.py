@@ -155,11 +155,12 @@ def retain_freed_memory() -> bool:
     """Make glibc's malloc keep freed blocks of up to 32 MiB in the heap instead of handing them back to the OS
     (`M_MMAP_THRESHOLD`, `M_TRIM_THRESHOLD`, mallopt(3)); False where the C library is not glibc.
 
-    Every gradient step allocates and frees MiB-sized activations ((batch, L, d_inner, d_state) floats: 8 MiB at
-    the default config); with glibc's defaults each comes back as fresh mmap'd pages that are page-faulted in
-    again (~10k page faults per SAC step at the default config, measured; the scan's forward ran up to 2x
-    faster without them in isolation, inside SAC the change was small). The cost: the process keeps its peak
-    heap. Called by `tune_process`.
+    Every gradient step allocates and frees MiB-sized activations (at the default config the block's (batch, L,
+    2 d_inner) projections are 1 MiB; the scan's stored states, 8 MiB, were before the kernel stopped storing
+    them, and the Blelloch path's still are); with glibc's defaults each comes back as fresh mmap'd pages that
+    are page-faulted in again (~10k page faults per SAC step at the default config, measured with the stored
+    states; the scan's forward ran up to 2x faster without them in isolation, inside SAC the change was small).
+    The cost: the process keeps its peak heap. Called by `tune_process`.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")
