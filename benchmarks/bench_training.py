@@ -67,7 +67,7 @@ def _make_model(features: Any, config: str, extractor: str, share: bool = False)
     from feature_specs import load_feature_set
     from phoenix_rl.env import MnqTradingEnv
     from phoenix_rl.extractor import MambaFeaturesExtractor
-    from phoenix_rl.train import sac_kwargs
+    from phoenix_rl.train import sac_kwargs, silent_logger
 
     cfg = _config(config)
     env = MnqTradingEnv(features, cfg.env_config(tuple(load_feature_set("phase2_ofi").columns), "warm"))
@@ -79,7 +79,9 @@ def _make_model(features: Any, config: str, extractor: str, share: bool = False)
     elif extractor == "before":
         policy_kwargs["features_extractor_class"] = _before_extractor_class(MambaFeaturesExtractor)
     policy_kwargs["share_features_extractor"] = share
-    return SAC(env=env, policy_kwargs=policy_kwargs, **kwargs)
+    model = SAC(env=env, policy_kwargs=policy_kwargs, **kwargs)
+    model.set_logger(silent_logger())  # no tempdir/SB3-<time> folder per learn()
+    return model
 
 
 def _before_extractor_class(base: type) -> type:

@@ -130,6 +130,12 @@ class MetricsCallback(BaseCallback):
         return m
 
 
+def silent_logger() -> Logger:
+    """An SB3 logger that keeps the recorded values (`name_to_value`, read by MetricsCallback) and writes nowhere:
+    SB3's default, set up at every `learn()` without one, makes an empty tempdir/SB3-<time> folder each time."""
+    return Logger(folder=None, output_formats=[])
+
+
 def seed_everything(seed: int, deterministic: bool) -> None:
     """The seeding block (CleanRL): python, numpy, torch; the env is seeded through SB3's `seed`."""
     random.seed(seed)
@@ -260,9 +266,7 @@ def train(
         model = resume_from_checkpoint(model, env, Path(checkpoint_dir))
         if checkpoint_every > 0:
             sb3_callbacks.append(CheckpointCallback(checkpoint_every, str(checkpoint_dir), save_replay_buffer=True))
-    # SB3's default logger makes an empty tempdir/SB3-<time> folder at every learn(); the metrics go through
-    # MetricsCallback, so the logger only has to hold the values (name_to_value), written nowhere
-    model.set_logger(Logger(folder=None, output_formats=[]))
+    model.set_logger(silent_logger())  # the metrics go through MetricsCallback
     resumed_at = model.num_timesteps  # > 0 when a checkpoint was restored: only the rest runs here
     t0 = time.perf_counter()
     model.learn(

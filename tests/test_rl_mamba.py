@@ -26,6 +26,7 @@ from phoenix_rl.mamba import (
 )
 from phoenix_rl.scan_kernel import exp2_f32_of, softplus_f32_of
 from phoenix_rl.testing import synthetic_features
+from phoenix_rl.train import silent_logger
 
 mambapy_mamba = pytest.importorskip("mambapy.mamba")
 
@@ -300,6 +301,7 @@ def test_sb3_sac_runs_with_the_mamba_extractor() -> None:
             "net_arch": [16, 16],
         },
     )
+    model.set_logger(silent_logger())
     model.learn(total_timesteps=300)
     assert model.num_timesteps == 300
     assert isinstance(model.actor.features_extractor, MambaFeaturesExtractor)

@@ -12,7 +12,7 @@ from feature_specs import load_feature_set
 from phoenix_rl.env import MnqTradingEnv
 from phoenix_rl.policy import ExtractorDetachedCritic, PhoenixSacPolicy
 from phoenix_rl.testing import synthetic_features
-from phoenix_rl.train import TrainConfig, sac_kwargs
+from phoenix_rl.train import TrainConfig, sac_kwargs, silent_logger
 
 RUN = {
     "feature_set": "phase2_ofi",
@@ -38,6 +38,7 @@ def _trained(features: pl.DataFrame, policy: object, share: bool = False) -> SAC
     cfg = TrainConfig.from_dict({**RUN, "share_features_extractor": share})
     env = MnqTradingEnv(features, cfg.env_config(tuple(load_feature_set("phase2_ofi").columns), "warm"))
     model = SAC(env=env, **(sac_kwargs(cfg) | {"policy": policy}))
+    model.set_logger(silent_logger())
     model.learn(cfg.total_timesteps)
     return model
 
