@@ -41,16 +41,21 @@ def _conv_sigmoid(x, b, t, wt, bias, s, sig, bits, scale):  # type: ignore[no-un
         sig[c] = (1 if s[c] >= 0 else e) / (1 + e)
 
 
+@nb.njit(cache=True, inline="always")
+def _row_scratch(x):  # type: ignore[no-untyped-def]
+    """`_conv_sigmoid`'s buffers for x's channels: s, sig, and the exp2's int32 bits with their float32 view."""
+    chans = x.shape[-1]
+    bits = np.empty(chans, np.int32)
+    return np.empty(chans, x.dtype), np.empty(chans, x.dtype), bits, bits.view(np.float32)
+
+
 @nb.njit(fastmath=True, cache=True, error_model="numpy")
 def conv_silu_forward(x, wt, bias):  # type: ignore[no-untyped-def]
     """silu(causal depthwise conv of x): x (batch, L, C), wt the weights (K, C) (tap k reads x_{t-K+1+k}),
     bias (C,) (zeros for none)."""
     batch, length, chans = x.shape
     out = np.empty_like(x)
-    s = np.empty(chans, x.dtype)
-    sig = np.empty(chans, x.dtype)
-    bits = np.empty(chans, np.int32)
-    scale = bits.view(np.float32)
+    s, sig, bits, scale = _row_scratch(x)
     for b in range(batch):
         for t in range(length):
             _conv_sigmoid(x, b, t, wt, bias, s, sig, bits, scale)
@@ -67,11 +72,8 @@ def conv_silu_backward(x, wt, bias, g):  # type: ignore[no-untyped-def]
     gx = np.zeros_like(x)
     gwt = np.zeros_like(wt)
     gbias = np.zeros_like(bias)
-    s = np.empty(chans, x.dtype)
-    sig = np.empty(chans, x.dtype)
     gs = np.empty(chans, x.dtype)
-    bits = np.empty(chans, np.int32)
-    scale = bits.view(np.float32)
+    s, sig, bits, scale = _row_scratch(x)
     for b in range(batch):
         for t in range(length):
             _conv_sigmoid(x, b, t, wt, bias, s, sig, bits, scale)

@@ -260,7 +260,7 @@ class _FusedConvSilu(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
         x, weight, bias = ctx.saved_tensors
-        gx, gwt, gbias = conv_kernel.conv_silu_backward(*_conv_inputs(x, weight, bias), g.contiguous().numpy())
+        gx, gwt, gbias = conv_kernel.conv_silu_backward(*_conv_inputs(x, weight, bias), g.detach().contiguous().numpy())
         return (
             torch.from_numpy(gx),
             torch.from_numpy(gwt).t().unsqueeze(1),
