@@ -149,7 +149,7 @@ class _FusedScan(torch.autograd.Function):
         if ctx.last_only:  # only y_{L-1} left the node: dL/dy_t = 0 before it
             gy = torch.cat([gy.new_zeros(u.shape[0], u.shape[1] - 1, u.shape[2]), gy], dim=1)
         arrays = _numpy_inputs(u, delta, A, B, C, D)
-        grads = scan_kernel.scan_backward(*arrays, gy.detach().contiguous().numpy(), ctx.delta_softplus)
+        grads = scan_kernel.scan_backward(*arrays, _array(gy), ctx.delta_softplus)
         gu, g_delta, gAt, gB, gC, gD = (torch.from_numpy(g) for g in grads)
         return gu, g_delta, gAt.t(), gB, gC, gD if ctx.has_d else None, None, None
 
@@ -159,7 +159,12 @@ def _numpy_inputs(u, delta, A, B, C, D) -> tuple:  # type: ignore[no-untyped-def
     d_inner), D empty when absent."""
     d = D if D is not None else u.new_empty(0)
     tensors = (u, delta, (A * scan_kernel.LOG2_E).t(), B, C, d)
-    return tuple(t.detach().contiguous().numpy() for t in tensors)
+    return tuple(_array(t) for t in tensors)
+
+
+def _array(t: torch.Tensor):  # type: ignore[no-untyped-def]
+    """A kernel argument: the tensor's data as a contiguous numpy array, outside autograd."""
+    return t.detach().contiguous().numpy()
 
 
 def _fused_kernel_runs(u: torch.Tensor) -> bool:
@@ -260,7 +265,7 @@ class _FusedConvSilu(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
         x, weight, bias = ctx.saved_tensors
-        gx, gwt, gbias = conv_kernel.conv_silu_backward(*_conv_inputs(x, weight, bias), g.detach().contiguous().numpy())
+        gx, gwt, gbias = conv_kernel.conv_silu_backward(*_conv_inputs(x, weight, bias), _array(g))
         return (
             torch.from_numpy(gx),
             torch.from_numpy(gwt).t().unsqueeze(1),
@@ -271,7 +276,7 @@ class _FusedConvSilu(torch.autograd.Function):
 def _conv_inputs(x, weight, bias) -> tuple:  # type: ignore[no-untyped-def]
     """The conv kernels' arguments: contiguous arrays, the weights (C, 1, K) as (K, C), zeros for no bias."""
     b = bias if bias is not None else x.new_zeros(x.shape[-1])
-    return tuple(t.detach().contiguous().numpy() for t in (x, weight[:, 0].t(), b))
+    return tuple(_array(t) for t in (x, weight[:, 0].t(), b))
 
 
 def causal_conv_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
