@@ -1,4 +1,4 @@
-"""Benchmark `run_backtest` of a Mamba SAC model: the batched sequence pass (phoenix_rl.window_policy) against
+"""Benchmark `run_backtest` of a Mamba SAC model: the batched sequence pass (phoenix_rl.agent.batched_policy) against
 `predict` on every bar (the reference, as before issue 12), at the default and the evidence configs.
 
 The model is untrained (its weights do not change the cost) and acts on synthetic `phase2_ofi` bars: --sessions
@@ -28,7 +28,7 @@ from table import print_table  # noqa: E402
 
 def _timed(policy: Any, frame: Any, env_cfg: Any, repeats: int) -> tuple[float, Any]:
     """(median seconds of `repeats` backtests after a warm-up, the last result)."""
-    from phoenix_rl.backtest import run_backtest
+    from phoenix_rl.evaluation.backtest import run_backtest
 
     result = run_backtest(policy, frame, env_cfg)
     times = []
@@ -47,9 +47,9 @@ def main() -> None:
 
     from feature_specs import load_feature_set
     from phoenix_rl.config import EnvConfig, TrainConfig
-    from phoenix_rl.env import MnqTradingEnv
+    from phoenix_rl.env.trading_env import MnqTradingEnv
     from phoenix_rl.testing import synthetic_features
-    from phoenix_rl.train import sac_kwargs, tune_process
+    from phoenix_rl.train.trainer import sac_kwargs, tune_process
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=5)
@@ -65,7 +65,7 @@ def main() -> None:
         "default": TrainConfig(),
         "evidence": TrainConfig(env=EnvConfig(**EVIDENCE_ENV), **EVIDENCE),
     }
-    rows = [("config", "predict per bar (reference)", "batched (window_policy)", "ratio", "check")]
+    rows = [("config", "predict per bar (reference)", "batched (batched_policy)", "ratio", "check")]
     for name, cfg in configs.items():
         env_cfg = cfg.env_config(tuple(columns), "warm_phase2_ofi")
         model = SAC(env=Monitor(MnqTradingEnv(frame, env_cfg)), **sac_kwargs(cfg))

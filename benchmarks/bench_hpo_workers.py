@@ -1,7 +1,7 @@
 """Benchmark `hpo_study`'s trials per hour with its trials in 1 and in 2 worker processes.
 
-`phoenix_rl.hpo.run_study_workers` on a journal-file study over synthetic `phase2_ofi` features (train January,
-validate February, test March; --bars 1-minute bars a day). Each trial trains the training config of
+`phoenix_rl.research.hpo.run_study_workers` on a journal-file study over synthetic `phase2_ofi` features
+(train January, validate February, test March; --bars 1-minute bars a day). Each trial trains the training config of
 benchmarks/protocol_run.py for --timesteps env steps with the extractor, batch and train_freq fixed to it (so
 trials cost about the same) and the rest of the default search space sampled, then backtests validation once
 (no pruning). The reference is one worker (trials one after another, in this process); the second row runs a
@@ -33,9 +33,9 @@ def main() -> None:
     import torch
 
     from feature_specs import load_feature_set
-    from phoenix_rl import hpo
     from phoenix_rl.config import TrainConfig
-    from phoenix_rl.search_space import SearchSpace
+    from phoenix_rl.research import hpo
+    from phoenix_rl.research.search_space import SearchSpace
     from phoenix_rl.testing import synthetic_features
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -26,10 +26,10 @@ DAY = dt.date(2024, 3, 13)
 def _one(records: int, chunk: int) -> dict[str, float]:
     from phoenix_assets.defs.ingest.checks import raw_gate
     from phoenix_assets.defs.resources import QualityThresholds
-    from phoenix_assets.lib.dbn_reader import inspect_dbn, iter_mbp10_arrays
-    from phoenix_assets.lib.lake import Lake
-    from phoenix_assets.lib.raw_ingest import ingest_partition
-    from phoenix_assets.lib.synthetic import SyntheticMarketConfig, write_day
+    from phoenix_assets.lib.ingest.raw_ingest import ingest_partition
+    from phoenix_assets.lib.io.dbn_reader import inspect_dbn, iter_mbp10_arrays
+    from phoenix_assets.lib.io.lake import Lake
+    from phoenix_assets.lib.synthetic.market import SyntheticMarketConfig, write_day
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()

@@ -10,8 +10,8 @@ numba kernels loaded from cache included; a warm-up compiles them first if neede
     warm          the same on the first 1M-record chunk again, best of 3 (allocator warm): compute only
     +adapter      `arrays_from_dbn` + `process_chunk` (`arrays_from_dbn` makes zero-copy views)
     end to end    decode + adapter + kernel + flush, then `seconds_frame` + `ofi_bars_1m`
-    naive         the pure-Python reference of tests/test_book_kernel.py on the first --naive-sample records
-                  (decoding them to Python objects is not timed)
+    naive         the pure-Python reference of tests/assets/lib/market/test_book_kernel.py on the first
+                  --naive-sample records (decoding them to Python objects is not timed)
     kernel/naive  kernel records/s (whole day) / naive records/s; the same-sample ratio is printed below
 
     python benchmarks/bench_microstructure.py            # 1M records
@@ -57,8 +57,8 @@ def stream(path: Path) -> dict[str, float]:
     import databento as db
     import numpy as np
 
-    from phoenix_assets.lib.bars import ofi_bars_1m, seconds_frame
-    from phoenix_assets.lib.book_kernel import BookOfiState, arrays_from_dbn
+    from phoenix_assets.lib.market.bars import ofi_bars_1m, seconds_frame
+    from phoenix_assets.lib.market.book_kernel import BookOfiState, arrays_from_dbn
 
     warm = next(iter(db.DBNStore.from_file(path).to_ndarray(count=5_000)))
     BookOfiState().process_chunk(arrays_from_dbn(warm))  # compile or load the numba cache
@@ -116,7 +116,7 @@ def naive(path: Path, sample: int) -> dict[str, float]:
     """Naive reference vs kernel on the first `sample` records (decode to objects not timed)."""
     import databento as db
 
-    from phoenix_assets.lib.book_kernel import arrays_from_dbn, book_ofi_1s
+    from phoenix_assets.lib.market.book_kernel import arrays_from_dbn, book_ofi_1s
 
     ref = _reference_module()
     recs = []
@@ -170,7 +170,7 @@ def main() -> None:
         print(json.dumps(naive(args.path, args.naive_sample)))
         return
 
-    from phoenix_assets.lib.synthetic import SyntheticMarketConfig, write_day
+    from phoenix_assets.lib.synthetic.market import SyntheticMarketConfig, write_day
 
     def child(mode: str, path: Path) -> dict[str, float]:
         cmd = [sys.executable, __file__, "--child", mode, "--path", str(path)]

@@ -23,12 +23,12 @@ DAY = dt.date(2024, 3, 13)
 
 
 def _one(records: int) -> dict[str, float]:
-    from phoenix_assets.lib.bars import ofi_bars_1m
-    from phoenix_assets.lib.dbn_reader import inspect_dbn
-    from phoenix_assets.lib.lake import Lake
-    from phoenix_assets.lib.microstructure import seconds_of_day
-    from phoenix_assets.lib.raw_ingest import ingest_partition
-    from phoenix_assets.lib.synthetic import SyntheticMarketConfig, write_day
+    from phoenix_assets.lib.ingest.raw_ingest import ingest_partition
+    from phoenix_assets.lib.io.dbn_reader import inspect_dbn
+    from phoenix_assets.lib.io.lake import Lake
+    from phoenix_assets.lib.market.bars import ofi_bars_1m
+    from phoenix_assets.lib.market.microstructure import seconds_of_day
+    from phoenix_assets.lib.synthetic.market import SyntheticMarketConfig, write_day
 
     with tempfile.TemporaryDirectory() as tmp:
         path = write_day(DAY, Path(tmp) / "landing", SyntheticMarketConfig(records_per_day=records))

@@ -32,7 +32,7 @@ def run_one(records_per_day: int) -> dict[str, float]:
     """Write one day of ~records_per_day records into a temp dir; runs inside the child process."""
     import databento as db
 
-    from phoenix_assets.lib.synthetic import SyntheticMarketConfig, write_day
+    from phoenix_assets.lib.synthetic.market import SyntheticMarketConfig, write_day
 
     with tempfile.TemporaryDirectory() as tmp:
         write_day(TRADE_DATE, Path(tmp) / "warmup", SyntheticMarketConfig(records_per_day=1_000))

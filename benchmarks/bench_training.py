@@ -1,6 +1,6 @@
 """Benchmark SAC training throughput and decision latency: SB3's default extractor vs the Mamba extractor.
 
-Every row builds SAC from `phoenix_rl.train.sac_kwargs(TrainConfig)` on the same synthetic `phase2_ofi`
+Every row builds SAC from `phoenix_rl.train.trainer.sac_kwargs(TrainConfig)` on the same synthetic `phase2_ofi`
 features, so the SAC settings (batch, learning rate, train_freq, net_arch, ...) are the config's and equal
 within a pair; only the extractor (and the config named in the row) differs. The anchor is SB3's default
 extractor for a Dict observation (`CombinedExtractor`: the window flattened).
@@ -65,9 +65,9 @@ def _make_model(features: Any, config: str, extractor: str, share: bool = False)
     from stable_baselines3 import SAC
 
     from feature_specs import load_feature_set
-    from phoenix_rl.env import MnqTradingEnv
-    from phoenix_rl.extractor import MambaFeaturesExtractor
-    from phoenix_rl.train import sac_kwargs, silent_logger
+    from phoenix_rl.agent.extractor import MambaFeaturesExtractor
+    from phoenix_rl.env.trading_env import MnqTradingEnv
+    from phoenix_rl.train.trainer import sac_kwargs, silent_logger
 
     cfg = _config(config)
     env = MnqTradingEnv(features, cfg.env_config(tuple(load_feature_set("phase2_ofi").columns), "warm"))
@@ -86,7 +86,7 @@ def _make_model(features: Any, config: str, extractor: str, share: bool = False)
 
 def _before_extractor_class(base: type) -> type:
     """The extractor as before issue 12: every layer over the whole window, Blelloch scan at any length."""
-    import phoenix_rl.mamba as mamba
+    import phoenix_rl.agent.mamba as mamba
 
     class BeforeExtractor(base):  # type: ignore[misc, valid-type]
         def forward(self, observations: dict[str, Any]) -> Any:
@@ -188,7 +188,7 @@ def main() -> None:
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--barrier", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    from phoenix_rl.train import tune_process
+    from phoenix_rl.train.trainer import tune_process
 
     tune_process(1)  # as `train` does for its process (threads are set per measurement below)
     if args.child is not None:

@@ -1,6 +1,6 @@
 """Benchmark a walk-forward's wall time with its trainings on 1 and on 2 worker processes.
 
-`phoenix_rl.walk_forward.run_walk_forward` on synthetic `phase2_ofi` features (4 months of business days,
+`phoenix_rl.research.walk_forward.run_walk_forward` on synthetic `phase2_ofi` features (4 months of business days,
 --bars 1-minute bars a day): 2 monthly folds (1 train, 1 validation, 1 test month), 3 seeds each, the training
 config of benchmarks/protocol_run.py (the evidence config made to learn in 4,000 env steps). The reference is
 one worker (every training in this process, one after another, as before issue 12); the row under it runs the
@@ -33,8 +33,8 @@ def main() -> None:
 
     from feature_specs import load_feature_set
     from phoenix_rl.config import TrainConfig
+    from phoenix_rl.research.walk_forward import monthly_folds, run_walk_forward
     from phoenix_rl.testing import synthetic_features
-    from phoenix_rl.walk_forward import monthly_folds, run_walk_forward
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--timesteps", type=int, default=TRAINING["total_timesteps"], help="per training")

@@ -3,7 +3,7 @@
 For each planted strength (default 0.5 and the 0.0 control), with the same seed and dates:
   synthetic MBP-10 DBN days -> book kernel -> 1m bars -> HMM fit on the train window only -> forward-filtered
   regimes -> features (the library functions the Dagster assets call) -> SAC + Mamba on the train window
-  (`phoenix_rl.train.train`, the code the `mamba_sac_model` asset runs) -> deterministic backtests of the agent
+  (`phoenix_rl.train.trainer.train`, the code the `mamba_sac_model` asset runs) -> deterministic backtests of the agent
   and the baselines (flat, buy-and-hold, random, OFI threshold) on the held-out test window, identical costs.
 Prints one table per strength, training steps/s and env steps/s. Not part of CI (minutes of CPU).
 
@@ -50,11 +50,11 @@ def build_features(strength: float, folder: Path) -> pl.DataFrame:
     import databento
 
     from feature_specs import load_catalog
-    from phoenix_assets.lib.bars import ofi_bars_1m, seconds_frame
-    from phoenix_assets.lib.book_kernel import arrays_from_dbn, book_ofi_1s
-    from phoenix_assets.lib.features import compute_features
-    from phoenix_assets.lib.hmm_regimes import filter_regimes, fit_regime_model
-    from phoenix_assets.lib.synthetic import SyntheticMarketConfig, write_range
+    from phoenix_assets.lib.features.compute import compute_features
+    from phoenix_assets.lib.features.hmm_regimes import filter_regimes, fit_regime_model
+    from phoenix_assets.lib.market.bars import ofi_bars_1m, seconds_frame
+    from phoenix_assets.lib.market.book_kernel import arrays_from_dbn, book_ofi_1s
+    from phoenix_assets.lib.synthetic.market import SyntheticMarketConfig, write_range
 
     cfg = SyntheticMarketConfig(ofi_strength=strength, **EVIDENCE_MARKET)
     days = folder / f"dbn_s{strength}"
@@ -73,7 +73,7 @@ def build_features(strength: float, folder: Path) -> pl.DataFrame:
 
 
 def env_steps_per_s(features: pl.DataFrame, env_cfg: object, steps: int = 20_000) -> float:
-    from phoenix_rl.env import MnqTradingEnv
+    from phoenix_rl.env.trading_env import MnqTradingEnv
 
     env = MnqTradingEnv(features, env_cfg)  # type: ignore[arg-type]
     env.reset(seed=0)
@@ -88,10 +88,10 @@ def env_steps_per_s(features: pl.DataFrame, env_cfg: object, steps: int = 20_000
 
 
 def evaluate(strength: float, features: pl.DataFrame, out: Path, overrides: dict) -> dict:
-    from phoenix_rl.backtest import run_backtest, run_baselines
-    from phoenix_rl.env import EnvConfig
-    from phoenix_rl.train import TrainConfig, select_window, train
-    from phoenix_rl.tuned_rule import tune_ofi_rule
+    from phoenix_rl.env.trading_env import EnvConfig
+    from phoenix_rl.evaluation.backtest import run_backtest
+    from phoenix_rl.evaluation.baselines import run_baselines, tune_ofi_rule
+    from phoenix_rl.train.trainer import TrainConfig, select_window, train
 
     windows = {
         "train_start": str(TRAIN[0]),
@@ -129,7 +129,7 @@ COLUMNS = ("total_return", "sortino", "max_drawdown_pct", "n_trades", "win_rate"
 
 
 def print_table(report: dict) -> None:
-    from phoenix_rl.metrics import format_metric
+    from phoenix_rl.evaluation.metrics import format_metric
 
     print(f"\nplanted strength {report['strength']}: test window {TEST[0]}..{TEST[1]} (held out), after costs")
     print(f"{'strategy':<15}" + "".join(f"{c:>18}" for c in COLUMNS))

@@ -4,7 +4,7 @@
    pure-PyTorch `MambaBlock`, same input: max |difference| of outputs, input gradients and parameter
    gradients, relative to the output scale (fp32, TF32 off).
 2. Speed of one block, forward + backward, both paths on the GPU (and the pure path on the CPU).
-3. SAC + Mamba training steps/s on the GPU (`phoenix_rl.train.train`, what `mamba_sac_model` runs) with
+3. SAC + Mamba training steps/s on the GPU (`phoenix_rl.train.trainer.train`, what `mamba_sac_model` runs) with
    the fused kernel and with the pure-PyTorch scan, on synthetic features with a planted signal.
 
     python benchmarks/gpu_check.py [--train-steps 3000] [--out gpu_check.json]
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from phoenix_rl import mamba
+from phoenix_rl.agent import mamba
 
 
 def agreement(batch: int = 8, length: int = 64, d_model: int = 32, d_state: int = 16, seed: int = 0) -> dict:
@@ -80,7 +80,7 @@ def training_speed(steps: int, fused: bool) -> dict:
     from feature_specs import load_feature_set
     from phoenix_rl.config import EnvConfig
     from phoenix_rl.testing import synthetic_features
-    from phoenix_rl.train import TrainConfig, train
+    from phoenix_rl.train.trainer import TrainConfig, train
 
     available = mamba.cuda_mamba_available
     mamba.cuda_mamba_available = (lambda: True) if fused else (lambda: False)  # type: ignore[assignment]

@@ -32,9 +32,11 @@ from typing import Any
 
 import polars as pl
 
+from phoenix_assets.lib.market.microstructure import STOIKOV_TRAIN_DAYS
+
 MARKET = {"records_per_day": 200_000, "flow_halflife_s": 300.0, "seed": 11}
 FIRST_DATE, LAST_DATE = dt.date(2024, 1, 2), dt.date(2024, 5, 31)  # 5 months: 1 train + 1 val + 3 test
-STOIKOV_DAYS = 5  # OfiBarsConfig.stoikov_train_days' default
+STOIKOV_DAYS = STOIKOV_TRAIN_DAYS  # as the ofi_bars_1m asset
 TRAINING: dict[str, Any] = {  # benchmarks/evidence_run.py's EVIDENCE_TRAINING, made to learn in the budget
     "total_timesteps": 4_000,  # pilot (strength 0.5, Jan -> Feb): trades and gains on validation at 4k
     "learning_starts": 1_000,
@@ -67,12 +69,13 @@ def build_bars_lake(strength: float, folder: Path, first: dt.date, last: dt.date
     """ofi_bars_1m of every trade date in [first, last] into `folder/lake`; days already there are skipped."""
     import databento
 
-    from phoenix_assets.lib import cme_calendar as cal
-    from phoenix_assets.lib.bars import fit_stoikov_adjustment, ofi_bars_1m, seconds_frame
-    from phoenix_assets.lib.book_kernel import arrays_from_dbn, book_ofi_1s
-    from phoenix_assets.lib.lake import Lake
-    from phoenix_assets.lib.microstructure import BARS_TABLE, to_delta_arrow
-    from phoenix_assets.lib.synthetic import SyntheticMarketConfig, write_day
+    from phoenix_assets.lib.io.lake import Lake
+    from phoenix_assets.lib.market import calendar as cal
+    from phoenix_assets.lib.market.bars import fit_stoikov_adjustment, ofi_bars_1m, seconds_frame
+    from phoenix_assets.lib.market.book_kernel import arrays_from_dbn, book_ofi_1s
+    from phoenix_assets.lib.market.microstructure import to_delta_arrow
+    from phoenix_assets.lib.schema import BARS_TABLE
+    from phoenix_assets.lib.synthetic.market import SyntheticMarketConfig, write_day
 
     t0 = time.perf_counter()
     cfg = SyntheticMarketConfig(ofi_strength=strength, **MARKET)
@@ -105,7 +108,7 @@ def run_ablation(lake_root: str, config: dict[str, Any]) -> dict[str, Any]:
 
     from phoenix_assets.defs.research.walk_forward import ablation_report
     from phoenix_assets.defs.resources import LakeResource
-    from phoenix_assets.lib.lake import Lake
+    from phoenix_assets.lib.io.lake import Lake
 
     t0 = time.perf_counter()
     with dg.instance_for_test() as instance:

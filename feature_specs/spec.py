@@ -4,7 +4,7 @@
 timeframe, tags, a one-line meaning) and the HMM regime model's configuration; `sets.yaml` names lists
 of features (explicitly, or `extends` another set with `add` / `exclude` / `exclude_tags`). A set that
 combines existing transforms needs no code change; a new transform needs an entry in `TRANSFORMS`
-here (its parameter schema) and its implementation in `phoenix_assets.lib.features`.
+here (its parameter schema) and its implementation in `phoenix_assets.lib.features.compute`.
 
 Every table or model built from a set stores `FeatureSet.content_hash`: sha256 of a canonical JSON
 dump (sorted keys, no whitespace) of the set's fully resolved definition (defaults filled in, HMM
@@ -18,14 +18,14 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from phoenix_assets.lib.bars import BAR_COLUMNS
+from phoenix_assets.lib.schema import BAR_COLUMNS
 
 __all__ = [
     "RESAMPLE_AGG",
@@ -492,7 +492,3 @@ def load_catalog(directory: str | Path | None = None) -> FeatureCatalog:
 def load_feature_set(name: str, directory: str | Path | None = None) -> FeatureSet:
     """One validated set by name (see `load_catalog`)."""
     return load_catalog(directory).feature_set(name)
-
-
-def feature_names(features: Sequence[FeatureDef]) -> list[str]:
-    return [f.name for f in features]

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import dagster as dg
 
-from phoenix_assets.defs.automation import landing_sensor, phoenix_automation, record_run_failure
 from phoenix_assets.defs.features.assets import features_1m, hmm_regime_model, hmm_regimes
 from phoenix_assets.defs.ingest.assets import raw_mbp10
 from phoenix_assets.defs.ingest.synthetic import synthetic_landing_job
 from phoenix_assets.defs.microstructure.assets import book_snapshots_1s, ofi_bars_1m
 from phoenix_assets.defs.model.assets import TRAINING_TAGS, backtests, evaluation_metrics, mamba_sac_model
 from phoenix_assets.defs.model.sagemaker import SageMakerResource
+from phoenix_assets.defs.ops.automation import landing_sensor, phoenix_automation, record_run_failure
+from phoenix_assets.defs.ops.retrain import retrain_sensor
+from phoenix_assets.defs.ops.run_health import run_worker_sweep
+from phoenix_assets.defs.ops.schedules import databento_daily, paper_daily
 from phoenix_assets.defs.paper.assets import paper_daily_report, paper_track_record
 from phoenix_assets.defs.research.hpo import hpo_study
 from phoenix_assets.defs.research.walk_forward import ablation_report, walk_forward
 from phoenix_assets.defs.resources import DatabentoResource, LakeResource, LandingResource, QualityThresholds
-from phoenix_assets.defs.retrain import retrain_sensor
-from phoenix_assets.defs.run_health import run_worker_sweep
-from phoenix_assets.defs.schedules import databento_daily, paper_daily
 from phoenix_assets.lib.process_lifetime import die_with_dagster_step_parent
 
 # A step process of the multiprocess executor imports this module before running its step: from here on it

@@ -1,7 +1,7 @@
 """The one definition of every training setting and its default: `EnvConfig` (the environment) and `TrainConfig`
 (the run: data windows, SAC, the Mamba extractor, logging) which holds an `env: EnvConfig`.
 
-Everything else derives from these two: `phoenix_rl.train` reads a `TrainConfig` (JSON via `to_dict` /
+Everything else derives from these two: `phoenix_rl.train.trainer` reads a `TrainConfig` (JSON via `to_dict` /
 `from_dict`), the Pipes and SageMaker entry points read the same JSON, and the Dagster config of
 `mamba_sac_model` is generated from these dataclasses' fields (phoenix_assets/defs/model/config.py), so a field
 or a default changed here changes there. Pure dataclasses: no torch, gymnasium or dagster import, so loading
@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from phoenix_rl.rewards import RewardConfig
-from phoenix_rl.windows import window_problems
+from phoenix_rl.env.rewards import RewardConfig
+from phoenix_rl.evaluation.windows import window_problems
 
 __all__ = ["DATA_BOUND_ENV_FIELDS", "ActionMode", "EnvConfig", "EpisodeMode", "TrainConfig"]
 
@@ -35,7 +35,7 @@ def _doc(default: Any, text: str) -> Any:
 
 @dataclass(frozen=True)
 class EnvConfig:
-    """Everything that shapes `MnqTradingEnv` (phoenix_rl/env.py's module doc explains each rule)."""
+    """Everything that shapes `MnqTradingEnv` (phoenix_rl/env/trading_env.py's module doc explains each rule)."""
 
     feature_columns: tuple[str, ...] = _doc((), "Observed feature columns; `train` sets them from the feature set")
     lookback: int = _doc(32, "Bars in the observation window (L)")
@@ -47,7 +47,7 @@ class EnvConfig:
     reward_scale: float = _doc(0.01, "reward = reward_scale * $ (0.01: rewards in units of $100)")
     turnover_penalty_usd: float = _doc(0.0, "Shaping: extra $ per contract traded (reward only, not equity)")
     drawdown_penalty: float = _doc(0.0, "Shaping: x increase of the episode's $ drawdown (reward only)")
-    # phoenix_rl.rewards (weights in reward units; all 0 / "none" = the plain reward)
+    # phoenix_rl.env.rewards (weights in reward units; all 0 / "none" = the plain reward)
     win_bonus: float = _doc(0.0, "Shaping: added when a round trip closes with net pnl > 0")
     loss_penalty: float = _doc(0.0, "Shaping: subtracted when a round trip closes with net pnl < 0")
     hold_penalty: float = _doc(0.0, "Shaping (hold discipline): subtracted per bar a position is held beyond hold_bars")
@@ -104,7 +104,7 @@ class EnvConfig:
         return self.commission_per_side_usd + self.slippage_ticks_per_side * self.tick_size * self.point_value
 
     def reward_config(self) -> RewardConfig:
-        """The shaping terms as `phoenix_rl.rewards` takes them."""
+        """The shaping terms as `phoenix_rl.env.rewards` takes them."""
         return RewardConfig(
             win_bonus=self.win_bonus,
             loss_penalty=self.loss_penalty,
@@ -156,7 +156,7 @@ class TrainConfig:
         False,
         "One Mamba extractor for actor and critics (SB3): ~1.5-2x the steps/s, but only the actor's loss trains it",
     )
-    # Mamba extractor (phoenix_rl.extractor)
+    # Mamba extractor (phoenix_rl.agent.extractor)
     d_model: int = 32
     d_state: int = 16
     d_conv: int = 4

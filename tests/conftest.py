@@ -17,8 +17,8 @@ import polars as pl
 import pytest
 
 from feature_specs import load_feature_set
-from phoenix_assets.lib.lake import Lake
-from phoenix_assets.lib.microstructure import to_delta_arrow
+from phoenix_assets.lib.io.lake import Lake
+from phoenix_assets.lib.market.microstructure import to_delta_arrow
 from phoenix_rl.testing import synthetic_features
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Helpers for the browser test (tests/test_ui_browser.py): a throwaway Dagster home with the demo's data,
+"""Helpers for the browser test (tests/assets/cli/test_ui_browser.py): a throwaway Dagster home with the demo's data,
 `dagster dev` in its own process group, and Debian's Chromium for Playwright."""
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def run_demo(env: dict[str, str], log: Path, timeout_s: float = 600) -> None:
 
     ~80 s on 2 idle cores; the timeout is generous because the SAC smoke run slows down a lot when the
     machine is shared. Its own session, so a timeout also ends the Pipes training process it started."""
-    proc = start_in_own_group([sys.executable, "-m", "phoenix_assets.demo", "--quick"], env, log)
+    proc = start_in_own_group([sys.executable, "-m", "phoenix_assets.cli.demo", "--quick"], env, log)
     try:
         proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:

@@ -16,8 +16,8 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from phoenix_assets.lib import cme_calendar as cal
-from phoenix_assets.lib.lake import OBJECT_STORE_SCHEMES, Lake, normalize_lake_root
+from phoenix_assets.lib.io.lake import OBJECT_STORE_SCHEMES, Lake, normalize_lake_root
+from phoenix_assets.lib.market import calendar as cal
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,7 @@ kernel SIGKILL the child when its parent dies. Two kinds of process set it on th
   Run workers that a code server spawns are deliberately left alone: the code server starts them from a
   gRPC worker thread (PDEATHSIG fires when the parent *thread* exits), and Dagster lets runs outlive a
   code-server reload; a dead run worker's run is failed by its code server, or by `run_worker_sweep`.
-- the training subprocess launched through Dagster Pipes (`phoenix_rl.pipes_entry`), told its parent's pid
+- the training subprocess launched through Dagster Pipes (`phoenix_rl.train.pipes_entry`), told its parent's pid
   through `PARENT_PID_ENV` (set by `mamba_sac_model`).
 
 The multiprocess executor starts step processes from the run process's main thread (its step loop is

@@ -8,20 +8,19 @@ import polars as pl
 from pydantic import Field
 
 from feature_specs import load_catalog
-from phoenix_assets.defs.automation import FOLLOW_MONTH_OF_DAYS
 from phoenix_assets.defs.checks import CheckTable, check_results, check_specs
 from phoenix_assets.defs.microstructure.assets import ofi_bars_1m
+from phoenix_assets.defs.ops.automation import FOLLOW_MONTH_OF_DAYS
 from phoenix_assets.defs.partitions import month_partitions
 from phoenix_assets.defs.resources import LakeResource
-from phoenix_assets.lib import feature_quality as fq
-from phoenix_assets.lib.features import compute_features, predictive_figures, warmup_start
-from phoenix_assets.lib.hmm_regimes import RegimeModel, filter_regimes, fit_regime_model, model_summary
-from phoenix_assets.lib.lake import Lake
-from phoenix_assets.lib.microstructure import BARS_TABLE, to_delta_arrow
+from phoenix_assets.lib.features import quality as fq
+from phoenix_assets.lib.features.compute import compute_features, predictive_figures, warmup_start
+from phoenix_assets.lib.features.hmm_regimes import filter_regimes, fit_regime_model, model_summary
+from phoenix_assets.lib.io.artifacts import latest_regime_model
+from phoenix_assets.lib.io.lake import Lake
+from phoenix_assets.lib.market.microstructure import to_delta_arrow
+from phoenix_assets.lib.schema import BARS_TABLE, FEATURES_TABLE, HMM_MODEL_DIR, REGIMES_TABLE
 
-REGIMES_TABLE = "hmm_regimes"
-FEATURES_TABLE = "features_1m"
-MODEL_DIR = "artifacts/hmm_regime_model"
 Z_CLIP = 5.0
 
 
@@ -35,11 +34,6 @@ def _bars(lake: Lake, start: dt.date, end: dt.date) -> pl.DataFrame:
 def _month(context: dg.AssetExecutionContext) -> tuple[dt.date, dt.date]:
     window = context.partition_time_window
     return window.start.date(), (window.end - dt.timedelta(days=1)).date()
-
-
-def latest_model(lake: Lake) -> RegimeModel:
-    _, path = lake.latest(MODEL_DIR, "hmm_regime_model")
-    return RegimeModel.from_json(lake.read_artifact(path))
 
 
 class RegimeModelConfig(dg.Config):
@@ -67,9 +61,9 @@ def hmm_regime_model(
         raise ValueError(f"hmm_regime_model: no ofi_bars_1m rows in the training window {start}..{end}")
     model = fit_regime_model(bars, catalog.hmm, start, end, spec_hash=catalog.content_hash)
     version = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{catalog.content_hash[:8]}"
-    path = f"{MODEL_DIR}/{version}.json"
+    path = f"{HMM_MODEL_DIR}/{version}.json"
     uri = the_lake.write_artifact(path, model.to_bytes())
-    the_lake.publish_latest(MODEL_DIR, path, version)
+    the_lake.publish_latest(HMM_MODEL_DIR, path, version)
     summary = model_summary(model, filter_regimes(model, bars, catalog.hmm))
     context.log.info(
         f"HMM fit on {start}..{end}: log-likelihood {model.log_likelihood:.1f}, converged {model.converged}"
@@ -100,7 +94,7 @@ def hmm_regime_model(
 def hmm_regimes(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     the_lake = lake.lake()
     first, last = _month(context)
-    model, cfg = latest_model(the_lake), load_catalog().hmm
+    model, cfg = latest_regime_model(the_lake), load_catalog().hmm
     regimes = filter_regimes(model, _bars(the_lake, first, last), cfg).with_columns(month=pl.lit(first))
     table = to_delta_arrow(regimes)
     version = the_lake.replace_partition(REGIMES_TABLE, table.schema, table.to_batches(), "month", first)
@@ -142,7 +136,7 @@ def features_1m(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Mat
     bars = _bars(the_lake, warmup_start(first, catalog), last)
     if bars.is_empty():
         raise ValueError(f"features_1m {first:%Y-%m}: no ofi_bars_1m rows; materialize the month's days first")
-    model = latest_model(the_lake)
+    model = latest_regime_model(the_lake)
     feats = compute_features(bars, catalog, filter_regimes(model, bars, catalog.hmm))
     month = feats.filter(pl.col("trade_date").is_between(first, last)).with_columns(
         month=pl.lit(first), feature_spec_hash=pl.lit(catalog.content_hash)

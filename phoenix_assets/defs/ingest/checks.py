@@ -13,8 +13,8 @@ import pyarrow.dataset as pads
 from phoenix_assets.defs.checks import CheckTable, check_results, check_specs
 from phoenix_assets.defs.partitions import trade_date_partitions
 from phoenix_assets.defs.resources import QualityThresholds
-from phoenix_assets.lib import raw_quality as q
-from phoenix_assets.lib.raw_ingest import IngestStats
+from phoenix_assets.lib.ingest import raw_quality as q
+from phoenix_assets.lib.ingest.raw_ingest import IngestStats
 
 ASSET = "raw_mbp10"
 RAW_CHECKS: CheckTable = {

@@ -1,7 +1,7 @@
 """The embedded default source: a job that writes synthetic MNQ MBP-10 DBN files into the landing folder.
 
 Real DBN files (not a shortcut past the reader), so `raw_mbp10` ingests them exactly as it ingests
-Databento downloads. See `phoenix_assets.lib.synthetic` for the market model and its planted edge.
+Databento downloads. See `phoenix_assets.lib.synthetic.market` for the market model and its planted edge.
 """
 
 import datetime as dt
@@ -11,7 +11,7 @@ from pydantic import Field
 
 from phoenix_assets.defs.partitions import trade_date_partitions
 from phoenix_assets.defs.resources import LandingResource
-from phoenix_assets.lib.synthetic import SyntheticMarketConfig, write_day
+from phoenix_assets.lib.synthetic.market import SyntheticMarketConfig, write_day
 
 _DEFAULT = SyntheticMarketConfig()
 

@@ -6,16 +6,15 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from phoenix_assets.defs.automation import FOLLOW_PARENT_PARTITION
 from phoenix_assets.defs.checks import CheckTable, check_results, check_specs
 from phoenix_assets.defs.ingest.assets import raw_mbp10
+from phoenix_assets.defs.ops.automation import FOLLOW_PARENT_PARTITION
 from phoenix_assets.defs.partitions import trade_date_partitions
 from phoenix_assets.defs.resources import LakeResource
-from phoenix_assets.lib import bars as bar_lib
-from phoenix_assets.lib import microstructure as ms
-from phoenix_assets.lib.lake import Lake
-from phoenix_assets.lib.raw_ingest import RAW_TABLE
-from phoenix_assets.lib.raw_quality import CheckOutcome
+from phoenix_assets.lib.ingest.raw_quality import CheckOutcome
+from phoenix_assets.lib.market import bars as bar_lib
+from phoenix_assets.lib.market import microstructure as ms
+from phoenix_assets.lib.schema import BARS_TABLE, RAW_TABLE, SECONDS_TABLE
 
 SECONDS_CHECKS: CheckTable = {
     "events_match_raw": ("Events counted by the kernel equal the F_LAST records of raw_mbp10", True),
@@ -56,7 +55,7 @@ def book_snapshots_1s(context: dg.AssetExecutionContext, lake: LakeResource) -> 
     seconds = seconds.join(ms.symbols_of_day(the_lake, trade_date), on="instrument_id", how="left")
     table = ms.to_delta_arrow(seconds)
     version = the_lake.replace_partition(
-        ms.SECONDS_TABLE, table.schema, table.to_batches(max_chunksize=65_536), "trade_date", trade_date
+        SECONDS_TABLE, table.schema, table.to_batches(max_chunksize=65_536), "trade_date", trade_date
     )
     valid = bar_lib.with_l1_columns(seconds).filter(pl.col("book_valid"))
     below = int((valid["spread_ticks_close"] < 1 - 1e-9).sum())
@@ -87,7 +86,8 @@ def book_snapshots_1s(context: dg.AssetExecutionContext, lake: LakeResource) -> 
 
 class OfiBarsConfig(dg.Config):
     stoikov_train_days: int = Field(
-        default=5, description="Earlier trade dates of book_snapshots_1s used to fit Stoikov's microprice (past only)"
+        default=ms.STOIKOV_TRAIN_DAYS,
+        description="Earlier trade dates of book_snapshots_1s used to fit Stoikov's microprice (past only)",
     )
 
 
@@ -107,13 +107,13 @@ class OfiBarsConfig(dg.Config):
 def ofi_bars_1m(context: dg.AssetExecutionContext, config: OfiBarsConfig, lake: LakeResource) -> dg.MaterializeResult:
     trade_date = dt.date.fromisoformat(context.partition_key)
     the_lake = lake.lake()
-    the_lake.require_partition(ms.SECONDS_TABLE, trade_date, needed_by="ofi_bars_1m")
-    seconds = the_lake.read_partition(ms.SECONDS_TABLE, trade_date)
-    stoikov, train_dates = stoikov_table_for(the_lake, trade_date, config.stoikov_train_days)
+    the_lake.require_partition(SECONDS_TABLE, trade_date, needed_by="ofi_bars_1m")
+    seconds = the_lake.read_partition(SECONDS_TABLE, trade_date)
+    stoikov, train_dates = ms.stoikov_table_for(the_lake, trade_date, config.stoikov_train_days)
     bars = bar_lib.ofi_bars_1m(seconds, stoikov_table=stoikov)
     table = ms.to_delta_arrow(bars)
     version = the_lake.replace_partition(
-        ms.BARS_TABLE, table.schema, table.to_batches(max_chunksize=65_536), "trade_date", trade_date
+        BARS_TABLE, table.schema, table.to_batches(max_chunksize=65_536), "trade_date", trade_date
     )
     figures = bar_lib.ofi_mid_figures(bars)
     outcomes = {
@@ -138,24 +138,3 @@ def ofi_bars_1m(context: dg.AssetExecutionContext, config: OfiBarsConfig, lake: 
         },
         check_results=check_results("ofi_bars_1m", BAR_CHECKS, outcomes),
     )
-
-
-def stoikov_table_for(lake: Lake, trade_date: dt.date, days: int) -> tuple[pl.DataFrame | None, list[dt.date]]:
-    """Fit Stoikov's adjustment on up to `days` earlier trade dates of the 1s table (never the day itself)."""
-    if days <= 0 or not lake.exists(ms.SECONDS_TABLE):
-        return None, []
-    earlier = (
-        lake.scan(ms.SECONDS_TABLE)
-        .filter(
-            (pl.col("trade_date") < trade_date) & (pl.col("trade_date") >= trade_date - dt.timedelta(days=3 * days))
-        )
-        .select("trade_date")
-        .unique()
-        .sort("trade_date")
-        .collect()["trade_date"]
-        .to_list()[-days:]
-    )
-    if not earlier:
-        return None, []
-    train = lake.scan(ms.SECONDS_TABLE).filter(pl.col("trade_date").is_in(earlier)).collect()
-    return bar_lib.fit_stoikov_adjustment(train), earlier

@@ -1,7 +1,7 @@
 """Model stage: `features_1m` -> `mamba_sac_model` (SAC + Mamba, trained in a Pipes subprocess) ->
 `backtests` (agent and baselines on the validation and test windows, identical costs) -> `evaluation_metrics`.
 
-The training runs out of process (`python -m phoenix_rl.pipes_entry`, launched by `PipesSubprocessClient`),
+The training runs out of process (`python -m phoenix_rl.train.pipes_entry`, launched by `PipesSubprocessClient`),
 so a crash or a leak in torch never takes the Dagster run worker with it, and its logs/metrics stream back
 live. The model is stored versioned beside the lake (`<lake>/artifacts/mamba_sac_model/<version>/`) with a
 `latest.json` pointer, like `hmm_regime_model`.
@@ -24,39 +24,35 @@ from pydantic import Field
 
 from feature_specs import load_feature_set
 from phoenix_assets.defs.checks import CheckTable, check_results, check_specs
-from phoenix_assets.defs.features.assets import FEATURES_TABLE, features_1m
-from phoenix_assets.defs.features.assets import MODEL_DIR as HMM_DIR
+from phoenix_assets.defs.features.assets import features_1m
 from phoenix_assets.defs.model.config import MambaSacConfig
 from phoenix_assets.defs.model.sagemaker import SageMakerResource
 from phoenix_assets.defs.resources import REPO_ROOT, LakeResource
-from phoenix_assets.lib.lake import Lake
-from phoenix_assets.lib.microstructure import to_delta_arrow
+from phoenix_assets.lib.ingest.raw_quality import CheckOutcome
+from phoenix_assets.lib.io.artifacts import (
+    features_between,
+    latest_sac_model,
+    load_latest_model,
+    regime_model_fit_window,
+)
+from phoenix_assets.lib.io.lake import Lake
+from phoenix_assets.lib.market.microstructure import to_delta_arrow
 from phoenix_assets.lib.process_lifetime import PARENT_PID_ENV
-from phoenix_assets.lib.raw_quality import CheckOutcome
+from phoenix_assets.lib.schema import (
+    EQUITY_TABLE,
+    FEATURES_TABLE,
+    METRICS_TABLE,
+    SAC_MODEL_DIR,
+    TRADES_TABLE,
+)
 from phoenix_rl.config import TrainConfig
-from phoenix_rl.metrics import MIN_DAYS_FOR_RATIOS, format_metric
-from phoenix_rl.pipes_entry import ERROR_FILE
-from phoenix_rl.windows import EvaluationWindows
+from phoenix_rl.evaluation.metrics import MIN_DAYS_FOR_RATIOS, format_metric
+from phoenix_rl.evaluation.windows import EvaluationWindows
+from phoenix_rl.train.pipes_entry import ERROR_FILE
 
-MODEL_DIR = "artifacts/mamba_sac_model"
-TRADES_TABLE = "backtest_trades"
-EQUITY_TABLE = "backtest_equity"
-METRICS_TABLE = "evaluation_metrics"
 WINDOWS = ("val", "test")
 TRAINING_TAGS = {"phoenix/training": "true"}
 PACKAGES = ("torch", "stable-baselines3", "gymnasium", "mambapy", "numpy", "polars", "dagster-pipes")
-
-
-def features_between(lake: Lake, start: str, end: str, columns: list[str] | None = None) -> pl.DataFrame:
-    """features_1m rows with start <= trade_date <= end, in time order."""
-    if not lake.exists(FEATURES_TABLE):
-        raise FileNotFoundError(f"no {FEATURES_TABLE} table under {lake.root}: materialize features_1m first")
-    frame = lake.scan(FEATURES_TABLE).filter(
-        pl.col("trade_date").is_between(dt.date.fromisoformat(start), dt.date.fromisoformat(end))
-    )
-    if columns is not None:
-        frame = frame.select(columns)
-    return frame.collect().sort("ts")
 
 
 def _feature_columns(lake: Lake, feature_set: str) -> list[str]:
@@ -93,27 +89,12 @@ def _versions() -> dict[str, str | None]:
     return found
 
 
-def _latest(lake: Lake) -> tuple[str, str]:
-    """(version, artifact folder) of the latest trained model."""
-    return lake.latest(MODEL_DIR, "mamba_sac_model")
-
-
 MODEL_CHECKS: CheckTable = {
     "point_in_time_windows": (
         "train < val < test with the embargo, and every fitted-once object (agent, HMM) ends before validation",
         True,
     ),
 }
-
-
-def _hmm_fit_window(lake: Lake) -> tuple[str, str] | None:
-    """The training window of the HMM whose regimes features_1m holds (None: no HMM fitted in this lake)."""
-    try:
-        _, path = lake.latest(HMM_DIR, "hmm_regime_model")
-    except FileNotFoundError:
-        return None
-    fitted = json.loads(lake.read_artifact(path))
-    return str(fitted["train_start"]), str(fitted["train_end"])
 
 
 def point_in_time_outcome(saved: dict[str, Any]) -> CheckOutcome:
@@ -156,7 +137,7 @@ def mamba_sac_model(
     the_lake = lake.lake()
     windows = config.windows()
     evaluation = EvaluationWindows.from_mapping(windows, config.embargo_days)  # ordered: TrainConfig checked it
-    hmm_window = _hmm_fit_window(the_lake)
+    hmm_window = regime_model_fit_window(the_lake)
     leaks = evaluation.fitted_problems({"hmm_regime_model": hmm_window})
     if leaks:  # refuse before training: the features' regimes were fitted on data the agent is judged on
         raise ValueError(
@@ -181,7 +162,7 @@ def mamba_sac_model(
             context.log.info(f"exported {rows.height} feature rows {first}..{last}; launching a SageMaker job")
             pipes_result = sagemaker.launch(context, work / "features.parquet", work / "config.json", out)
         else:
-            command = [sys.executable, "-m", "phoenix_rl.pipes_entry", "--config", str(work / "config.json")]
+            command = [sys.executable, "-m", "phoenix_rl.train.pipes_entry", "--config", str(work / "config.json")]
             command += ["--features", str(work / "features.parquet"), "--out", str(out)]
             context.log.info(f"exported {rows.height} feature rows {first}..{last}; launching {' '.join(command)}")
             try:
@@ -202,7 +183,7 @@ def mamba_sac_model(
         reported = pipes_result.get_materialize_result()
         saved = json.loads((out / "config.json").read_text())
         version = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}-{(hashes[0] if hashes else 'nohash')[:8]}"
-        folder = f"{MODEL_DIR}/{version}"
+        folder = f"{SAC_MODEL_DIR}/{version}"
         saved.update(
             model_version=version,
             data_windows={k: list(v) for k, v in windows.items()},
@@ -219,7 +200,7 @@ def mamba_sac_model(
         uri = the_lake.write_artifact(f"{folder}/model.zip", (out / "model.zip").read_bytes())
         the_lake.write_artifact(f"{folder}/config.json", json.dumps(saved, indent=2, default=str).encode())
         the_lake.write_artifact(f"{folder}/metrics.jsonl", (out / "metrics.jsonl").read_bytes())
-    the_lake.publish_latest(MODEL_DIR, folder, version)
+    the_lake.publish_latest(SAC_MODEL_DIR, folder, version)
     context.log.info(f"model {version} stored at {uri}")
     return dg.MaterializeResult(
         metadata={
@@ -247,19 +228,6 @@ class BacktestConfig(dg.Config):
     random_seed: int = Field(default=0, description="Seed of the random baseline")
 
 
-def load_latest_model(lake: Lake) -> tuple[str, Any, dict[str, Any]]:
-    """(version, SB3 SAC model, stored config) of the latest artifact."""
-    from stable_baselines3 import SAC
-
-    version, folder = _latest(lake)
-    saved = json.loads(lake.read_artifact(f"{folder}/config.json"))
-    with tempfile.TemporaryDirectory(prefix="phoenix-model-") as tmp:
-        path = Path(tmp) / "model.zip"
-        path.write_bytes(lake.read_artifact(f"{folder}/model.zip"))
-        model = SAC.load(path, device="cpu")
-    return version, model, saved
-
-
 def _tagged(frame: pl.DataFrame, version: str, window: str, strategy: str) -> pl.DataFrame:
     return frame.select(
         pl.lit(version).alias("model_version"),
@@ -281,9 +249,9 @@ def _tagged(frame: pl.DataFrame, version: str, window: str, strategy: str) -> pl
     ),
 )
 def backtests(context: dg.AssetExecutionContext, config: BacktestConfig, lake: LakeResource) -> dg.MaterializeResult:
-    from phoenix_rl.backtest import run_backtest, run_baselines
-    from phoenix_rl.env import EnvConfig
-    from phoenix_rl.tuned_rule import ofi_rule_features, tune_ofi_rule
+    from phoenix_rl.env.trading_env import EnvConfig
+    from phoenix_rl.evaluation.backtest import run_backtest
+    from phoenix_rl.evaluation.baselines import ofi_rule_features, run_baselines, tune_ofi_rule
 
     the_lake = lake.lake()
     version, model, saved = load_latest_model(the_lake)
@@ -374,19 +342,20 @@ def _metrics_markdown(metrics: pl.DataFrame) -> str:
     deps=[backtests],
     check_specs=check_specs("evaluation_metrics", EVALUATION_CHECKS, None),
     description=(
-        "phoenix_rl.metrics.compute_metrics for every model x window x strategy of backtests -> evaluation_metrics "
-        "(partition: model_version); equity curves (agent vs baselines, with drawdown) as Markdown images."
+        "phoenix_rl.evaluation.metrics.compute_metrics for every model x window x strategy of backtests -> "
+        "evaluation_metrics (partition: model_version); equity curves (agent vs baselines, with drawdown) as Markdown "
+        "images."
     ),
 )
 def evaluation_metrics(
     context: dg.AssetExecutionContext, config: EvaluationConfig, lake: LakeResource
 ) -> dg.MaterializeResult:
-    from phoenix_rl.backtest import BacktestResult
-    from phoenix_rl.metrics import compute_metrics
-    from phoenix_rl.plots import equity_curve_png, equity_markdown
+    from phoenix_rl.evaluation.backtest import BacktestResult
+    from phoenix_rl.evaluation.metrics import compute_metrics
+    from phoenix_rl.evaluation.plots import equity_curve_png, equity_markdown
 
     the_lake = lake.lake()
-    version, folder = _latest(the_lake)
+    version, folder = latest_sac_model(the_lake)
     saved_train = json.loads(the_lake.read_artifact(f"{folder}/config.json"))["train_config"]
     capital = float(saved_train.get("capital", TrainConfig().capital))
     equity = the_lake.scan(EQUITY_TABLE).filter(pl.col("model_version") == version).collect()

@@ -7,7 +7,7 @@ The asset exports the same two files as for the local subprocess (features.parqu
 2. opens a Dagster Pipes session whose context and messages travel through S3 (`PipesS3ContextInjector`,
    `PipesS3MessageReader`, under <prefix>/<job>/pipes/): the Environment of a training job holds values of at
    most 512 characters, too few for the whole context, but enough for its S3 location,
-3. calls `create_training_job` (the image runs `python -m phoenix_rl.sagemaker_entry`; managed spot with
+3. calls `create_training_job` (the image runs `python -m phoenix_rl.train.sagemaker_entry`; managed spot with
    MaxWaitTimeInSeconds, checkpoints synced to <prefix>/<job>/checkpoints/ so an interrupted job resumes),
 4. polls `describe_training_job` until Completed / Failed / Stopped while the Pipes reader streams the
    container's log lines and metrics into the step's logs,
@@ -35,7 +35,7 @@ import dagster as dg
 from pydantic import Field
 
 from phoenix_assets.defs.resources import _setting
-from phoenix_rl import sagemaker_entry
+from phoenix_rl.train import sagemaker_entry
 
 __all__ = ["SageMakerConfigError", "SageMakerJobError", "SageMakerResource", "SageMakerSettings", "job_name"]
 

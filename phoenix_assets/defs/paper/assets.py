@@ -1,6 +1,6 @@
 """Paper-trading stage: the order journal's tables (written by `./phoenix paper`) -> `paper_daily_report` (one
 row per strategy and trade date) -> `paper_track_record` (the last two weeks per strategy) with the blocking
-`go_live_gate` check. Definitions of every number: phoenix_assets/lib/paper_report.py.
+`go_live_gate` check. Definitions of every number: phoenix_rl/live/report.py.
 """
 
 import datetime as dt
@@ -12,10 +12,10 @@ from pydantic import Field
 from phoenix_assets.defs.checks import CheckTable, check_results, check_specs
 from phoenix_assets.defs.partitions import trade_date_partitions
 from phoenix_assets.defs.resources import LakeResource
-from phoenix_assets.lib import paper_report as pr
-from phoenix_assets.lib.lake import MissingUpstreamError
-from phoenix_assets.lib.order_journal import BARS_TABLE
-from phoenix_assets.lib.raw_quality import CheckOutcome
+from phoenix_assets.lib.ingest.raw_quality import CheckOutcome
+from phoenix_assets.lib.io.lake import MissingUpstreamError
+from phoenix_assets.lib.schema import PAPER_BARS_TABLE, PAPER_REPORT_TABLE, PAPER_TRACK_RECORD_TABLE
+from phoenix_rl.live import report as pr
 
 REPORT_CHECKS: CheckTable = {
     "orders_filled": ("Every order journaled on the trade date has a fill (else: reconcile it with the venue)", False),
@@ -33,7 +33,7 @@ GATE_CHECKS: CheckTable = {
     partitions_def=trade_date_partitions,
     group_name="paper",
     kinds={"deltalake", "polars"},
-    check_specs=check_specs(pr.REPORT_TABLE, REPORT_CHECKS, trade_date_partitions),
+    check_specs=check_specs(PAPER_REPORT_TABLE, REPORT_CHECKS, trade_date_partitions),
     description=(
         "One row per paper-trading strategy and trade date from paper_bars, paper_orders, paper_fills and "
         "paper_risk_events: PnL and return on capital, bars, orders, fills, fees, round trips and wins, intraday "
@@ -46,9 +46,9 @@ def paper_daily_report(context: dg.AssetExecutionContext, lake: LakeResource) ->
     day = pr.read_paper_day(the_lake, trade_date, needed_by="paper_daily_report")
     report = pr.daily_report(day)
     table = pr.report_arrow(report)
-    version = the_lake.replace_partition(pr.REPORT_TABLE, table.schema, table.to_batches(), "trade_date", trade_date)
+    version = the_lake.replace_partition(PAPER_REPORT_TABLE, table.schema, table.to_batches(), "trade_date", trade_date)
     unfilled = day.orders.join(day.fills, on="client_order_id", how="anti")["client_order_id"].to_list()
-    context.log.info(f"{trade_date}: {report.height} strategies, {day.bars.height} {BARS_TABLE} rows")
+    context.log.info(f"{trade_date}: {report.height} strategies, {day.bars.height} {PAPER_BARS_TABLE} rows")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": report.height,
@@ -63,7 +63,7 @@ def paper_daily_report(context: dg.AssetExecutionContext, lake: LakeResource) ->
             "delta_version": version,
         },
         check_results=check_results(
-            pr.REPORT_TABLE,
+            PAPER_REPORT_TABLE,
             REPORT_CHECKS,
             {
                 "orders_filled": CheckOutcome(
@@ -114,7 +114,7 @@ def gate_outcome(record: pl.DataFrame, config: PaperGateConfig) -> CheckOutcome:
     group_name="paper",
     kinds={"deltalake", "polars"},
     deps=[paper_daily_report],
-    check_specs=check_specs(pr.TRACK_RECORD_TABLE, GATE_CHECKS, None),
+    check_specs=check_specs(PAPER_TRACK_RECORD_TABLE, GATE_CHECKS, None),
     description=(
         "Per strategy over its last N trade dates of paper_daily_report: PnL, Sortino (daily returns, sqrt(252)), "
         "max drawdown in $ and % of capital, win rate of round trips, risk catastrophes (partition: strategy). "
@@ -125,18 +125,18 @@ def paper_track_record(
     context: dg.AssetExecutionContext, config: PaperGateConfig, lake: LakeResource
 ) -> dg.MaterializeResult:
     the_lake = lake.lake()
-    if not the_lake.exists(pr.REPORT_TABLE):
+    if not the_lake.exists(PAPER_REPORT_TABLE):
         raise MissingUpstreamError(
-            f"paper_track_record: no {pr.REPORT_TABLE} table in {the_lake.table_uri(pr.REPORT_TABLE)}: "
+            f"paper_track_record: no {PAPER_REPORT_TABLE} table in {the_lake.table_uri(PAPER_REPORT_TABLE)}: "
             "materialize paper_daily_report for the trade dates paper trading ran"
         )
-    report = the_lake.scan(pr.REPORT_TABLE).collect()
+    report = the_lake.scan(PAPER_REPORT_TABLE).collect()
     record = pr.track_record(report, config.days)
     versions = {}
     for strategy in record["strategy"].to_list():
         table = record.filter(pl.col("strategy") == strategy).to_arrow().cast(pr.TRACK_RECORD_SCHEMA)
         versions[strategy] = the_lake.replace_partition(
-            pr.TRACK_RECORD_TABLE, table.schema, table.to_batches(), "strategy", strategy
+            PAPER_TRACK_RECORD_TABLE, table.schema, table.to_batches(), "strategy", strategy
         )
     outcome = gate_outcome(record, config)
     context.log.info(outcome.description)
@@ -147,7 +147,7 @@ def paper_track_record(
             "track_record": dg.MetadataValue.md(_record_markdown(record)),
             "delta_versions": dg.MetadataValue.json(versions),
         },
-        check_results=check_results(pr.TRACK_RECORD_TABLE, GATE_CHECKS, {"go_live_gate": outcome}),
+        check_results=check_results(PAPER_TRACK_RECORD_TABLE, GATE_CHECKS, {"go_live_gate": outcome}),
     )
 
 

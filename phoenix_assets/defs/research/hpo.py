@@ -1,9 +1,9 @@
-"""`hpo_study`: an Optuna search over SAC + Mamba settings on `features_1m` (phoenix_rl/hpo.py does the work).
+"""`hpo_study`: an Optuna search over SAC + Mamba settings on `features_1m` (phoenix_rl/research/hpo/ does the work).
 
 Thin: load the feature rows of the configured windows, run (or resume) the study, retrain the best trial and
 score it once on the test window, then report the selection statistics (deflated Sharpe ratio, PBO) and
 Optuna's plots. Trials run in this step process; more workers can join the same study from other processes
-or machines with `python -m phoenix_rl.hpo --study NAME ...` (README, "HPO study").
+or machines with `python -m phoenix_rl.research.hpo --study NAME ...` (README, "HPO study").
 """
 
 import json
@@ -15,15 +15,14 @@ import dagster as dg
 from pydantic import Field
 
 from phoenix_assets.defs.features.assets import features_1m
-from phoenix_assets.defs.model.assets import TRAINING_TAGS, _feature_columns, features_between
+from phoenix_assets.defs.model.assets import TRAINING_TAGS, _feature_columns
 from phoenix_assets.defs.model.config import EnvSettings, config_from_dataclass
 from phoenix_assets.defs.resources import LakeResource
+from phoenix_assets.lib.io.artifacts import features_between
+from phoenix_assets.lib.schema import HPO_DIR
 from phoenix_rl.config import TrainConfig
-from phoenix_rl.metrics import format_metric
-from phoenix_rl.search_space import SearchSpace
-
-HPO_DIR = "artifacts/hpo_study"
-
+from phoenix_rl.evaluation.metrics import format_metric
+from phoenix_rl.research.search_space import SearchSpace
 
 HpoBaseSettings = config_from_dataclass(
     "HpoBaseSettings",
@@ -35,8 +34,8 @@ HpoBaseSettings = config_from_dataclass(
 HpoSearchSpace = config_from_dataclass(
     "HpoSearchSpace",
     SearchSpace,
-    "phoenix_rl.search_space.SearchSpace: lists are categorical choices, [low, high] pairs are ranges (an equal "
-    "pair or a one-element list fixes the value)",
+    "phoenix_rl.research.search_space.SearchSpace: lists are categorical choices, [low, high] pairs are ranges "
+    "(an equal pair or a one-element list fixes the value)",
 )
 
 
@@ -81,8 +80,8 @@ def _table(rows: dict[str, Any]) -> str:
     ),
 )
 def hpo_study(context: dg.AssetExecutionContext, config: HpoStudyConfig, lake: LakeResource) -> dg.MaterializeResult:
-    from phoenix_rl import hpo  # torch, SB3, optuna: imported when the asset runs, not when definitions load
-    from phoenix_rl.plots import markdown_image
+    from phoenix_rl.evaluation.plots import markdown_image
+    from phoenix_rl.research import hpo  # torch, SB3, optuna: imported when the asset runs, not at load
 
     the_lake = lake.lake()
     base = TrainConfig.from_dict(config.base.model_dump())

@@ -3,7 +3,8 @@ same folds, paired stationary-bootstrap CIs vs phase2_no_ofi).
 
 Per fold the HMM is refit on the fold's train window and the features are recomputed from `ofi_bars_1m` with
 its forward-filtered regimes (`fold_features`), so no fitted object of a fold has seen its validation or test
-months; the agent's seeds are chosen on validation only and the test month is scored once (phoenix_rl.walk_forward).
+months; the agent's seeds are chosen on validation only and the test month is scored once
+(phoenix_rl.research.walk_forward).
 """
 
 import datetime as dt
@@ -21,14 +22,14 @@ from phoenix_assets.defs.microstructure.assets import ofi_bars_1m
 from phoenix_assets.defs.model.assets import TRAINING_TAGS
 from phoenix_assets.defs.model.config import MambaSacConfig
 from phoenix_assets.defs.resources import LakeResource
-from phoenix_assets.lib.features import compute_features, warmup_start
-from phoenix_assets.lib.hmm_regimes import filter_regimes, fit_regime_model
-from phoenix_assets.lib.lake import Lake
-from phoenix_assets.lib.microstructure import BARS_TABLE
+from phoenix_assets.lib.features.compute import compute_features, warmup_start
+from phoenix_assets.lib.features.hmm_regimes import filter_regimes, fit_regime_model
+from phoenix_assets.lib.io.lake import Lake
+from phoenix_assets.lib.schema import BARS_TABLE
 from phoenix_rl.config import TrainConfig
-from phoenix_rl.metrics import format_metric
-from phoenix_rl.plots import markdown_image
-from phoenix_rl.walk_forward import (
+from phoenix_rl.evaluation.metrics import format_metric
+from phoenix_rl.evaluation.plots import markdown_image
+from phoenix_rl.research.walk_forward import (
     Fold,
     WalkForwardResult,
     monthly_folds,
@@ -116,7 +117,7 @@ def _base_config(config: FoldsConfig, **overrides: Any) -> TrainConfig:
 
 
 def _stitched_png(result: WalkForwardResult, title: str) -> bytes:
-    from phoenix_rl.plots import equity_curve_png
+    from phoenix_rl.evaluation.plots import equity_curve_png
 
     curves = {}
     for name, daily in result.stitched.items():
@@ -236,7 +237,7 @@ def _ci_md(title: str, rows: dict[str, dict[str, Any]]) -> str:
 def ablation_report(
     context: dg.AssetExecutionContext, config: AblationConfig, lake: LakeResource
 ) -> dg.MaterializeResult:
-    from phoenix_rl.research_stats import mean_ci, paired_bootstrap_ci
+    from phoenix_rl.research.statistics import mean_ci, paired_bootstrap_ci
 
     unknown = [a for a in config.arms if a not in ARMS]
     if unknown or REFERENCE_ARM not in config.arms:

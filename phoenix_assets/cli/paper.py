@@ -1,0 +1,301 @@
+"""`./phoenix paper`: paper-trade the latest `mamba_sac_model` through NautilusTrader's simulated L2 venue, on
+replayed trade dates (the default) or on `databento.Live`, and compare a replay with the bar backtest.
+
+    ./phoenix paper                            the model's test window from raw_mbp10, strategy "agent"
+    ./phoenix paper --start 2024-03-13 --end 2024-03-15 --strategy agent_b
+    ./phoenix paper --dbn landing/glbx-mdp3-mnq-20240314.mbp-10.dbn.zst   replay DBN files
+    ./phoenix paper --live                     today's session from databento.Live ($DATABENTO_API_KEY)
+
+Every source goes, record by record in feed order, through `phoenix_rl.live.trader.PaperTrader` (the batch path's
+kernel and feature code, the policy at each bar close, `phoenix_rl.live.risk`, the order journal, the venue), one
+trader per trade date (equity carries over). The track record lands in the lake (`paper_bars`, `paper_orders`,
+`paper_fills`, `paper_risk_events`) where `./phoenix monitor` shows it and `paper_daily_report` / the
+`go_live_gate` check judge it. A day the strategy already traded is refused unless `--resume` (after a crash:
+the journal keeps one row per key, so nothing is sent or stored twice). SIGUSR1 pulls the kill switch (halt
+and flatten); Ctrl-C stops the stream, flattens and flushes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import databento_dbn
+import numpy as np
+import polars as pl
+
+from feature_specs import FeatureCatalog, load_catalog
+from phoenix_assets.defs.resources import DatabentoResource, LakeResource
+from phoenix_assets.lib.features.compute import warmup_start
+from phoenix_assets.lib.io.artifacts import features_between, latest_regime_model, load_latest_model
+from phoenix_assets.lib.io.dbn_reader import inspect_dbn, iter_mbp10_arrays
+from phoenix_assets.lib.io.lake import Lake
+from phoenix_assets.lib.io.raw_reader import iter_raw_partition
+from phoenix_assets.lib.market import calendar as cal
+from phoenix_assets.lib.market.book_kernel import BookArrays, arrays_from_dbn, arrays_from_raw, arrays_from_records
+from phoenix_assets.lib.market.live_bars import NS_PER_MINUTE, LiveBars, LiveFeatures
+from phoenix_assets.lib.market.microstructure import (
+    KERNEL_INPUTS,
+    STOIKOV_TRAIN_DAYS,
+    stoikov_table_for,
+    symbols_of_day,
+)
+from phoenix_assets.lib.schema import BARS_TABLE, PAPER_BARS_TABLE
+from phoenix_rl.config import EnvConfig
+from phoenix_rl.evaluation.backtest import run_backtest
+from phoenix_rl.live.journal import OrderJournal
+from phoenix_rl.live.nautilus.venue import PaperVenue
+from phoenix_rl.live.risk import RiskConfig, RiskEngine
+from phoenix_rl.live.trader import PaperTrader
+
+CHUNK_RECORDS = 65_536
+
+
+# --- sources: chunks of records in feed order, none spanning two trade dates --------------------------
+
+
+def raw_records(lake: Lake, days: list[dt.date]) -> Iterator[BookArrays]:
+    """Trade dates of the raw_mbp10 table (what the batch assets read)."""
+    for day in days:
+        for batch in iter_raw_partition(lake, day, KERNEL_INPUTS):
+            yield arrays_from_raw(pl.from_arrow(batch))
+
+
+def dbn_records(paths: list[Path]) -> Iterator[BookArrays]:
+    """DBN MBP-10 files in time order (validated reading: a corrupt or truncated file names itself); a chunk
+    that spans a trade date boundary (Databento's UTC-day files do) is cut there."""
+    for info in sorted((inspect_dbn(p) for p in paths), key=lambda i: i.start_ns):
+        for chunk in iter_mbp10_arrays(info, CHUNK_RECORDS):
+            yield from _by_trade_date(arrays_from_dbn(chunk))
+
+
+def live_records(client: Iterable[Any], max_records: int = 256) -> Iterator[BookArrays]:
+    """`databento.Live` records as they arrive, in small batches: a batch ends at max_records or before the
+    first record of a new minute, so a bar closes the moment its next minute begins."""
+    batch: list[Any] = []
+    for record in client:
+        if not isinstance(record, databento_dbn.MBP10Msg):
+            continue  # symbol mappings, system and error messages
+        if batch and (
+            len(batch) >= max_records or record.ts_recv // NS_PER_MINUTE != batch[-1].ts_recv // NS_PER_MINUTE
+        ):
+            yield from _by_trade_date(arrays_from_records(batch))
+            batch = []
+        batch.append(record)
+    if batch:
+        yield from _by_trade_date(arrays_from_records(batch))
+
+
+def _by_trade_date(arrays: BookArrays) -> Iterator[BookArrays]:
+    ts = arrays.ts_recv.astype(np.int64)
+    while len(ts):
+        _, hi = cal.trade_date_window(_trade_date_of(int(ts[0])))
+        cut = int(np.searchsorted(ts, hi))
+        yield arrays.slice(0, cut)
+        arrays, ts = arrays.slice(cut, len(ts)), ts[cut:]
+
+
+def _trade_date_of(ts_ns: int) -> dt.date:
+    day = cal.trade_date_of(ts_ns)
+    if day is None:
+        raise ValueError(f"./phoenix paper: a record at {ts_ns} ns lies in no CME trade date (a weekend)")
+    return day
+
+
+# --- the run ----------------------------------------------------------------------------------------
+
+
+def compare_with_bar_backtest(paper: pl.DataFrame, bar_equity: pl.DataFrame) -> dict[str, float]:
+    """The L2 paper run against the bar backtest of the same bars: PnL of each, and how often their positions
+    agree (same decisions: differences come from fills, costs and risk refusals)."""
+    both = paper.select(pl.col("bar_ts").cast(pl.Datetime("ns", "UTC")).alias("ts"), "position").join(
+        bar_equity.select(pl.col("ts").cast(pl.Datetime("ns", "UTC")), pl.col("position").alias("bar_position")),
+        on="ts",
+        how="inner",
+    )
+    # the env's position column is held THROUGH bar i (decided at i-1); the paper's is decided AT bar i
+    shifted = both.with_columns(pl.col("bar_position").shift(-1)).drop_nulls()
+    return {
+        "paper_pnl_usd": float(paper["equity_usd"][-1] - paper["equity_usd"][0]) if paper.height else 0.0,
+        "bar_pnl_usd": float(bar_equity["pnl"].sum() - bar_equity["cost"].sum()),
+        "bars_compared": shifted.height,
+        "position_agreement": float((shifted["position"] == shifted["bar_position"]).mean() or 0.0),
+    }
+
+
+def _history(lake: Lake, day: dt.date, catalog: FeatureCatalog) -> pl.DataFrame:
+    """ofi_bars_1m of the warm-up trade dates before `day` (what features_1m reads for it)."""
+    first, last = warmup_start(day, catalog), day - dt.timedelta(days=1)
+    return lake.scan(BARS_TABLE).filter(pl.col("trade_date").is_between(first, last)).collect().sort("ts")
+
+
+def _refuse_traded_day(lake: Lake, strategy: str, day: dt.date, resume: bool) -> None:
+    if resume or not lake.exists(PAPER_BARS_TABLE):
+        return
+    done = lake.scan(PAPER_BARS_TABLE).filter((pl.col("strategy") == strategy) & (pl.col("trade_date") == day))
+    if done.head(1).collect().height:
+        sys.exit(
+            f"./phoenix paper: strategy {strategy!r} already paper-traded {day}: "
+            "pick another --strategy, or --resume after a crash"
+        )
+
+
+def _stoikov(lake: Lake, day: dt.date) -> pl.DataFrame | None:
+    """Stoikov's microprice adjustment as ofi_bars_1m fits it for the day (earlier days only)."""
+    return stoikov_table_for(lake, day, STOIKOV_TRAIN_DAYS)[0]
+
+
+def _symbol(lake: Lake, day: dt.date) -> str | None:
+    try:
+        symbols = symbols_of_day(lake, day)["symbol"].to_list()
+    except Exception:  # no raw table (a DBN or live source): the bars carry no symbol
+        return None
+    return symbols[0] if symbols else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="./phoenix paper", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--start", type=dt.date.fromisoformat, help="first trade date (default: model's test window)")
+    parser.add_argument("--end", type=dt.date.fromisoformat, help="last trade date (default: model's test window)")
+    parser.add_argument("--dbn", type=Path, nargs="+", help="replay these DBN MBP-10 files instead of raw_mbp10")
+    parser.add_argument("--live", action="store_true", help="trade databento.Live (key from $DATABENTO_API_KEY)")
+    parser.add_argument("--strategy", default="agent", help="strategy name in the journal (default: agent)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="replay days the strategy already has rows for (after a crash): the journal keeps one row per key",
+    )
+    parser.add_argument(
+        "--latency-budget-ms",
+        type=float,
+        default=RiskConfig().latency_budget_ms,
+        help="record -> order budget; 3 decisions in a row over it allow only exits (default %(default)s)",
+    )
+    parser.add_argument(
+        "--drift-psi-limit",
+        type=float,
+        default=None,
+        help="enable the drift monitor: a feature whose PSI against the training rows of the same session "
+        "minutes exceeds this (checked every 240 bars on the day so far) allows only exits (default: off)",
+    )
+    parser.add_argument("--lake", default=None, help="lake root (default: $PHOENIX_LAKE_URI, else <repo>/lake)")
+    args = parser.parse_args(argv)
+
+    lake = LakeResource(uri=args.lake).lake()
+    version, model, saved = load_latest_model(lake)
+    # one decision before the feed: the Mamba scan's numba kernel compiles or loads from its cache here (0.6-8 s),
+    # not on the first bar, where the latency budget would count it
+    model.predict(model.observation_space.sample(), deterministic=True)
+    tc = saved["train_config"]
+    env_cfg = EnvConfig(**saved["env_config"])
+    capital = float(tc.get("capital", 10_000.0))
+    if args.live:
+        source = live_records(DatabentoResource().live_client())  # raises naming the missing key
+    elif args.dbn:
+        source = dbn_records(args.dbn)
+    else:
+        start = args.start or dt.date.fromisoformat(tc["test_start"])
+        end = args.end or dt.date.fromisoformat(tc["test_end"])
+        source = raw_records(lake, cal.trade_dates_between(start, end))
+    catalog, regimes = load_catalog(), latest_regime_model(lake)
+    # the drift monitor's reference: the feature rows the model was trained on (opt-in, README says why)
+    drift: dict[str, Any] = {}
+    if args.drift_psi_limit is not None:
+        columns = ["ts", *env_cfg.feature_columns, "warm"]
+        drift = {
+            "drift_reference": features_between(lake, tc["train_start"], tc["train_end"], columns),
+            "drift_psi_limit": args.drift_psi_limit,
+            "drift_every_bars": 240,
+        }
+    journal, session = OrderJournal(lake), f"{args.strategy}-{uuid.uuid4().hex[:8]}"
+    print(f"paper session {session}: model {version}, strategy {args.strategy}, lake {lake.root}")
+    stop = {"now": False}
+    current: dict[str, Any] = {}
+    signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
+    signal.signal(signal.SIGUSR1, lambda *_: current["trader"].kill_switch("SIGUSR1") if current else None)
+    equity = peak = 0.0
+    traded: list[dt.date] = []
+
+    def finish_day() -> None:
+        nonlocal equity, peak
+        trader: PaperTrader = current.pop("trader")
+        trader.close()
+        trader.venue.close()
+        equity, peak = trader.equity_usd, trader.peak_usd
+        state = f"{trader.risk.state}" + (f" ({trader.risk.reason})" if trader.risk.reason else "")
+        took = time.perf_counter() - current.pop("began")
+        print(f"{traded[-1]}: {len(trader.fills)} fills, equity ${equity:,.2f}, risk {state}, {took:.0f} s")
+
+    for arrays in source:
+        day = _trade_date_of(int(arrays.ts_recv[0]))
+        if not traded or day != traded[-1]:
+            if current:
+                finish_day()
+            _refuse_traded_day(lake, args.strategy, day, args.resume)
+            current["trader"] = PaperTrader(
+                policy=lambda obs: model.predict(obs, deterministic=True)[0],
+                env_config=env_cfg,
+                bars=LiveBars(symbol=_symbol(lake, day), stoikov_table=_stoikov(lake, day)),
+                features=LiveFeatures(_history(lake, day, catalog), catalog, regimes),
+                venue=PaperVenue(capital_usd=capital, commission_per_side_usd=env_cfg.commission_per_side_usd),
+                risk=RiskEngine(
+                    RiskConfig(max_position=env_cfg.max_contracts, latency_budget_ms=args.latency_budget_ms)
+                ),
+                journal=journal,
+                strategy=args.strategy,
+                session_id=session,
+                capital_usd=capital,
+                equity_start_usd=equity,
+                peak_start_usd=peak,
+                **drift,
+            )
+            current["began"] = time.perf_counter()
+            traded.append(day)
+        current["trader"].on_records(arrays)
+        if stop["now"]:
+            break
+    if current:
+        finish_day()
+    paper = lake.scan(PAPER_BARS_TABLE).filter(pl.col("session_id") == session).collect().sort("bar_ts")
+    if paper.is_empty():
+        print("no bar was traded")
+        return 1
+    _report(paper, lake, model, env_cfg, capital, traded)
+    return 0
+
+
+def _report(
+    paper: pl.DataFrame, lake: Lake, model: Any, env_cfg: EnvConfig, capital: float, days: list[dt.date]
+) -> None:
+    """The session's numbers and, where features_1m holds the days, the bar backtest of the same bars."""
+    lat = {c: paper[c].drop_nans().drop_nulls() for c in ("latency_decision_ms", "latency_order_ms")}
+    p = {c: [float(np.percentile(v, q)) if len(v) else float("nan") for q in (50, 99)] for c, v in lat.items()}
+    print(
+        f"latency p50/p99: record->decision {p['latency_decision_ms'][0]:.1f}/{p['latency_decision_ms'][1]:.1f} ms, "
+        f"record->order {p['latency_order_ms'][0]:.1f}/{p['latency_order_ms'][1]:.1f} ms"
+    )
+    try:
+        rows = features_between(lake, min(days).isoformat(), max(days).isoformat())
+    except FileNotFoundError:
+        return
+    if rows.height < 2:
+        return
+    bar = run_backtest(model, rows, env_cfg, capital=capital, name="agent")
+    cmp = compare_with_bar_backtest(paper, bar.equity)
+    orders = int((paper["position"].diff().fill_null(paper["position"][0]) != 0).sum())
+    print(f"{'same days':<26}{'PnL $':>12}{'position changes':>18}")
+    print(f"{'L2 paper (Nautilus venue)':<26}{cmp['paper_pnl_usd']:>12,.2f}{orders:>18}")
+    bar_changes = int((bar.equity["traded"] != 0).sum())
+    print(f"{'bar backtest (env)':<26}{cmp['bar_pnl_usd']:>12,.2f}{bar_changes:>18}")
+    print(f"positions agree on {cmp['position_agreement']:.1%} of {cmp['bars_compared']} bars")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,225 @@
+"""The paper venue: NautilusTrader's simulated exchange, fed the live record stream as it arrives.
+
+A Nautilus `BacktestEngine` in streaming mode is the paper broker: every MBP-10 record with F_LAST becomes an
+`OrderBookDepth10` (the same rule as `phoenix_rl.nautilus_feed.load_depth10`, stamped ts_recv), the engine
+runs up to the newest record, and market orders submitted between two slices fill against the L2 book at the
+first tradeable book that arrives after them (book_type L2_MBP: the spread is crossed and levels are walked,
+so slippage is the book's own). Commission is charged per contract and side (`PerContractFeeModel`), the
+backtest's `commission_per_side_usd`. Orders pass Nautilus's RiskEngine (its order-rate throttle) after
+Phoenix's own `phoenix_rl.live.risk.RiskEngine` (the checks Nautilus leaves open).
+
+One implementation for the live loop and the L2 backtest: `./phoenix paper` replays or streams records into
+`on_records`, and a replay of a held-out day through it is the event-driven backtest of the policy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from nautilus_trader.backtest.engine import BacktestEngine, BacktestEngineConfig
+from nautilus_trader.backtest.models import PerContractFeeModel
+from nautilus_trader.config import LoggingConfig, RiskEngineConfig
+from nautilus_trader.model.currencies import USD
+from nautilus_trader.model.data import BookOrder, OrderBookDepth10
+from nautilus_trader.model.enums import AccountType, AssetClass, BookType, OmsType, OrderSide
+from nautilus_trader.model.events import OrderDenied, OrderFilled, OrderRejected
+from nautilus_trader.model.identifiers import ClientOrderId, InstrumentId, Symbol, TraderId, Venue
+from nautilus_trader.model.instruments import FuturesContract
+from nautilus_trader.model.objects import Money, Price, Quantity
+from nautilus_trader.trading.config import StrategyConfig
+from nautilus_trader.trading.strategy import Strategy
+
+from phoenix_assets.lib.market.book_kernel import BookArrays
+from phoenix_assets.lib.schema import F_LAST, PRICE_SCALE, UNDEF_PRICE
+
+__all__ = ["PaperVenue", "VenueFill", "depth10_from_arrays"]
+
+VENUE = "GLBX"
+MNQ_TICK = "0.25"
+MNQ_POINT_VALUE = 2
+
+
+@dataclass(frozen=True)
+class VenueFill:
+    """One execution reported by the venue (signed quantity: + bought, - sold)."""
+
+    trade_id: str
+    client_order_id: str
+    instrument_id: int
+    quantity: int
+    price: float
+    commission_usd: float
+    ts_ns: int
+
+
+def _nautilus_id(instrument_id: int) -> InstrumentId:
+
+    return InstrumentId.from_str(f"{int(instrument_id)}.{VENUE}")
+
+
+def mnq_contract(instrument_id: int) -> FuturesContract:
+    """A Micro E-mini Nasdaq-100 future as Nautilus models it: tick 0.25, $2 per point, whole contracts."""
+
+    nid = _nautilus_id(instrument_id)
+    return FuturesContract(
+        instrument_id=nid,
+        raw_symbol=Symbol(str(int(instrument_id))),
+        asset_class=AssetClass.INDEX,
+        exchange="XCME",
+        currency=USD,
+        price_precision=2,
+        price_increment=Price.from_str(MNQ_TICK),
+        multiplier=Quantity.from_int(MNQ_POINT_VALUE),
+        lot_size=Quantity.from_int(1),
+        underlying="MNQ",
+        activation_ns=0,
+        expiration_ns=4_102_444_800_000_000_000,  # 2100-01-01: the roll is Phoenix's business (instrument_id)
+        ts_event=0,
+        ts_init=0,
+    )
+
+
+def depth10_from_arrays(arrays: BookArrays) -> list[OrderBookDepth10]:
+    """The tradeable books (F_LAST records) of a slice as Nautilus `OrderBookDepth10`, stamped ts_recv.
+
+    Per-record Python (~30 us a book): Nautilus's objects have no array constructor; a busy MNQ day is
+    ~2e5 books, a few seconds, small beside the engine itself."""
+
+    rows = np.flatnonzero((arrays.flags & F_LAST) != 0)
+    empty = BookOrder(OrderSide.NO_ORDER_SIDE, Price(0, 2), Quantity(0, 0), 0)
+    ids: dict[int, object] = {}
+    books = []
+    for k in rows:
+        iid = int(arrays.instrument_id[k])
+        nid = ids.get(iid) or ids.setdefault(iid, _nautilus_id(iid))
+        sides = []
+        for side, px, sz in (
+            (OrderSide.BUY, arrays.bid_px[k], arrays.bid_sz[k]),
+            (OrderSide.SELL, arrays.ask_px[k], arrays.ask_sz[k]),
+        ):
+            sides.append(
+                [
+                    BookOrder(side, Price(px[j] / PRICE_SCALE, 2), Quantity(int(sz[j]), 0), 0)
+                    if px[j] != UNDEF_PRICE and sz[j] > 0
+                    else empty
+                    for j in range(10)
+                ]
+            )
+        ts = int(arrays.ts_recv[k])
+        books.append(OrderBookDepth10(nid, sides[0], sides[1], [1] * 10, [1] * 10, int(arrays.flags[k]), 0, ts, ts))
+    return books
+
+
+class PaperVenue:
+    """A Nautilus simulated venue driven slice by slice (module doc); one strategy's orders and fills."""
+
+    def __init__(
+        self,
+        instrument_ids: list[int] | None = None,
+        *,
+        capital_usd: float,
+        commission_per_side_usd: float,
+        max_orders_per_second: int = 100,
+        strategy: str = "agent",
+    ) -> None:
+
+        self.engine = BacktestEngine(
+            BacktestEngineConfig(
+                trader_id=TraderId("PHOENIX-001"),
+                logging=LoggingConfig(log_level="ERROR", bypass_logging=True),
+                risk_engine=RiskEngineConfig(max_order_submit_rate=f"{max_orders_per_second}/00:00:01"),
+            )
+        )
+        self.engine.add_venue(
+            Venue(VENUE),
+            oms_type=OmsType.NETTING,
+            account_type=AccountType.MARGIN,
+            starting_balances=[Money(capital_usd, USD)],
+            base_currency=USD,
+            book_type=BookType.L2_MBP,
+            fee_model=PerContractFeeModel(Money(commission_per_side_usd, USD)),
+        )
+        self._instruments: set[int] = set()
+        for iid in sorted(set(instrument_ids or [])):
+            self._add_instrument(iid)
+        self._strategy = _OrderRouter(strategy)
+        self.engine.add_strategy(self._strategy)
+        self._ended = False
+
+    def submit(self, instrument_id: int, quantity: int, client_order_id: str) -> None:
+        """A market order for `quantity` signed contracts; it fills at the next tradeable book fed in."""
+        if quantity:
+            self._strategy.market(_nautilus_id(instrument_id), quantity, client_order_id)
+
+    def on_records(self, arrays: BookArrays) -> list[VenueFill]:
+        """Feed the slice's books and run the venue up to them; the fills that happened."""
+        for iid in np.unique(arrays.instrument_id).tolist():  # a live feed names its contract (and rolls) as it goes
+            if iid not in self._instruments:
+                self._add_instrument(iid)
+        books = depth10_from_arrays(arrays)
+        if books:
+            self.engine.add_data(books, validate=False, sort=False)
+            self.engine.run(streaming=True)
+            self.engine.clear_data()
+        return self._strategy.drain()
+
+    def _add_instrument(self, instrument_id: int) -> None:
+        self.engine.add_instrument(mnq_contract(instrument_id))
+        self._instruments.add(int(instrument_id))
+
+    @property
+    def rejections(self) -> list[str]:
+        """Orders Nautilus refused (its RiskEngine or the venue), with the reason it gave."""
+        return list(self._strategy.rejections)
+
+    def balance_usd(self) -> float:
+        """The venue account's cash balance (commissions and realised PnL booked)."""
+
+        return float(self.engine.portfolio.account(Venue(VENUE)).balance_total(USD).as_double())
+
+    def close(self) -> None:
+        if not self._ended:
+            self.engine.end()
+            self._ended = True
+        self.engine.dispose()
+
+
+class _OrderRouter(Strategy):
+    """Hands Phoenix's orders to the venue and collects what comes back; it decides nothing itself."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(StrategyConfig(strategy_id=f"PHOENIX-{name.upper()}"))
+        self._fills: list[VenueFill] = []
+        self.rejections: list[str] = []
+
+    def market(self, nid: InstrumentId, quantity: int, client_order_id: str) -> None:
+        side = OrderSide.BUY if quantity > 0 else OrderSide.SELL
+        order = self.order_factory.market(
+            nid, side, Quantity.from_int(abs(quantity)), client_order_id=ClientOrderId(client_order_id)
+        )
+        self.submit_order(order)
+
+    def on_order_filled(self, event: OrderFilled) -> None:
+        qty = int(event.last_qty.as_double())
+        self._fills.append(
+            VenueFill(
+                trade_id=str(event.trade_id),
+                client_order_id=str(event.client_order_id),
+                instrument_id=int(event.instrument_id.symbol.value),
+                quantity=qty if event.order_side == OrderSide.BUY else -qty,
+                price=float(event.last_px.as_decimal()),  # as_double is off by ~1e-12
+                commission_usd=float(event.commission.as_double()),
+                ts_ns=int(event.ts_event),
+            )
+        )
+
+    def on_order_denied(self, event: OrderDenied) -> None:
+        self.rejections.append(f"{event.client_order_id}: denied: {event.reason}")
+
+    def on_order_rejected(self, event: OrderRejected) -> None:
+        self.rejections.append(f"{event.client_order_id}: rejected: {event.reason}")
+
+    def drain(self) -> list[VenueFill]:
+        out, self._fills = self._fills, []
+        return out

@@ -1,0 +1,342 @@
+"""Paper trading: MBP-10 records in arrival order -> the batch path's bars and features -> the policy at each
+bar close -> Phoenix's risk engine -> the order journal -> a NautilusTrader venue -> fills, equity, the track
+record in Delta.
+
+Timeline of one bar (the env's, `phoenix_rl.env.trading_env`): minute m closes when the first record of minute m+1
+arrives (`LiveBars`); at that moment the feature row of bar m is computed (`LiveFeatures`, bit for bit the
+batch `features_1m`), the policy sees the same observation the env would build (`observation_rows`,
+`agent_state`, the same forced-flat rules with the newest bar not being the data's end), the target passes
+`RiskEngine.check_order` against the book at that record, is journaled (Delta merge keyed on the client order
+id) and only then submitted; the venue fills it at the next tradeable book, never at bar m's close.
+
+Latency is wall-clock from the bar-closing record's arrival in `on_records` to the decision (policy output)
+and to the order being handed to the venue (journal commit included): the two legs of record -> decision ->
+order. A replay runs faster than real time; the latencies are the loop's own, not the replay's clock.
+
+Equity is marked at each bar close from the venue's fills: (cash + position x close) x point value - fees.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from phoenix_assets.lib.features.quality import check_drift
+from phoenix_assets.lib.market import calendar as cal
+from phoenix_assets.lib.market.book_kernel import BookArrays
+from phoenix_assets.lib.market.live_bars import NS_PER_MINUTE, LiveBars, LiveFeatures
+from phoenix_assets.lib.schema import F_LAST, PRICE_SCALE, UNDEF_PRICE
+from phoenix_rl.config import EnvConfig
+from phoenix_rl.env.trading_env import agent_state, forced_flat, observation_rows, target_contracts
+from phoenix_rl.live.journal import OrderJournal, client_order_id
+from phoenix_rl.live.nautilus.venue import PaperVenue, VenueFill
+from phoenix_rl.live.risk import RiskEngine
+
+__all__ = ["PaperTrader"]
+
+Policy = Callable[[dict[str, np.ndarray]], Any]
+
+
+def _session_minute(ts: str) -> pl.Expr:
+    """Minutes since the 17:00 America/Chicago open (0..1379 in continuous trading)."""
+    ct = pl.col(ts).dt.convert_time_zone("America/Chicago")
+    return ((ct.dt.hour().cast(pl.Int32) * 60 + ct.dt.minute() - 17 * 60) % 1440).alias("_session_minute")
+
+
+def _utc(ns: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ns / 1e9, tz=dt.UTC)
+
+
+class PaperTrader:
+    """One strategy's live loop (module doc). Feed `on_records` in arrival order, then `close()`."""
+
+    def __init__(
+        self,
+        *,
+        policy: Policy,
+        env_config: EnvConfig,
+        bars: LiveBars,
+        features: LiveFeatures,
+        venue: PaperVenue,
+        risk: RiskEngine,
+        journal: OrderJournal,
+        strategy: str,
+        session_id: str,
+        capital_usd: float,
+        equity_start_usd: float = 0.0,
+        peak_start_usd: float = 0.0,
+        flush_every_bars: int = 60,
+        drift_reference: pl.DataFrame | None = None,
+        drift_every_bars: int = 60,
+        drift_psi_limit: float = 0.25,
+    ) -> None:
+        self.policy, self.cfg = policy, env_config
+        self.bars, self.features, self.venue, self.risk, self.journal = bars, features, venue, risk, journal
+        self.strategy, self.session_id, self.capital = strategy, session_id, capital_usd
+        self.flush_every = flush_every_bars
+        self.position = 0
+        self._entry = math.nan
+        self._held = 0
+        self._cash_points = 0.0  # -sum(quantity x price) of fills
+        self._fees = 0.0
+        self._equity_start = equity_start_usd  # a later day's trader carries the strategy's equity so far
+        self._peak = peak_start_usd
+        self._tail = pl.DataFrame()  # the last lookback + 1 feature rows: enough for the window and the gap rule
+        self._trade_date: dt.date | None = None
+        self._instrument = 0  # of the newest bar: orders are for it
+        self._last_ts = 0  # ts_recv of the newest record (the kill switch's and resume's time)
+        self._last_close = math.nan  # the newest bar close (the masked pre-open has none)
+        self._last_book: BookArrays | None = None  # the newest tradeable record: the end of stream fills there
+        self._bar_rows: list[dict] = []
+        self._events_seen = 0
+        self.fills: list[VenueFill] = []
+        # drift: the day's observed feature rows against the model's training rows (PSI, features_1m's check)
+        self._drift_columns = [*env_config.feature_columns, "warm"]
+        self._drift_reference = (
+            None if drift_reference is None else drift_reference.select(*self._drift_columns, _session_minute("ts"))
+        )
+        self._drift_every, self._drift_limit = drift_every_bars, drift_psi_limit
+        self._today: list[pl.DataFrame] = []
+        self._in_flight = 0  # contracts sent and not filled yet (a kill switch between send and fill)
+        self.resent = 0  # journaled before a restart: sent to the simulated venue again, not journaled twice
+
+    # --- the stream -------------------------------------------------------------------------------------
+
+    def on_records(self, arrays: BookArrays) -> None:
+        """Records in arrival order, any chunk size: each minute's first record closes the bars before it."""
+        n = len(arrays.ts_recv)
+        if n == 0:
+            return
+        minute = arrays.ts_recv.astype(np.int64) // NS_PER_MINUTE
+        cuts = [0, *(np.flatnonzero(np.diff(minute)) + 1).tolist(), n]
+        for start, stop in itertools.pairwise(cuts):
+            self._on_minute_piece(arrays.slice(start, stop))
+
+    def close(self) -> None:
+        """End of the stream: the open bar closes, the position is flattened at the last book, all is flushed."""
+        received = time.perf_counter_ns()
+        bars = self.bars.close()
+        if bars.height:
+            self._on_bars(bars, received, self._last_ts, final=True)
+        if self._last_book is not None:  # the last decision's order fills at the last book seen
+            self._on_fills(self.venue.on_records(self._last_book))
+        self.flush()
+
+    @property
+    def equity_usd(self) -> float:
+        """Equity marked at the last bar close (flat at the end of a day: realised)."""
+        return self._equity(self._last_close)
+
+    @property
+    def peak_usd(self) -> float:
+        return self._peak
+
+    def kill_switch(self, who: str) -> None:
+        """Halt and flatten now, whatever the state, book or order rate (the order goes out at the next book)."""
+        ts = self._last_ts
+        decision = self.risk.kill_switch(ts, self.position + self._in_flight, who)  # an unfilled order too
+        if decision.quantity:
+            self._send(ts, _utc(ts), decision.quantity, "kill", decision.reason)
+
+    def resume(self, who: str) -> None:
+        """A person lifts REDUCING/HALTED (recorded with who did it)."""
+        self.risk.resume(self._last_ts, who)
+
+    def flush(self, compact: bool = True) -> None:
+        """Write the buffered bars and the new risk events to the journal (one Delta commit each), then compact
+        the journal (its merges read every file: latency would grow with every order sent)."""
+        self.journal.record_bars(self._bar_rows)
+        self._bar_rows = []
+        events = self.risk.events[self._events_seen :]
+        self.journal.record_risk_events(
+            [
+                {
+                    "session_id": self.session_id,
+                    "strategy": self.strategy,
+                    "ts": _utc(ts),
+                    "trade_date": self._trade_date or _utc(ts).date(),
+                    "state": str(state),
+                    "reason": reason,
+                }
+                for ts, state, reason in events
+            ]
+        )
+        self._events_seen += len(events)
+        if compact:
+            self.journal.compact()
+
+    # --- one minute -------------------------------------------------------------------------------------
+
+    def _on_minute_piece(self, piece: BookArrays) -> None:
+        received = time.perf_counter_ns()
+        head, rest = piece.slice(0, 1), piece.slice(1, len(piece.ts_recv))
+        now = int(piece.ts_recv[0])
+        self._books(head)
+        bars = self.bars.on_records(head)  # a new minute's first record closes the minutes before it
+        if bars.height:
+            self._on_bars(bars, received, now, final=False)
+        self._on_fills(self.venue.on_records(piece))  # orders just sent fill at the first tradeable book
+        if len(rest.ts_recv):
+            self.bars.on_records(rest)
+            self._books(rest)
+        self._last_ts = int(piece.ts_recv[-1])
+        last = np.flatnonzero((piece.flags & F_LAST) != 0)
+        if len(last):
+            self._last_book = piece.slice(int(last[-1]), int(last[-1]) + 1)
+
+    def _books(self, arrays: BookArrays) -> None:
+        """Tell the risk engine about the tradeable books (vectorised: gaps, then the newest book's state)."""
+        last = np.flatnonzero((arrays.flags & F_LAST) != 0)
+        if not len(last):
+            return
+        ts = arrays.ts_recv[last].astype(np.int64)
+        bid, ask = arrays.bid_px[last, 0], arrays.ask_px[last, 0]
+        bid = np.where(bid == UNDEF_PRICE, np.nan, bid / PRICE_SCALE)
+        ask = np.where(ask == UNDEF_PRICE, np.nan, ask / PRICE_SCALE)
+        day = cal.trade_date_of(int(ts[0]))
+        in_session = cal.in_continuous_session(ts, day) if day else np.zeros(len(ts), dtype=bool)
+        self.risk.on_books(ts, bid, ask, in_session)
+
+    def _on_bars(self, bars: pl.DataFrame, received: int, now: int, *, final: bool) -> None:
+        rows = self.features.on_bars(bars)
+        for bar in bars.iter_rows(named=True):  # one bar per minute; several only after a silent minute
+            self._on_bar(bar, rows, received, now, final)
+        if len(self._bar_rows) >= self.flush_every:
+            self.flush()
+
+    def _on_bar(self, bar: dict, rows: pl.DataFrame, received: int, now: int, final: bool) -> None:
+        bar_ts: dt.datetime = bar["ts"]
+        trade_date: dt.date = bar["trade_date"]
+        self._instrument = int(bar["instrument_id"])
+        if bar["close"] is not None and math.isfinite(bar["close"]):  # the masked (crossed) pre-open has none
+            self._last_close = float(bar["close"])
+        close = self._last_close
+        if self._trade_date != trade_date:
+            if self._trade_date is not None:
+                self.risk.reset_day(now, self._equity(close))
+            self._trade_date = trade_date
+            self._today = []
+        equity = self._equity(close)
+        self._peak = max(self._peak, equity)
+        self.risk.on_equity(now, equity)
+        row = rows.filter(pl.col("ts") == bar_ts)
+        action, target, reason = math.nan, 0, ""
+        if row.height:
+            self._tail = pl.concat([self._tail, row]).tail(self.cfg.lookback + 1) if self._tail.height else row
+            self._watch_drift(row, now)
+            obs_rows, warm = observation_rows(self._tail, self.cfg)
+            flat = bool(forced_flat(self._tail, warm, self.cfg, data_ends=final)[0][-1])
+            window = np.zeros((self.cfg.lookback, obs_rows.shape[1]), dtype=np.float32)
+            window[-len(obs_rows[-self.cfg.lookback :]) :] = obs_rows[-self.cfg.lookback :]
+            obs = {"window": window, "agent": agent_state(self.position, self._entry, close, self._held, self.cfg)}
+            action = float(np.asarray(self.policy(obs), dtype=np.float64).reshape(-1)[0])
+            target = 0 if flat else int(target_contracts(action, self.cfg))
+        # outside the continuous session (no feature row) the target is flat: the env never holds over a halt
+        decided = time.perf_counter_ns()
+        holding = self.position + self._in_flight
+        decision = self.risk.check_order(now, holding, target)
+        sent_ms = math.nan
+        if decision.quantity:
+            self._send(now, bar_ts, decision.quantity, "decision", "policy")
+            sent_ms = (time.perf_counter_ns() - received) / 1e6
+            self.risk.on_latency(now, sent_ms)
+        if not decision.accepted:
+            reason = decision.reason
+        expected = holding + decision.quantity
+        self._held = 0 if expected == 0 else (self._held + 1 if expected * holding > 0 else 1)
+        self._bar_rows.append(
+            {
+                "session_id": self.session_id,
+                "strategy": self.strategy,
+                "bar_ts": bar_ts,
+                "trade_date": trade_date,
+                "instrument_id": int(bar["instrument_id"]),
+                "close": close,
+                "action": action,
+                "target": target,
+                "position": expected,
+                "capital_usd": self.capital,
+                "equity_usd": equity,
+                "drawdown_usd": self._peak - equity,
+                "risk_state": str(self.risk.state),
+                "risk_reason": self.risk.reason if self.risk.state != "ACTIVE" else "",
+                "order_reason": reason,
+                "latency_decision_ms": (decided - received) / 1e6,
+                "latency_order_ms": sent_ms,
+            }
+        )
+
+    def _watch_drift(self, row: pl.DataFrame, now: int) -> None:
+        """Every `drift_every_bars` bars: PSI of today's features against the training rows; a drifted
+        feature allows only exits (`RiskEngine.on_drift`)."""
+        if self._drift_reference is None:
+            return
+        self._today.append(row.select(*self._drift_columns, _session_minute("ts")))
+        if len(self._today) % self._drift_every:
+            return
+        today = pl.concat(self._today)
+        lo, hi = today["_session_minute"].min(), today["_session_minute"].max()
+        # the same minutes of the session in the training rows: intraday seasonality (the quiet open, the
+        # busy cash session) is not drift
+        reference = self._drift_reference.filter(pl.col("_session_minute").is_between(lo, hi))
+        outcome = check_drift(today.drop("_session_minute"), reference.drop("_session_minute"), self._drift_limit)
+        if not outcome.passed:
+            psi = outcome.metadata["psi"]
+            worst = ", ".join(f"{c} PSI {psi[c]:.2f}" for c in outcome.metadata["drifted"][:3])
+            self.risk.on_drift(now, f"{worst} (> {self._drift_limit} vs training)")
+
+    # --- orders and fills -------------------------------------------------------------------------------
+
+    def _send(self, now: int, bar_ts: dt.datetime, quantity: int, purpose: str, reason: str) -> None:
+        coid = client_order_id(self.strategy, bar_ts, purpose)
+        new = self.journal.record_order(
+            {
+                "client_order_id": coid,
+                "strategy": self.strategy,
+                "bar_ts": bar_ts,
+                "instrument_id": self._instrument,
+                "quantity": int(quantity),
+                "reason": reason,
+                "created_ts": dt.datetime.now(dt.UTC),
+            }
+        )
+        self.resent += not new  # a replay after a crash: the simulated venue needs the order again
+        self._in_flight += int(quantity)  # before the send: a kill switch landing in between counts it
+        self.venue.submit(self._instrument, int(quantity), coid)
+
+    def _on_fills(self, fills: list[VenueFill]) -> None:
+        for f in fills:
+            if self.position == 0 or (self.position > 0) != (f.quantity > 0):
+                self._entry = f.price if abs(f.quantity) > abs(self.position) else self._entry
+            elif self.position + f.quantity != 0:
+                self._entry = (self._entry * abs(self.position) + f.price * abs(f.quantity)) / abs(
+                    self.position + f.quantity
+                )
+            self.position += f.quantity
+            self._in_flight -= f.quantity
+            self._entry = math.nan if self.position == 0 else self._entry
+            self._cash_points -= f.quantity * f.price
+            self._fees += f.commission_usd
+            self.journal.record_fill(
+                {
+                    "trade_id": f"{f.client_order_id}:{f.trade_id}",  # stable across a replayed restart
+                    "client_order_id": f.client_order_id,
+                    "instrument_id": f.instrument_id,
+                    "quantity": f.quantity,
+                    "price": f.price,
+                    "commission_usd": f.commission_usd,
+                    "ts": _utc(f.ts_ns),
+                }
+            )
+        self.fills += fills
+
+    def _equity(self, close: float) -> float:
+        marked = self.position * close if self.position else 0.0
+        return self._equity_start + (self._cash_points + marked) * self.cfg.point_value - self._fees
