@@ -59,7 +59,7 @@ FOLDS: dict[str, Any] = {
     "test_months": 1,
     "n_folds": 3,
     "seeds": [1, 2, 3],
-    "workers": 1,  # as measured (on one core, README); --workers 2 on two free cores
+    "workers": 1,  # as measured (on one core, docs/research-protocol.md); --workers 2 on two free cores
 }
 ARMS = ["phase2_no_ofi", "phase2_ofi"]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -69,8 +69,8 @@ def build_bars_lake(strength: float, folder: Path, first: dt.date, last: dt.date
     """ofi_bars_1m of every trade date in [first, last] into `folder/lake`; days already there are skipped."""
     import databento
 
+    from phoenix_assets.lib import calendar as cal
     from phoenix_assets.lib.io.lake import Lake
-    from phoenix_assets.lib.market import calendar as cal
     from phoenix_assets.lib.market.bars import fit_stoikov_adjustment, ofi_bars_1m, seconds_frame
     from phoenix_assets.lib.market.book_kernel import arrays_from_dbn, book_ofi_1s
     from phoenix_assets.lib.market.microstructure import to_delta_arrow

@@ -11,6 +11,7 @@ from phoenix_assets.defs.microstructure.assets import book_snapshots_1s, ofi_bar
 from phoenix_assets.defs.model.assets import TRAINING_TAGS, backtests, evaluation_metrics, mamba_sac_model
 from phoenix_assets.defs.model.sagemaker import SageMakerResource
 from phoenix_assets.defs.ops.automation import landing_sensor, phoenix_automation, record_run_failure
+from phoenix_assets.defs.ops.dagster_internals import MULTIPROCESS_STEP_TARGET
 from phoenix_assets.defs.ops.retrain import retrain_sensor
 from phoenix_assets.defs.ops.run_health import run_worker_sweep
 from phoenix_assets.defs.ops.schedules import databento_daily, paper_daily
@@ -23,7 +24,8 @@ from phoenix_assets.lib.process_lifetime import die_with_dagster_step_parent
 # A step process of the multiprocess executor imports this module before running its step: from here on it
 # is SIGKILLed when its run process dies (kill -9 of `dagster asset materialize`), instead of committing
 # orphaned. A no-op in every other process that loads the definitions (lib/process_lifetime.py says why).
-die_with_dagster_step_parent()
+# A step process is recognised by the function Dagster runs in it (imported in defs/ops/dagster_internals.py).
+die_with_dagster_step_parent(MULTIPROCESS_STEP_TARGET)
 
 
 def resources() -> dict[str, dg.ConfigurableResource | dg.PipesSubprocessClient]:

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from phoenix_rl.env.rewards import RewardConfig
-from phoenix_rl.evaluation.windows import window_problems
+from phoenix_assets.lib.instrument import MNQ
+from phoenix_rl.windows import window_problems
 
-__all__ = ["DATA_BOUND_ENV_FIELDS", "ActionMode", "EnvConfig", "EpisodeMode", "TrainConfig"]
+__all__ = ["DATA_BOUND_ENV_FIELDS", "ActionMode", "EnvConfig", "EpisodeMode", "RewardConfig", "TrainConfig"]
 
 ActionMode = Literal["continuous", "deadband"]
 EpisodeMode = Literal["random", "whole"]
@@ -34,15 +34,41 @@ def _doc(default: Any, text: str) -> Any:
 
 
 @dataclass(frozen=True)
+class RewardConfig:
+    """Weights of the reward-shaping terms (phoenix_rl/env/rewards.py's module doc); every default leaves the plain
+    pnl reward unchanged."""
+
+    win_bonus: float = 0.0
+    loss_penalty: float = 0.0
+    hold_penalty: float = 0.0
+    hold_bars: int = 0
+    differential: Literal["sharpe", "sortino"] | None = None
+    eta: float = 0.01
+
+    def __post_init__(self) -> None:
+        for name in ("win_bonus", "loss_penalty", "hold_penalty"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"RewardConfig.{name} must be >= 0 (it is a magnitude), got {getattr(self, name)}")
+        if self.hold_bars < 0:
+            raise ValueError(f"RewardConfig.hold_bars must be >= 0, got {self.hold_bars}")
+        if self.differential not in (None, "sharpe", "sortino"):
+            raise ValueError(f"RewardConfig.differential must be None, 'sharpe' or 'sortino': {self.differential!r}")
+        if not 0 < self.eta <= 1:
+            raise ValueError(f"RewardConfig.eta (EMA rate of the differential ratios) must be in (0, 1]: {self.eta}")
+
+
+@dataclass(frozen=True)
 class EnvConfig:
     """Everything that shapes `MnqTradingEnv` (phoenix_rl/env/trading_env.py's module doc explains each rule)."""
 
     feature_columns: tuple[str, ...] = _doc((), "Observed feature columns; `train` sets them from the feature set")
     lookback: int = _doc(32, "Bars in the observation window (L)")
     max_contracts: int = 1
-    point_value: float = _doc(2.0, "$ per index point (MNQ)")
-    tick_size: float = _doc(0.25, "Index points per tick")
-    commission_per_side_usd: float = _doc(0.62, "$ per contract per side, incl. exchange/clearing/NFA fees")
+    point_value: float = _doc(MNQ.point_value, "$ per index point (MNQ)")
+    tick_size: float = _doc(MNQ.tick_size, "Index points per tick")
+    commission_per_side_usd: float = _doc(
+        MNQ.commission_per_side_usd, "$ per contract per side, incl. exchange/clearing/NFA fees"
+    )
     slippage_ticks_per_side: float = 1.0
     reward_scale: float = _doc(0.01, "reward = reward_scale * $ (0.01: rewards in units of $100)")
     turnover_penalty_usd: float = _doc(0.0, "Shaping: extra $ per contract traded (reward only, not equity)")

@@ -9,6 +9,8 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import polars as pl
 
+from phoenix_assets.lib.instrument import MNQ
+
 __all__ = ["synthetic_features"]
 
 
@@ -26,7 +28,7 @@ def synthetic_features(
 ) -> pl.DataFrame:
     """Sessions of 1-minute bars on consecutive trade dates, each ending at the scheduled 16:00 CT close (the
     session's last `bars_per_session` minutes; the env flattens before it as before a real halt), a random walk
-    on the 0.25 tick grid, N(0, 1) features, warm everywhere except each session's first 3 bars. When
+    on MNQ's tick grid, N(0, 1) features, warm everywhere except each session's first 3 bars. When
     `signal` is one of the columns, the next bar's return leans towards its sign (a learnable edge)."""
     rng = np.random.default_rng(seed)
     parts = []
@@ -40,8 +42,9 @@ def synthetic_features(
         drift = np.zeros(n)
         if signal in columns:
             drift[1:] = signal_strength * np.sign(feats[:-1, list(columns).index(signal)])
-        steps = np.round(rng.standard_normal(n) * 2 + drift) * 0.25
-        opens = price + np.concatenate([[0.0], np.cumsum(steps)[:-1]]) + np.round(rng.standard_normal(n)) * 0.25
+        tick = MNQ.tick_size
+        steps = np.round(rng.standard_normal(n) * 2 + drift) * tick
+        opens = price + np.concatenate([[0.0], np.cumsum(steps)[:-1]]) + np.round(rng.standard_normal(n)) * tick
         closes = price + np.cumsum(steps)
         price = float(closes[-1])
         frame = pl.DataFrame(

@@ -1,0 +1,1 @@
+"""Command lines: ./phoenix demo, paper and monitor (nothing imports them)."""

@@ -18,11 +18,12 @@ from typing import Any
 
 import dagster as dg
 import polars as pl
-from dagster._core.instance import InstanceRef
 
 from phoenix_assets.definitions import defs, resources
-from phoenix_assets.lib.market import calendar as cal
-from phoenix_rl.evaluation.windows import EvaluationWindows
+from phoenix_assets.defs.ops.dagster_internals import InstanceRef
+from phoenix_assets.lib import calendar as cal
+from phoenix_rl.evaluation.metrics import format_metric
+from phoenix_rl.windows import EvaluationWindows
 
 DEMO_START = dt.date(2024, 2, 26)
 DEMO_END = dt.date(2024, 3, 15)  # 15 trade dates; the synthetic contract rolls on 2024-03-15
@@ -205,11 +206,8 @@ def run_model(evaluation: EvaluationWindows, instance: dg.DagsterInstance, train
         lake = resources()["lake"].lake()
         metrics = lake.scan("evaluation_metrics").filter(pl.col("window") == "test").collect()
         latest = metrics.filter(pl.col("model_version") == metrics["model_version"].max())
-        cols = ["strategy", "total_return", "sortino", "max_drawdown_pct", "n_trades", "time_in_market", "total_cost"]
-        with pl.Config(tbl_rows=10, tbl_cols=10, tbl_hide_dataframe_shape=True):
-            print(f"test window {evaluation.test[0]}..{evaluation.test[1]} (held out), $10K capital, after costs:")
-            shown = latest.select(cols).sort("strategy").with_columns(pl.col("sortino").round(2).cast(pl.String))
-            print(shown.with_columns(pl.col("sortino").fill_null("n/a")))  # n/a: fewer days than min_days_for_ratios
+        print(f"test window {evaluation.test[0]}..{evaluation.test[1]} (held out), $10K capital, after costs:")
+        print("\n".join(metrics_table(latest)))
         print(learning_verdict(dict(zip(latest["strategy"], latest["total_return"], strict=True))))
         for mat in result.get_asset_materialization_events():
             png = mat.materialization.metadata.get("equity_png_test")
@@ -217,6 +215,38 @@ def run_model(evaluation: EvaluationWindows, instance: dg.DagsterInstance, train
                 print(f"equity curve of the test window (agent vs baselines): {png.value}")
     blocking = [c for c in checks if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR]
     return result.success and not blocking
+
+
+# The report's table: (header, evaluation_metrics column, scale, format). Returns, drawdown and time in market in %
+# (evaluation_metrics holds total_return and time_in_market as fractions, max_drawdown_pct in %), costs in $.
+TABLE_COLUMNS: tuple[tuple[str, str, float, str], ...] = (
+    ("return_%", "total_return", 100.0, "{:+.2f}"),
+    ("sortino", "sortino", 1.0, "{:.2f}"),  # n/a: fewer days than min_days_for_ratios
+    ("max_dd_%", "max_drawdown_pct", 1.0, "{:.2f}"),
+    ("n_trades", "n_trades", 1.0, "{:.0f}"),
+    ("in_mkt_%", "time_in_market", 100.0, "{:.1f}"),
+    ("cost_$", "total_cost", 1.0, "{:,.2f}"),
+)
+
+
+def _scaled(value: float | None, scale: float) -> float | None:
+    return None if value is None else value * scale
+
+
+def metrics_table(metrics: pl.DataFrame) -> list[str]:
+    """One line per strategy of `metrics` (evaluation_metrics rows), sorted by name, under a header: strategy
+    left-aligned, numbers right-aligned, each column as wide as its widest cell."""
+    rows = [
+        [row["strategy"], *(format_metric(_scaled(row[col], scale), fmt) for _, col, scale, fmt in TABLE_COLUMNS)]
+        for row in metrics.sort("strategy").iter_rows(named=True)
+    ]
+    header = ["strategy", *(name for name, *_ in TABLE_COLUMNS)]
+    widths = [max(len(cells[i]) for cells in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join([cells[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))])
+
+    return [line(header), line(["-" * w for w in widths]), *(line(cells) for cells in rows)]
 
 
 def learning_verdict(returns: dict[str, float]) -> str:

@@ -33,12 +33,12 @@ import polars as pl
 
 from feature_specs import FeatureCatalog, load_catalog
 from phoenix_assets.defs.resources import DatabentoResource, LakeResource
+from phoenix_assets.lib import calendar as cal
 from phoenix_assets.lib.features.compute import warmup_start
 from phoenix_assets.lib.io.artifacts import features_between, latest_regime_model, load_latest_model
 from phoenix_assets.lib.io.dbn_reader import inspect_dbn, iter_mbp10_arrays
 from phoenix_assets.lib.io.lake import Lake
 from phoenix_assets.lib.io.raw_reader import iter_raw_partition
-from phoenix_assets.lib.market import calendar as cal
 from phoenix_assets.lib.market.book_kernel import BookArrays, arrays_from_dbn, arrays_from_raw, arrays_from_records
 from phoenix_assets.lib.market.live_bars import NS_PER_MINUTE, LiveBars, LiveFeatures
 from phoenix_assets.lib.market.microstructure import (
@@ -160,6 +160,15 @@ def _symbol(lake: Lake, day: dt.date) -> str | None:
     return symbols[0] if symbols else None
 
 
+def risk_config(env_cfg: EnvConfig, latency_budget_ms: float) -> RiskConfig:
+    """The risk limits of a paper session in the model's contract terms: its env's max contracts and $ per point
+    (the env config the model was trained with; MNQ's when it stored none), so the notional limit measures the
+    same dollars the model's equity does."""
+    return RiskConfig(
+        max_position=env_cfg.max_contracts, point_value=env_cfg.point_value, latency_budget_ms=latency_budget_ms
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="./phoenix paper", description=__doc__.split("\n\n")[0])
     parser.add_argument("--start", type=dt.date.fromisoformat, help="first trade date (default: model's test window)")
@@ -205,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         end = args.end or dt.date.fromisoformat(tc["test_end"])
         source = raw_records(lake, cal.trade_dates_between(start, end))
     catalog, regimes = load_catalog(), latest_regime_model(lake)
-    # the drift monitor's reference: the feature rows the model was trained on (opt-in, README says why)
+    # the drift monitor's reference: the feature rows the model was trained on (opt-in, docs/paper-trading.md says why)
     drift: dict[str, Any] = {}
     if args.drift_psi_limit is not None:
         columns = ["ts", *env_cfg.feature_columns, "warm"]
@@ -245,9 +254,7 @@ def main(argv: list[str] | None = None) -> int:
                 bars=LiveBars(symbol=_symbol(lake, day), stoikov_table=_stoikov(lake, day)),
                 features=LiveFeatures(_history(lake, day, catalog), catalog, regimes),
                 venue=PaperVenue(capital_usd=capital, commission_per_side_usd=env_cfg.commission_per_side_usd),
-                risk=RiskEngine(
-                    RiskConfig(max_position=env_cfg.max_contracts, latency_budget_ms=args.latency_budget_ms)
-                ),
+                risk=RiskEngine(risk_config(env_cfg, args.latency_budget_ms)),
                 journal=journal,
                 strategy=args.strategy,
                 session_id=session,

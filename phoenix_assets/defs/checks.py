@@ -9,7 +9,7 @@ import warnings
 
 import dagster as dg
 
-from phoenix_assets.lib.ingest.raw_quality import CheckOutcome
+from phoenix_assets.lib.check_outcome import CheckOutcome
 
 CheckTable = dict[str, tuple[str, bool]]
 

@@ -1,4 +1,5 @@
-"""Partition definitions, declared once and imported by every stage."""
+"""Partition definitions, declared once and imported by every stage, and the automation conditions by which a
+partition follows its parents (attached in the asset decorators; `phoenix_automation` evaluates them)."""
 
 from __future__ import annotations
 
@@ -17,3 +18,32 @@ trade_date_partitions = dg.TimeWindowPartitionsDefinition(
 
 # One partition per calendar month: the unit users backfill features in.
 month_partitions = dg.MonthlyPartitionsDefinition(start_date="2020-12-01", timezone="America/Chicago", end_offset=1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Declarative automation conditions (attached in the asset decorators)
+# ---------------------------------------------------------------------------------------------------
+
+# eager() without its latest-time-window restriction: a file landing for a past trade date must
+# flow down too. Still waits for the parent partition to exist, nothing upstream in progress, and
+# the parent's blocking checks to have passed (or to run in the same run).
+FOLLOW_PARENT_PARTITION = (
+    dg.AutomationCondition.eager().without(dg.AutomationCondition.in_latest_time_window())
+    & dg.AutomationCondition.all_deps_blocking_checks_passed()
+).with_label("follow_parent_partition")
+
+_MODEL = dg.AssetSelection.assets("hmm_regime_model")
+
+# A month recomputes when a trade date of that month of ofi_bars_1m is updated. A refit of
+# hmm_regime_model does not trigger it (recomputing history after a refit is an explicit backfill);
+# the model must exist. Trade dates of the month that are missing (exchange holidays, days not
+# landed yet) do not block the month: it is recomputed as its days arrive. Checks are partitioned, so
+# `all_deps_blocking_checks_passed` would demand passed checks on every day of the month, missing days
+# included; the gate is upstream instead: a day whose blocking checks failed is never followed by its
+# own downstream (FOLLOW_PARENT_PARTITION), so it cannot update ofi_bars_1m and trigger the month.
+FOLLOW_MONTH_OF_DAYS = (
+    dg.AutomationCondition.any_deps_updated().ignore(_MODEL).since_last_handled()
+    & ~dg.AutomationCondition.any_deps_missing().allow(_MODEL)
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("follow_month_of_days")

@@ -16,8 +16,9 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from phoenix_assets.lib import calendar as cal
+from phoenix_assets.lib.instrument import MNQ
 from phoenix_assets.lib.io.lake import OBJECT_STORE_SCHEMES, Lake, normalize_lake_root
-from phoenix_assets.lib.market import calendar as cal
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,7 +57,7 @@ class LandingResource(dg.ConfigurableResource):
     path: str | None = Field(
         default=None, description="Landing folder; empty -> $PHOENIX_LANDING_DIR -> <repo>/landing"
     )
-    dataset: str = Field(default="GLBX.MDP3", description="Only files of this Databento dataset are ingested")
+    dataset: str = Field(default=MNQ.dataset, description="Only files of this Databento dataset are ingested")
 
     def folder(self) -> Path:
         folder = Path(_setting(self.path, "PHOENIX_LANDING_DIR", str(REPO_ROOT / "landing")) or ".")
@@ -101,8 +102,8 @@ class DatabentoResource(dg.ConfigurableResource):
         description="NAME of the environment variable holding the key; the key itself is never config, so it "
         "cannot end up in the run storage",
     )
-    dataset: str = "GLBX.MDP3"
-    symbols: list[str] = Field(default_factory=lambda: ["MNQ.v.0"])
+    dataset: str = MNQ.dataset
+    symbols: list[str] = Field(default_factory=lambda: [MNQ.continuous_symbol])
     stype_in: str = "continuous"
     max_cost_usd: float = Field(default=5.0, description="Refuse any single request estimated above this")
     gateway: str | None = Field(default=None, description="Historical gateway URL; empty -> Databento's default")
@@ -173,6 +174,6 @@ class DatabentoResource(dg.ConfigurableResource):
 class QualityThresholds(dg.ConfigurableResource):
     """Thresholds of the raw data-quality checks."""
 
-    tick_size: float = Field(default=0.25, description="Price grid of the instrument (MNQ/NQ/ES: 0.25)")
+    tick_size: float = Field(default=MNQ.tick_size, description="Price grid of the instrument (MNQ/NQ/ES: 0.25)")
     max_crossed_share: float = Field(default=0.001, description="Crossed/locked share of in-session book states")
     max_gap_minutes: float = Field(default=15.0, description="Longest allowed silence inside continuous trading")

@@ -6,7 +6,9 @@ STARTED forever. Linux can tie a child's life to its parent's: `prctl(PR_SET_PDE
 kernel SIGKILL the child when its parent dies. Two kinds of process set it on themselves:
 
 - a step process of Dagster's multiprocess executor (`die_with_dagster_step_parent`, called when the child
-  imports `phoenix_assets.definitions`): a `spawn` child whose target is Dagster's child-process wrapper.
+  imports `phoenix_assets.definitions`): a `spawn` child whose target is Dagster's child-process wrapper, the
+  function object that `phoenix_assets.defs.ops.dagster_internals` imports (MULTIPROCESS_STEP_TARGET) and
+  `phoenix_assets.definitions` passes in: if Dagster renames it, that import fails when the definitions load.
   Run workers that a code server spawns are deliberately left alone: the code server starts them from a
   gRPC worker thread (PDEATHSIG fires when the parent *thread* exits), and Dagster lets runs outlive a
   code-server reload; a dead run worker's run is failed by its code server, or by `run_worker_sweep`.
@@ -30,6 +32,7 @@ import multiprocessing
 import os
 import signal
 import sys
+from collections.abc import Callable
 
 __all__ = [
     "ORPHAN_EXIT_CODE",
@@ -43,7 +46,6 @@ __all__ = [
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 PARENT_PID_ENV = "PHOENIX_PARENT_PID"  # the launching process's pid, for children started with subprocess
 ORPHAN_EXIT_CODE = 70  # exit status of a child whose parent was already gone when it set the death signal
-_DAGSTER_STEP_TARGET = ("dagster._core.executor.child_process_executor", "_execute_command_in_child_process")
 
 
 def die_with_parent(parent_pid: int, sig: int = signal.SIGKILL) -> bool:
@@ -70,9 +72,13 @@ def die_with_parent_from_env(environ: dict[str, str] | os._Environ[str] = os.env
     return die_with_parent(int(value))
 
 
-def die_with_dagster_step_parent() -> bool:
+def die_with_dagster_step_parent(step_target: Callable[..., object]) -> bool:
     """In a step process of Dagster's multiprocess executor, die with the run process that started it; a
     no-op (False) in any other process (`dagster dev`, the daemon, code servers, run workers, tests).
+
+    `step_target` is the function the executor runs as the `multiprocessing.Process` target of a step process
+    (`phoenix_assets.defs.ops.dagster_internals.MULTIPROCESS_STEP_TARGET`): this process is a step process when
+    its own target is that function (the same object: a spawn child unpickles its target by module and name).
 
     A `spawn` or `fork` child knows the pid of the process that created it (`multiprocessing.parent_process`);
     a `forkserver` child's OS parent is the fork server (which exits when the run process does), so there
@@ -81,10 +87,19 @@ def die_with_dagster_step_parent() -> bool:
     if parent is None or parent.pid is None:
         return False
     target = getattr(multiprocessing.current_process(), "_target", None)
-    if (getattr(target, "__module__", None), getattr(target, "__name__", None)) != _DAGSTER_STEP_TARGET:
+    if target is None or not _same_function(target, step_target):
         return False
     forkserver = getattr(multiprocessing.current_process(), "_start_method", None) == "forkserver"
     return die_with_parent(os.getppid() if forkserver else parent.pid)
+
+
+def _same_function(a: object, b: object) -> bool:
+    """The same function: the same object, or (should its module have been imported twice) the same module and
+    qualified name."""
+    if a is b:
+        return True
+    names = [(getattr(f, "__module__", None), getattr(f, "__qualname__", None)) for f in (a, b)]
+    return None not in names[0] and names[0] == names[1]
 
 
 def pid_alive(pid: int) -> bool:

@@ -116,6 +116,7 @@ BAR_COLUMNS: list[str] = [
 
 # Delta tables under the lake root, one name each (`Lake.scan(name)`)
 RAW_TABLE = "raw_mbp10"
+RAW_ORDER = "record_index"  # sort by this to read a partition in feed order
 SECONDS_TABLE = "book_snapshots_1s"
 BARS_TABLE = "ofi_bars_1m"
 REGIMES_TABLE = "hmm_regimes"

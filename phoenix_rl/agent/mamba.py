@@ -19,9 +19,10 @@ log2(L) vectorised steps over the whole (batch, L, d_inner, d_state) tensor with
 unlike the closed form exp(S_t) * cumsum(exp(-S_s) b_s) with S the cumulative log-decay. A layer whose only consumer
 is the last step (the extractor's last layer) asks for y_{L-1} alone (`selective_scan_last`). The step's softplus
 runs inside the kernel (`delta_softplus`, as mamba_ssm's `selective_scan_fn`), and the conv + SiLU before the scan
-is one numba node as well (`causal_conv_silu`, `phoenix_rl.agent.kernels.conv`). Measured on the 2-core CPU (1 thread,
-medians; README, issue 12): the default extractor (L 32, d_model 32, d_state 16, 2 layers) at batch 64, forward
-6.2-6.7 ms and forward+backward 19-20 ms, against 24 / 77 ms with the Blelloch scan. `selective_scan_reference` is
+is one numba node as well (`causal_conv_silu`, `phoenix_rl.agent.kernels.conv`). Measured on the 2-core CPU
+(1 thread, medians; docs/rl-and-training.md, issue 12): the default extractor (L 32, d_model 32, d_state 16,
+2 layers) at batch 64, forward 6.2-6.7 ms and forward+backward 19-20 ms, against 24 / 77 ms with the Blelloch
+scan. `selective_scan_reference` is
 the plain per-step loop, used only by the tests.
 
 Parameter names and shapes equal `mamba_ssm.Mamba` (and `mambapy.mamba.MambaBlock`): in_proj.weight,

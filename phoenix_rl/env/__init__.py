@@ -1,0 +1,1 @@
+"""The MNQ trading environment (gymnasium) and its reward shaping."""

@@ -16,35 +16,12 @@ Bonus/penalty are constants per closed round trip (in reward units), not scaled 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
+
+from phoenix_rl.config import RewardConfig
 
 __all__ = ["RewardConfig", "RewardShaper", "differential_downside_ratio", "differential_sharpe"]
 
 _TINY = 1e-12
-
-
-@dataclass(frozen=True)
-class RewardConfig:
-    """Weights of the shaping terms (module doc); every default leaves the plain pnl reward unchanged."""
-
-    win_bonus: float = 0.0
-    loss_penalty: float = 0.0
-    hold_penalty: float = 0.0
-    hold_bars: int = 0
-    differential: Literal["sharpe", "sortino"] | None = None
-    eta: float = 0.01
-
-    def __post_init__(self) -> None:
-        for name in ("win_bonus", "loss_penalty", "hold_penalty"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"RewardConfig.{name} must be >= 0 (it is a magnitude), got {getattr(self, name)}")
-        if self.hold_bars < 0:
-            raise ValueError(f"RewardConfig.hold_bars must be >= 0, got {self.hold_bars}")
-        if self.differential not in (None, "sharpe", "sortino"):
-            raise ValueError(f"RewardConfig.differential must be None, 'sharpe' or 'sortino': {self.differential!r}")
-        if not 0 < self.eta <= 1:
-            raise ValueError(f"RewardConfig.eta (EMA rate of the differential ratios) must be in (0, 1]: {self.eta}")
 
 
 def differential_sharpe(r: float, a_prev: float, b_prev: float, eta: float) -> tuple[float, float, float]:

@@ -40,14 +40,14 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from phoenix_assets.lib import calendar as cal
 from phoenix_assets.lib.io.lake import Lake, MissingUpstreamError
-from phoenix_assets.lib.market import calendar as cal
 from phoenix_assets.lib.schema import (
     PAPER_BARS_TABLE,
     PAPER_FILLS_TABLE,
@@ -347,10 +347,15 @@ def track_record(report: pl.DataFrame, days: int) -> pl.DataFrame:
 class GateThresholds:
     """Go-live criteria (issue 14): two weeks of paper trading that a live account could have survived."""
 
-    days: int = 10  # trade dates of paper history judged, and the least needed
-    min_sortino: float = 2.0
-    max_drawdown_pct: float = 5.0  # of capital, over the period
-    min_win_rate: float = 0.55  # of round trips
+    days: int = field(
+        default=10,
+        metadata={"doc": "Trade dates judged (the strategy's latest in paper_daily_report), and the least needed"},
+    )
+    min_sortino: float = field(default=2.0, metadata={"doc": "Sortino of the daily returns (sqrt(252)) must be above"})
+    max_drawdown_pct: float = field(
+        default=5.0, metadata={"doc": "Max drawdown over the period, % of capital, must be below"}
+    )
+    min_win_rate: float = field(default=0.55, metadata={"doc": "Share of winning round trips must be above"})
 
 
 @dataclass(frozen=True)

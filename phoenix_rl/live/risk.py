@@ -25,6 +25,8 @@ from enum import StrEnum
 
 import numpy as np
 
+from phoenix_assets.lib.instrument import MNQ
+
 __all__ = ["OrderDecision", "RiskConfig", "RiskEngine", "TradingState"]
 
 NS_PER_S = 1_000_000_000
@@ -42,7 +44,7 @@ class RiskConfig:
 
     max_position: int = 2  # contracts, either side
     max_notional_usd: float = 150_000.0  # |position| x price x point_value after the order
-    point_value: float = 2.0  # MNQ: $2 per index point
+    point_value: float = MNQ.point_value  # $ per index point; paper trading takes the model env's
     max_daily_loss_usd: float = 500.0  # realised + unrealised since the trade date began -> HALTED
     max_drawdown_usd: float = 1_000.0  # from the equity peak -> HALTED
     max_orders_per_second: int = 5  # order-rate throttle (flattening orders are exempt)

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from phoenix_assets.lib import calendar as cal
 from phoenix_assets.lib.features.quality import check_drift
-from phoenix_assets.lib.market import calendar as cal
 from phoenix_assets.lib.market.book_kernel import BookArrays
 from phoenix_assets.lib.market.live_bars import NS_PER_MINUTE, LiveBars, LiveFeatures
 from phoenix_assets.lib.schema import F_LAST, PRICE_SCALE, UNDEF_PRICE
@@ -77,6 +77,11 @@ class PaperTrader:
         drift_every_bars: int = 60,
         drift_psi_limit: float = 0.25,
     ) -> None:
+        if risk.config.point_value != env_config.point_value:
+            raise ValueError(
+                f"PaperTrader: the risk engine's point_value {risk.config.point_value} differs from the env's "
+                f"{env_config.point_value}: build its RiskConfig with point_value=env_config.point_value"
+            )
         self.policy, self.cfg = policy, env_config
         self.bars, self.features, self.venue, self.risk, self.journal = bars, features, venue, risk, journal
         self.strategy, self.session_id, self.capital = strategy, session_id, capital_usd

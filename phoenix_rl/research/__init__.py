@@ -1,0 +1,1 @@
+"""The research protocol: walk-forward folds and ablations, selection-bias statistics, hyper-parameter search."""

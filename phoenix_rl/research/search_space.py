@@ -14,8 +14,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from phoenix_rl.config import TrainConfig
-from phoenix_rl.env.rewards import RewardConfig
+from phoenix_rl.config import RewardConfig, TrainConfig
 
 if TYPE_CHECKING:
     import optuna

@@ -33,8 +33,8 @@ from phoenix_rl.config import EnvConfig, TrainConfig
 from phoenix_rl.evaluation.backtest import BacktestResult, run_backtest
 from phoenix_rl.evaluation.baselines import TunedOfiRule, run_baselines, tune_ofi_rule
 from phoenix_rl.evaluation.metrics import compute_metrics
-from phoenix_rl.evaluation.windows import EvaluationWindows
 from phoenix_rl.train.pool import job_result, training_pool
+from phoenix_rl.windows import EvaluationWindows
 
 __all__ = [
     "Fold",

@@ -10,8 +10,7 @@ from pydantic import Field
 from feature_specs import load_catalog
 from phoenix_assets.defs.checks import CheckTable, check_results, check_specs
 from phoenix_assets.defs.microstructure.assets import ofi_bars_1m
-from phoenix_assets.defs.ops.automation import FOLLOW_MONTH_OF_DAYS
-from phoenix_assets.defs.partitions import month_partitions
+from phoenix_assets.defs.partitions import FOLLOW_MONTH_OF_DAYS, month_partitions
 from phoenix_assets.defs.resources import LakeResource
 from phoenix_assets.lib.features import quality as fq
 from phoenix_assets.lib.features.compute import compute_features, predictive_figures, warmup_start

@@ -15,8 +15,8 @@ from phoenix_assets.defs.resources import (
     LandingResource,
     QualityThresholds,
 )
+from phoenix_assets.lib.check_outcome import CheckOutcome
 from phoenix_assets.lib.ingest.raw_ingest import ingest_partition, reject_unreadable, select_files
-from phoenix_assets.lib.ingest.raw_quality import CheckOutcome
 from phoenix_assets.lib.io.dbn_reader import scan_dbn_files
 from phoenix_assets.lib.schema import RAW_MBP10_SCHEMA, RAW_TABLE
 

@@ -13,6 +13,7 @@ import pyarrow.dataset as pads
 from phoenix_assets.defs.checks import CheckTable, check_results, check_specs
 from phoenix_assets.defs.partitions import trade_date_partitions
 from phoenix_assets.defs.resources import QualityThresholds
+from phoenix_assets.lib.check_outcome import CheckOutcome
 from phoenix_assets.lib.ingest import raw_quality as q
 from phoenix_assets.lib.ingest.raw_ingest import IngestStats
 
@@ -34,7 +35,7 @@ class RawDataRejected(ValueError):
     """The staged partition failed a blocking check; nothing was committed."""
 
 
-def raw_outcomes(part: q.RawPartition, stats: IngestStats, thresholds: QualityThresholds) -> dict[str, q.CheckOutcome]:
+def raw_outcomes(part: q.RawPartition, stats: IngestStats, thresholds: QualityThresholds) -> dict[str, CheckOutcome]:
     return {
         "schema": q.check_schema(part),
         "non_empty": q.check_non_empty(part),
@@ -48,7 +49,7 @@ def raw_outcomes(part: q.RawPartition, stats: IngestStats, thresholds: QualityTh
 
 
 def raw_gate(
-    trade_date: dt.date, thresholds: QualityThresholds, outcomes: dict[str, q.CheckOutcome]
+    trade_date: dt.date, thresholds: QualityThresholds, outcomes: dict[str, CheckOutcome]
 ) -> Callable[[pads.Dataset, IngestStats], None]:
     """The pre-commit gate: evaluate every check on the staged files, refuse them if a blocking one fails.
 
@@ -69,5 +70,5 @@ def raw_gate(
     return gate
 
 
-def raw_check_results(outcomes: dict[str, q.CheckOutcome]) -> list[dg.AssetCheckResult]:
+def raw_check_results(outcomes: dict[str, CheckOutcome]) -> list[dg.AssetCheckResult]:
     return check_results(ASSET, RAW_CHECKS, outcomes)

@@ -9,39 +9,33 @@ import datetime as dt
 import dagster as dg
 from pydantic import Field
 
+from phoenix_assets.defs.config import config_from_dataclass
 from phoenix_assets.defs.partitions import trade_date_partitions
 from phoenix_assets.defs.resources import LandingResource
-from phoenix_assets.lib.synthetic.market import SyntheticMarketConfig, write_day
+from phoenix_assets.lib.synthetic.market import DEMO_MARKET, SyntheticMarketConfig, write_day
 
-_DEFAULT = SyntheticMarketConfig()
+_MarketSettings = config_from_dataclass(
+    "MarketSettings",
+    SyntheticMarketConfig,
+    "phoenix_assets.lib.synthetic.market.SyntheticMarketConfig, defaults of DEMO_MARKET",
+    only=("seed", "records_per_day", "ofi_strength", "flow_halflife_s"),
+    defaults=DEMO_MARKET,
+)
 
 
-class SyntheticMarketRunConfig(dg.Config):
-    """Launchpad mirror of `SyntheticMarketConfig` (the generator's own dataclass). Its defaults are the embedded
-    default market of `./phoenix demo`: busier than the generator's and with a minutes-long planted edge that
-    pays a round trip's costs, so an agent has something real to learn (`ofi_strength=0` is the control)."""
+class SyntheticMarketRunConfig(_MarketSettings):  # type: ignore[misc,valid-type]
+    """Launchpad mirror of `SyntheticMarketConfig` (the generator's own dataclass: fields and descriptions). Its
+    defaults are `DEMO_MARKET`, the embedded default market of `./phoenix demo` (`ofi_strength=0` is the
+    control); the generator's other fields keep their defaults."""
 
-    seed: int = _DEFAULT.seed
-    records_per_day: int = Field(
-        default=200_000, description="Approximate records per trade date (enough that no in-session minute is empty)"
-    )
-    ofi_strength: float = Field(default=0.5, description="Planted OFI -> future mid link; 0 = none")
-    flow_halflife_s: float = Field(
-        default=300.0,
-        description="Half-life of the order flow that drives the planted link: minutes-long, so a 1-minute bar's "
-        "OFI predicts the next minutes' drift by more than a round trip costs (a tradeable edge)",
-    )
-    roll_date: str | None = Field(
-        default=_DEFAULT.roll_date.isoformat() if _DEFAULT.roll_date else None,
-        description="Trade dates from this one on trade the next contract (new instrument_id)",
+    roll_date: str | None = Field(  # an ISO date: Dagster config has no date type
+        default=DEMO_MARKET.roll_date.isoformat() if DEMO_MARKET.roll_date else None,
+        description=SyntheticMarketConfig.__dataclass_fields__["roll_date"].metadata["doc"],
     )
 
     def market(self) -> SyntheticMarketConfig:
         return SyntheticMarketConfig(
-            seed=self.seed,
-            records_per_day=self.records_per_day,
-            ofi_strength=self.ofi_strength,
-            flow_halflife_s=self.flow_halflife_s,
+            **self.model_dump(exclude={"roll_date"}),
             roll_date=dt.date.fromisoformat(self.roll_date) if self.roll_date else None,
         )
 

@@ -8,10 +8,9 @@ from pydantic import Field
 
 from phoenix_assets.defs.checks import CheckTable, check_results, check_specs
 from phoenix_assets.defs.ingest.assets import raw_mbp10
-from phoenix_assets.defs.ops.automation import FOLLOW_PARENT_PARTITION
-from phoenix_assets.defs.partitions import trade_date_partitions
+from phoenix_assets.defs.partitions import FOLLOW_PARENT_PARTITION, trade_date_partitions
 from phoenix_assets.defs.resources import LakeResource
-from phoenix_assets.lib.ingest.raw_quality import CheckOutcome
+from phoenix_assets.lib.check_outcome import CheckOutcome
 from phoenix_assets.lib.market import bars as bar_lib
 from phoenix_assets.lib.market import microstructure as ms
 from phoenix_assets.lib.schema import BARS_TABLE, RAW_TABLE, SECONDS_TABLE

@@ -11,43 +11,14 @@ and `MambaSacConfig.to_train_config()` is that same dict read by `TrainConfig.fr
 fields (`DATA_BOUND_ENV_FIELDS`: the feature columns and the warm column) are set by `train`, not configured.
 """
 
-import dataclasses
-import typing
-from typing import Any, Literal
+from typing import Literal
 
-import dagster as dg
-import pydantic
 from pydantic import Field
 
+from phoenix_assets.defs.config import config_from_dataclass
 from phoenix_rl.config import DATA_BOUND_ENV_FIELDS, EnvConfig, TrainConfig
 
-__all__ = ["EnvSettings", "MambaSacConfig", "config_from_dataclass"]
-
-
-def config_from_dataclass(
-    name: str,
-    source: type,
-    doc: str,
-    exclude: tuple[str, ...] = (),
-    nested: dict[str, type[dg.Config]] | None = None,
-) -> type[dg.Config]:
-    """A `dg.Config` subclass with one field per field of the dataclass `source` (same name, type, default or
-    default factory, `metadata["doc"]` as description), minus `exclude`; fields named in `nested` take that
-    config class instead (its defaults, through its own default factory)."""
-    nested = nested or {}
-    hints = typing.get_type_hints(source)
-    fields: dict[str, Any] = {}
-    for f in dataclasses.fields(source):
-        if f.name in exclude:
-            continue
-        desc = f.metadata.get("doc")
-        if f.name in nested:
-            fields[f.name] = (nested[f.name], Field(default_factory=nested[f.name], description=desc))
-        elif f.default_factory is not dataclasses.MISSING:
-            fields[f.name] = (hints[f.name], Field(default_factory=f.default_factory, description=desc))
-        else:
-            fields[f.name] = (hints[f.name], Field(default=f.default, description=desc))
-    return pydantic.create_model(name, __base__=dg.Config, __doc__=doc, __module__=__name__, **fields)
+__all__ = ["EnvSettings", "MambaSacConfig"]
 
 
 EnvSettings = config_from_dataclass(

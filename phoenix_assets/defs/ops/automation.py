@@ -6,7 +6,7 @@
   already in the folder as new (a folder holding years of files becomes years of runs): start it in
   the UI or with `dagster sensor start landing_sensor` once the folder holds what you mean to ingest.
 - `phoenix_automation` (default RUNNING): declarative automation. `book_snapshots_1s` and
-  `ofi_bars_1m` follow their parent trade date by trade date (`FOLLOW_PARENT_PARTITION`);
+  `ofi_bars_1m` follow their parent trade date by trade date (`FOLLOW_PARENT_PARTITION`, defs/partitions.py);
   `hmm_regimes` and `features_1m` follow `ofi_bars_1m` month by month (`FOLLOW_MONTH_OF_DAYS`).
   `hmm_regime_model` has no condition: its training window is an explicit choice, never refit
   automatically. Starting the sensor requests nothing by itself (the first evaluation only records
@@ -53,36 +53,8 @@ import dagster as dg
 
 from phoenix_assets.defs.partitions import trade_date_partitions
 from phoenix_assets.defs.resources import LandingResource
+from phoenix_assets.lib import calendar as cal
 from phoenix_assets.lib.io.dbn_reader import DbnFileError, DbnFileInfo, iter_mbp10_arrays, scan_dbn_files
-from phoenix_assets.lib.market import calendar as cal
-
-# ---------------------------------------------------------------------------------------------------
-# Declarative automation conditions (attached in the asset decorators)
-# ---------------------------------------------------------------------------------------------------
-
-# eager() without its latest-time-window restriction: a file landing for a past trade date must
-# flow down too. Still waits for the parent partition to exist, nothing upstream in progress, and
-# the parent's blocking checks to have passed (or to run in the same run).
-FOLLOW_PARENT_PARTITION = (
-    dg.AutomationCondition.eager().without(dg.AutomationCondition.in_latest_time_window())
-    & dg.AutomationCondition.all_deps_blocking_checks_passed()
-).with_label("follow_parent_partition")
-
-_MODEL = dg.AssetSelection.assets("hmm_regime_model")
-
-# A month recomputes when a trade date of that month of ofi_bars_1m is updated. A refit of
-# hmm_regime_model does not trigger it (recomputing history after a refit is an explicit backfill);
-# the model must exist. Trade dates of the month that are missing (exchange holidays, days not
-# landed yet) do not block the month: it is recomputed as its days arrive. Checks are partitioned, so
-# `all_deps_blocking_checks_passed` would demand passed checks on every day of the month, missing days
-# included; the gate is upstream instead: a day whose blocking checks failed is never followed by its
-# own downstream (FOLLOW_PARENT_PARTITION), so it cannot update ofi_bars_1m and trigger the month.
-FOLLOW_MONTH_OF_DAYS = (
-    dg.AutomationCondition.any_deps_updated().ignore(_MODEL).since_last_handled()
-    & ~dg.AutomationCondition.any_deps_missing().allow(_MODEL)
-    & ~dg.AutomationCondition.any_deps_in_progress()
-    & ~dg.AutomationCondition.in_progress()
-).with_label("follow_month_of_days")
 
 phoenix_automation = dg.AutomationConditionSensorDefinition(
     "phoenix_automation",

@@ -50,6 +50,7 @@ import dagster as dg
 import polars as pl
 
 from phoenix_assets.defs.model.assets import TRAINING_TAGS
+from phoenix_assets.defs.ops.dagster_internals import AssetCheckExecutionRecordStatus, PartitionKeyFilter
 from phoenix_assets.defs.resources import LakeResource
 from phoenix_assets.lib.io.lake import Lake
 from phoenix_assets.lib.schema import FEATURES_TABLE, SAC_MODEL_DIR
@@ -211,9 +212,6 @@ def feature_trade_dates(lake: Lake, newest_month: dt.date) -> list[dt.date]:
 
 def _drift_failed(instance: dg.DagsterInstance, month_key: str) -> bool:
     """The latest evaluation of drift_vs_training on a month partition failed."""
-    from dagster._core.event_api import PartitionKeyFilter
-    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
-
     history = instance.event_log_storage.get_asset_check_execution_history(
         DRIFT_CHECK, limit=1, partition_filter=PartitionKeyFilter(key=month_key)
     )

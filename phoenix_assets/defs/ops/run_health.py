@@ -17,8 +17,8 @@ is never failed); `dagster/max_runtime_seconds` on a run bounds that case too.
 from __future__ import annotations
 
 import dagster as dg
-from dagster._core.events import JobFailureData, RunFailureReason
 
+from phoenix_assets.defs.ops.dagster_internals import JobFailureData, RunFailureReason
 from phoenix_assets.lib.process_lifetime import pid_alive
 
 __all__ = ["fail_runs_with_dead_workers", "run_worker_sweep"]

@@ -5,12 +5,12 @@ Trade date D ends at 16:00 CT on D; at 17:30 CT the schedule requests partition 
 `DATABENTO_API_KEY`, and the embedded demo runs on synthetic data. The run key is the trade date, so a
 re-evaluated tick never downloads twice; the run tag `phoenix/source=databento` is held to one run at
 a time by dagster.yaml (one download stream against the API). Backfills of older dates use the same
-job with `source: databento` (README). Exchange holidays are not modelled (Monday-Friday).
+job with `source: databento` (docs/operations.md). Exchange holidays are not modelled (Monday-Friday).
 """
 
 import dagster as dg
 
-from phoenix_assets.lib.market import calendar as cal
+from phoenix_assets.lib import calendar as cal
 
 DATABENTO_TAGS = {"phoenix/source": "databento", "phoenix/trigger": "databento_daily"}
 

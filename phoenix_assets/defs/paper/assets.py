@@ -10,9 +10,10 @@ import polars as pl
 from pydantic import Field
 
 from phoenix_assets.defs.checks import CheckTable, check_results, check_specs
+from phoenix_assets.defs.config import config_from_dataclass
 from phoenix_assets.defs.partitions import trade_date_partitions
 from phoenix_assets.defs.resources import LakeResource
-from phoenix_assets.lib.ingest.raw_quality import CheckOutcome
+from phoenix_assets.lib.check_outcome import CheckOutcome
 from phoenix_assets.lib.io.lake import MissingUpstreamError
 from phoenix_assets.lib.schema import PAPER_BARS_TABLE, PAPER_REPORT_TABLE, PAPER_TRACK_RECORD_TABLE
 from phoenix_rl.live import report as pr
@@ -76,19 +77,18 @@ def paper_daily_report(context: dg.AssetExecutionContext, lake: LakeResource) ->
     )
 
 
-class PaperGateConfig(dg.Config):
+_GateSettings = config_from_dataclass(
+    "GateSettings", pr.GateThresholds, "phoenix_rl.live.report.GateThresholds: the go-live criteria"
+)
+
+
+class PaperGateConfig(_GateSettings):  # type: ignore[misc,valid-type]
+    """The go-live thresholds (fields and defaults from `GateThresholds`, the one definition) and the strategy."""
+
     strategy: str = Field(default="agent", description="go_live_gate judges this strategy's paper track record")
-    days: int = Field(
-        default=10, description="Trade dates judged (the strategy's latest in paper_daily_report), and the least needed"
-    )
-    min_sortino: float = Field(default=2.0, description="Sortino of the daily returns (sqrt(252)) must be above")
-    max_drawdown_pct: float = Field(
-        default=5.0, description="Max drawdown over the period, % of capital, must be below"
-    )
-    min_win_rate: float = Field(default=0.55, description="Share of winning round trips must be above")
 
     def thresholds(self) -> pr.GateThresholds:
-        return pr.GateThresholds(self.days, self.min_sortino, self.max_drawdown_pct, self.min_win_rate)
+        return pr.GateThresholds(**self.model_dump(exclude={"strategy"}))
 
 
 def gate_outcome(record: pl.DataFrame, config: PaperGateConfig) -> CheckOutcome:

@@ -3,7 +3,7 @@
 Thin: load the feature rows of the configured windows, run (or resume) the study, retrain the best trial and
 score it once on the test window, then report the selection statistics (deflated Sharpe ratio, PBO) and
 Optuna's plots. Trials run in this step process; more workers can join the same study from other processes
-or machines with `python -m phoenix_rl.research.hpo --study NAME ...` (README, "HPO study").
+or machines with `python -m phoenix_rl.research.hpo --study NAME ...` (docs/research-protocol.md, "HPO study").
 """
 
 import json
@@ -14,9 +14,10 @@ from typing import Any, Literal
 import dagster as dg
 from pydantic import Field
 
+from phoenix_assets.defs.config import config_from_dataclass
 from phoenix_assets.defs.features.assets import features_1m
 from phoenix_assets.defs.model.assets import TRAINING_TAGS, _feature_columns
-from phoenix_assets.defs.model.config import EnvSettings, config_from_dataclass
+from phoenix_assets.defs.model.config import EnvSettings
 from phoenix_assets.defs.resources import LakeResource
 from phoenix_assets.lib.io.artifacts import features_between
 from phoenix_assets.lib.schema import HPO_DIR

@@ -60,7 +60,7 @@ from feature_specs.spec import (
     FeatureSpecError,
     load_catalog,
 )
-from phoenix_assets.lib.market import calendar as cal
+from phoenix_assets.lib import calendar as cal
 
 __all__ = [
     "ID_COLUMNS",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from phoenix_assets.lib.ingest.raw_quality import CheckOutcome
+from phoenix_assets.lib.check_outcome import CheckOutcome
 
 KEYS = {"ts", "trade_date", "instrument_id", "open", "close", "month", "feature_spec_hash"}
 

@@ -18,12 +18,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
 
+from phoenix_assets.lib import calendar as cal
 from phoenix_assets.lib.io.dbn_reader import DbnFileInfo, SymbolResolver, iter_mbp10_arrays, mbp10_batch
 from phoenix_assets.lib.io.lake import Lake
-from phoenix_assets.lib.market import calendar as cal
 from phoenix_assets.lib.schema import F_LAST, RAW_MBP10_SCHEMA, RAW_TABLE, UNDEF_PRICE
-
-RAW_ORDER = "record_index"  # sort by this to read a partition in feed order
 
 
 class LandingError(ValueError):

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as pads
 
+from phoenix_assets.lib.check_outcome import CheckOutcome
 from phoenix_assets.lib.ingest.raw_ingest import IngestStats
 from phoenix_assets.lib.io.lake import Lake
 from phoenix_assets.lib.schema import (
@@ -33,13 +34,6 @@ from phoenix_assets.lib.schema import (
 ACTIONS = ["A", "C", "M", "R", "T", "F", "N"]
 SIDES = ["A", "B", "N"]
 BATCH_ROWS = 1_000_000
-
-
-@dataclass(frozen=True)
-class CheckOutcome:
-    passed: bool
-    description: str
-    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

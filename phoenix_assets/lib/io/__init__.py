@@ -1,0 +1,1 @@
+"""Reading and writing: DBN files, the Delta lake, raw partitions and stored artifacts."""

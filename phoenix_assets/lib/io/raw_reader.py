@@ -16,9 +16,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from deltalake.fs import DeltaStorageHandler
 
-from phoenix_assets.lib.ingest.raw_ingest import RAW_ORDER
 from phoenix_assets.lib.io.lake import Lake
-from phoenix_assets.lib.schema import RAW_TABLE
+from phoenix_assets.lib.schema import RAW_ORDER, RAW_TABLE
 
 
 class RawOrderError(RuntimeError):

@@ -36,6 +36,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from phoenix_assets.lib.instrument import MNQ
 from phoenix_assets.lib.market.book_kernel import COUNT_COLUMNS, SECOND_COLUMNS
 from phoenix_assets.lib.schema import BAR_COLUMNS, N_LEVELS, level_columns
 
@@ -49,7 +50,7 @@ __all__ = [
     "with_l1_columns",
 ]
 
-TICK_SIZE = 0.25  # MNQ / NQ / ES minimum price increment, index points
+TICK_SIZE = MNQ.tick_size  # minimum price increment, index points (NQ and ES share MNQ's 0.25)
 LEVELS = range(1, N_LEVELS + 1)
 _NULLABLE_FLOATS = [
     *level_columns("bid_px"),

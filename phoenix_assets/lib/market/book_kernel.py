@@ -77,7 +77,7 @@ import numpy as np
 import polars as pl
 from numba import njit
 
-from phoenix_assets.lib.market import calendar as cal
+from phoenix_assets.lib import calendar as cal
 from phoenix_assets.lib.schema import F_LAST, F_SNAPSHOT, N_LEVELS, PRICE_SCALE, UNDEF_PRICE, level_columns
 
 __all__ = [

@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from phoenix_assets.lib.ingest.raw_quality import CheckOutcome
+from phoenix_assets.lib.check_outcome import CheckOutcome
 from phoenix_assets.lib.io.lake import Lake
 from phoenix_assets.lib.io.raw_reader import iter_raw_partition
 from phoenix_assets.lib.market.bars import fit_stoikov_adjustment, seconds_frame

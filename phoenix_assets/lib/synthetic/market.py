@@ -91,7 +91,7 @@ import math
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import databento_dbn as dbn
@@ -100,7 +100,8 @@ import zstandard
 from numba import njit
 from numba import types as numba_types
 
-from phoenix_assets.lib.market import calendar as cal
+from phoenix_assets.lib import calendar as cal
+from phoenix_assets.lib.instrument import MNQ
 from phoenix_assets.lib.schema import (
     F_LAST,
     F_SNAPSHOT,
@@ -113,6 +114,7 @@ from phoenix_assets.lib.schema import (
 )
 
 __all__ = [
+    "DEMO_MARKET",
     "MBP10_DTYPE",
     "SyntheticMarketConfig",
     "day_file_name",
@@ -122,8 +124,8 @@ __all__ = [
     "write_range",
 ]
 
-TICK_POINTS = 0.25
-TICK = int(TICK_POINTS * PRICE_SCALE)  # 250_000_000: one tick in DBN fixed point
+TICK_POINTS = MNQ.tick_size
+TICK = round(TICK_POINTS * PRICE_SCALE)  # 250_000_000: one tick in DBN fixed point
 RECORD_BYTES = 4 * RECORD_LENGTH_WORDS  # 368
 
 
@@ -206,14 +208,23 @@ _A, _C, _M, _T, _B, _ASK, _N = (ord(c) for c in "ACMTBAN")
 class SyntheticMarketConfig:
     """Everything that shapes a synthetic market; same config + date -> same bytes."""
 
-    seed: int = 7
-    records_per_day: int = 40_000  # approximate target per trade date (records, not events)
-    ofi_strength: float = 0.6  # planted OFI -> future mid link; 0.0 = no edge (negative control)
-    flow_halflife_s: float = 30.0  # decay of the order-flow accumulator that drives the planted link
-    roll_date: dt.date | None = dt.date(2024, 3, 15)  # trade dates >= roll_date use the 2nd contract
+    seed: int = field(default=7, metadata={"doc": "Seed of the market: same config + trade date -> same bytes"})
+    records_per_day: int = field(
+        default=40_000, metadata={"doc": "Approximate records per trade date (records, not events)"}
+    )
+    ofi_strength: float = field(
+        default=0.6, metadata={"doc": "Planted OFI -> future mid link; 0 = no edge (the negative control)"}
+    )
+    flow_halflife_s: float = field(
+        default=30.0, metadata={"doc": "Half-life (seconds) of the order flow that drives the planted link"}
+    )
+    roll_date: dt.date | None = field(
+        default=dt.date(2024, 3, 15),
+        metadata={"doc": "Trade dates from this one on trade the next contract (new instrument_id)"},
+    )
     instrument_ids: tuple[int, int] = (42005347, 42140878)
     raw_symbols: tuple[str, str] = ("MNQH4", "MNQM4")
-    continuous_symbol: str = "MNQ.v.0"
+    continuous_symbol: str = MNQ.continuous_symbol
     start_price: float = 17500.0  # index points
     roll_spread_points: float = 180.0  # next contract trades this much higher
     publisher_id: int = 1  # GLBX.MDP3
@@ -240,6 +251,13 @@ class SyntheticMarketConfig:
         """(instrument_id, raw symbol) traded on this date: the 2nd contract from roll_date on."""
         second = self.roll_date is not None and trade_date >= self.roll_date
         return self.instrument_ids[int(second)], self.raw_symbols[int(second)]
+
+
+# The embedded default market of `./phoenix demo` and the synthetic landing job's defaults: busier than the
+# generator's (no in-session minute is empty) and with a minutes-long planted edge (a 1-minute bar's OFI predicts
+# the next minutes' drift by more than a round trip costs), so an agent has something real to learn. The
+# generator's own defaults above stay small and fast for tests and benchmarks.
+DEMO_MARKET = SyntheticMarketConfig(records_per_day=200_000, ofi_strength=0.5, flow_halflife_s=300.0)
 
 
 def day_file_name(trade_date: dt.date) -> str:
@@ -452,7 +470,7 @@ def _metadata(trade_date: dt.date, cfg: SyntheticMarketConfig) -> dbn.Metadata:
         for i in range((last - first).days + 1)
     ]
     return dbn.Metadata(
-        dataset="GLBX.MDP3",
+        dataset=MNQ.dataset,
         start=start,
         end=end,
         stype_in=dbn.SType.CONTINUOUS,

@@ -1,0 +1,1 @@
+"""NautilusTrader integration: the simulated L2 venue that fills paper orders."""

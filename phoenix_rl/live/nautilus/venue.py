@@ -1,7 +1,7 @@
 """The paper venue: NautilusTrader's simulated exchange, fed the live record stream as it arrives.
 
 A Nautilus `BacktestEngine` in streaming mode is the paper broker: every MBP-10 record with F_LAST becomes an
-`OrderBookDepth10` (the same rule as `phoenix_rl.nautilus_feed.load_depth10`, stamped ts_recv), the engine
+`OrderBookDepth10` (records without F_LAST are half-updated mid-event books; stamped ts_recv), the engine
 runs up to the newest record, and market orders submitted between two slices fill against the L2 book at the
 first tradeable book that arrives after them (book_type L2_MBP: the spread is crossed and levels are walked,
 so slippage is the book's own). Commission is charged per contract and side (`PerContractFeeModel`), the
@@ -30,14 +30,14 @@ from nautilus_trader.model.objects import Money, Price, Quantity
 from nautilus_trader.trading.config import StrategyConfig
 from nautilus_trader.trading.strategy import Strategy
 
+from phoenix_assets.lib.instrument import MNQ
 from phoenix_assets.lib.market.book_kernel import BookArrays
 from phoenix_assets.lib.schema import F_LAST, PRICE_SCALE, UNDEF_PRICE
 
 __all__ = ["PaperVenue", "VenueFill", "depth10_from_arrays"]
 
-VENUE = "GLBX"
-MNQ_TICK = "0.25"
-MNQ_POINT_VALUE = 2
+VENUE = MNQ.venue
+PRICE_PRECISION = 2  # decimals of an MNQ price (its 0.25 tick)
 
 
 @dataclass(frozen=True)
@@ -59,20 +59,21 @@ def _nautilus_id(instrument_id: int) -> InstrumentId:
 
 
 def mnq_contract(instrument_id: int) -> FuturesContract:
-    """A Micro E-mini Nasdaq-100 future as Nautilus models it: tick 0.25, $2 per point, whole contracts."""
+    """`MNQ` (phoenix_assets.lib.instrument) as Nautilus models it: its tick, its $ per point as the multiplier,
+    whole contracts."""
 
     nid = _nautilus_id(instrument_id)
     return FuturesContract(
         instrument_id=nid,
         raw_symbol=Symbol(str(int(instrument_id))),
         asset_class=AssetClass.INDEX,
-        exchange="XCME",
+        exchange=MNQ.exchange,
         currency=USD,
-        price_precision=2,
-        price_increment=Price.from_str(MNQ_TICK),
-        multiplier=Quantity.from_int(MNQ_POINT_VALUE),
+        price_precision=PRICE_PRECISION,
+        price_increment=Price(MNQ.tick_size, PRICE_PRECISION),
+        multiplier=Quantity(MNQ.point_value, 0),
         lot_size=Quantity.from_int(1),
-        underlying="MNQ",
+        underlying=MNQ.root,
         activation_ns=0,
         expiration_ns=4_102_444_800_000_000_000,  # 2100-01-01: the roll is Phoenix's business (instrument_id)
         ts_event=0,
@@ -87,7 +88,7 @@ def depth10_from_arrays(arrays: BookArrays) -> list[OrderBookDepth10]:
     ~2e5 books, a few seconds, small beside the engine itself."""
 
     rows = np.flatnonzero((arrays.flags & F_LAST) != 0)
-    empty = BookOrder(OrderSide.NO_ORDER_SIDE, Price(0, 2), Quantity(0, 0), 0)
+    empty = BookOrder(OrderSide.NO_ORDER_SIDE, Price(0, PRICE_PRECISION), Quantity(0, 0), 0)
     ids: dict[int, object] = {}
     books = []
     for k in rows:
@@ -100,7 +101,7 @@ def depth10_from_arrays(arrays: BookArrays) -> list[OrderBookDepth10]:
         ):
             sides.append(
                 [
-                    BookOrder(side, Price(px[j] / PRICE_SCALE, 2), Quantity(int(sz[j]), 0), 0)
+                    BookOrder(side, Price(px[j] / PRICE_SCALE, PRICE_PRECISION), Quantity(int(sz[j]), 0), 0)
                     if px[j] != UNDEF_PRICE and sz[j] > 0
                     else empty
                     for j in range(10)

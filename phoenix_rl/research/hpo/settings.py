@@ -28,7 +28,7 @@ class StudySettings:
         problems = []
         windows = self.base.windows()
         unset = [f"{w}_{e}" for w, (s, t) in windows.items() for e, v in (("start", s), ("end", t)) if v is None]
-        if unset:  # their order and embargo are checked by TrainConfig itself (phoenix_rl.evaluation.windows)
+        if unset:  # their order and embargo are checked by TrainConfig itself (phoenix_rl.windows)
             problems.append(f"the windows {unset} must be set (ISO trade dates, inclusive)")
         if self.eval_every < 0:
             problems.append(f"eval_every must be >= 0 (got {self.eval_every})")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import shutil
+import warnings
 from pathlib import Path
 
 import dagster as dg
@@ -12,13 +14,14 @@ import polars as pl
 import pytest
 
 from phoenix_assets.cli import paper
-from phoenix_assets.cli.demo import DEMO_END, DEMO_START, demo_windows, run_demo
+from phoenix_assets.cli.demo import DEMO_END, DEMO_START, demo_windows, metrics_table, run_demo
 from phoenix_assets.definitions import resources
 from phoenix_assets.defs.ingest.synthetic import SyntheticMarketRunConfig
+from phoenix_assets.defs.model.assets import PIPES_WARNINGS
 from phoenix_assets.defs.paper.assets import paper_daily_report, paper_track_record
 from phoenix_assets.defs.resources import LakeResource
+from phoenix_assets.lib import calendar as cal
 from phoenix_assets.lib.io.lake import Lake
-from phoenix_assets.lib.market import calendar as cal
 from phoenix_assets.lib.schema import RAW_TABLE
 from phoenix_assets.lib.synthetic.market import SyntheticMarketConfig
 from phoenix_rl.live.monitor_state import monitor_state
@@ -33,8 +36,12 @@ def test_demo_runs_end_to_end_and_its_agent_learns_the_planted_edge(
     test days, and on the test days the agent pays its costs and beats flat, random and buy-and-hold."""
     monkeypatch.setenv("PHOENIX_LAKE_URI", str(tmp_path / "lake"))
     monkeypatch.setenv("PHOENIX_LANDING_DIR", str(tmp_path / "landing"))
-    assert run_demo(DEMO_START, DEMO_END, instance)  # runs ok, no blocking check failed
-    printed = capsys.readouterr().out
+    with warnings.catch_warnings(record=True) as caught:  # every warning the demo raises in this process
+        warnings.simplefilter("always")
+        assert run_demo(DEMO_START, DEMO_END, instance)  # runs ok, no blocking check failed
+    captured = capsys.readouterr()
+    printed = captured.out
+    _assert_the_report_is_clean(printed, captured.err, [(w.category, str(w.message)) for w in caught])
     png = printed.split("equity curve of the test window (agent vs baselines): ")[1].split()[0]
     assert Path(png).read_bytes()[:4] == b"\x89PNG"  # the demo says where the figure is
     days = cal.trade_dates_between(DEMO_START, DEMO_END)
@@ -82,6 +89,43 @@ def test_demo_runs_end_to_end_and_its_agent_learns_the_planted_edge(
     assert returns["agent"] > max(returns["random"], returns["buy_and_hold"]), returns
     assert "the agent learned a tradeable edge" in printed
     _paper_trade_a_test_day(lake, instance, capsys)
+
+
+def _assert_the_report_is_clean(out: str, err: str, caught: list[tuple[type[Warning], str]]) -> None:
+    """The test-window table fits an 80-column terminal, in % and $; Dagster's Pipes warnings stay out of it."""
+    table = out.split("(held out), $10K capital, after costs:\n")[1].split("\nthe agent ")[0].splitlines()
+    assert table[0].split() == ["strategy", "return_%", "sortino", "max_dd_%", "n_trades", "in_mkt_%", "cost_$"]
+    assert {line.split()[0] for line in table[2:]} >= {"agent", "flat", "buy_and_hold", "random"}, table
+    too_wide = [line for line in table if len(line) > 80]
+    assert not too_wide, too_wide
+    agent = next(line.split() for line in table if line.startswith("agent "))
+    assert re.fullmatch(r"[+-]\d+\.\d\d", agent[1]) and agent[4].isdigit(), agent  # +33.96 (%), 328 trades
+    for category, pattern in PIPES_WARNINGS:
+        assert not [m for c, m in caught if issubclass(c, category) and re.match(pattern, m, re.I)], pattern
+        text = pattern.replace("\\", "")  # the regex's literal text
+        assert text not in out and text not in err, text
+
+
+def test_the_report_table_fits_80_columns_in_percent_and_dollars() -> None:
+    names = ["agent", "buy_and_hold", "flat", "ofi_threshold", "random", "tuned_ofi_rule"]
+    metrics = pl.DataFrame(
+        {
+            "strategy": names[::-1],
+            "total_return": [0.351, -0.68, 0.12, 0.0, -0.078, 0.339553],
+            "sortino": [None, None, None, None, None, 3.14159],
+            "max_drawdown_pct": [0.5, 68.3, 1.2, 0.0, 9.1, 0.407755],
+            "n_trades": [300.0, 2112.0, 80.0, 0.0, 1.0, 328.0],
+            "time_in_market": [0.8, 0.98, 0.3, 0.0, 1.0, 0.93029],
+            "total_cost": [700.0, 12345.678, 200.0, 0.0, 3.1, 734.72],
+        },
+        schema_overrides={"sortino": pl.Float64},
+    )
+    lines = metrics_table(metrics)
+    assert max(len(line) for line in lines) <= 80, lines
+    assert lines[0].split() == ["strategy", "return_%", "sortino", "max_dd_%", "n_trades", "in_mkt_%", "cost_$"]
+    assert [line.split()[0] for line in lines[2:]] == names  # sorted by name, under a rule
+    assert lines[2].split() == ["agent", "+33.96", "3.14", "0.41", "328", "93.0", "734.72"]
+    assert lines[6].split() == ["random", "-68.00", "n/a", "68.30", "2112", "98.0", "12,345.68"]
 
 
 def _paper_trade_a_test_day(lake: Lake, instance: dg.DagsterInstance, capsys: pytest.CaptureFixture[str]) -> None:

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster._core.execution.backfill import BulkActionStatus
 
+from phoenix_assets.defs.ops.dagster_internals import BulkActionStatus
 from tests.ui_support import CHROMIUM_ARGS, DagsterDev, chromium_path, phoenix_env, prepare_dagster_home, run_demo, tail
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (dev extra)")

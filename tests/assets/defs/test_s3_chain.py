@@ -15,8 +15,8 @@ import pytest
 
 from phoenix_assets.definitions import defs, resources
 from phoenix_assets.defs.resources import LakeResource
+from phoenix_assets.lib import calendar as cal
 from phoenix_assets.lib.io.lake import Lake, s3_storage_options
-from phoenix_assets.lib.market import calendar as cal
 
 BUCKET = "phoenix-lake"
 DAYS = [dt.date(2024, 3, 13), dt.date(2024, 3, 14), dt.date(2024, 3, 15)]

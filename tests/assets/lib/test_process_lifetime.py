@@ -4,6 +4,7 @@ worker died is marked FAILED (phoenix_assets/defs/ops/run_health.py). Real proce
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import psutil
 import pytest
 
 from phoenix_assets.definitions import defs
+from phoenix_assets.defs.ops.dagster_internals import MULTIPROCESS_STEP_TARGET
 from phoenix_assets.defs.ops.run_health import fail_runs_with_dead_workers, run_worker_sweep
 from phoenix_assets.lib.io.lake import Lake
 from phoenix_assets.lib.process_lifetime import (
@@ -120,12 +122,37 @@ def test_pid_alive_counts_a_zombie_as_dead() -> None:
 
 def test_the_step_hook_does_nothing_outside_a_dagster_step_process() -> None:
     # pytest is nobody's multiprocessing child: no death signal on it (nor on dagster dev, daemon, code servers)
-    assert die_with_dagster_step_parent() is False
+    assert die_with_dagster_step_parent(MULTIPROCESS_STEP_TARGET) is False
     # a plain `python -c` child (like a code server or `dagster api` subprocess) is no step process either
-    code = "from phoenix_assets.lib.process_lifetime import die_with_dagster_step_parent as d; print(d())"
+    code = (
+        "from phoenix_assets.defs.ops.dagster_internals import MULTIPROCESS_STEP_TARGET as t\n"
+        "from phoenix_assets.lib.process_lifetime import die_with_dagster_step_parent as d\n"
+        "print(d(t))"
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
     assert out.stdout.strip() == "False", out
+
+
+def _probe_step_hook(conn: multiprocessing.connection.Connection) -> None:
+    """A multiprocessing child's target: is it Dagster's step process (no), is it the given target (yes)?"""
+    conn.send((die_with_dagster_step_parent(MULTIPROCESS_STEP_TARGET), die_with_dagster_step_parent(_probe_step_hook)))
+    conn.close()
+
+
+def test_the_step_hook_arms_in_a_child_whose_target_is_the_given_function_only() -> None:
+    # what a step process sees, with this module's function as the "executor's" target: the hook compares the
+    # child's multiprocessing target with the function it is given, not with a name
+    ctx = multiprocessing.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_probe_step_hook, args=(send,))
+    child.start()
+    try:
+        assert receive.poll(30), "the child never answered"
+        assert receive.recv() == (False, True)
+    finally:
+        child.join(timeout=30)
+    assert child.exitcode == 0
 
 
 def _step_children(cli: psutil.Process) -> list[psutil.Process]:

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from phoenix_rl.env.rewards import RewardConfig, RewardShaper, differential_downside_ratio, differential_sharpe
+from phoenix_rl.config import RewardConfig
+from phoenix_rl.env.rewards import RewardShaper, differential_downside_ratio, differential_sharpe
 
 
 def test_default_config_returns_plain_pnl_exactly():

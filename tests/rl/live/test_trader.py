@@ -21,10 +21,10 @@ import polars as pl
 import pytest
 
 from feature_specs import FeatureCatalog, load_catalog
+from phoenix_assets.lib import calendar as cal
 from phoenix_assets.lib.features.compute import compute_features
 from phoenix_assets.lib.features.hmm_regimes import RegimeModel, filter_regimes, fit_regime_model
 from phoenix_assets.lib.io.lake import Lake
-from phoenix_assets.lib.market import calendar as cal
 from phoenix_assets.lib.market.bars import ofi_bars_1m, seconds_frame
 from phoenix_assets.lib.market.book_kernel import BookArrays, arrays_from_dbn, book_ofi_1s
 from phoenix_assets.lib.market.live_bars import LiveBars, LiveFeatures
@@ -381,3 +381,33 @@ def test_the_live_source_batches_by_minute_and_needs_a_key(monkeypatch: pytest.M
     monkeypatch.delenv("DATABENTO_API_KEY", raising=False)
     with pytest.raises(DatabentoError, match="DATABENTO_API_KEY"):
         DatabentoResource().live_client()
+
+
+def test_the_risk_engine_counts_the_models_dollars_per_point() -> None:
+    """Regression: `./phoenix paper` built its RiskConfig without the env's point value, so the notional limit
+    stayed at MNQ's $2 a point whatever the model was trained on. It now takes the stored env config's (MNQ's
+    when none), and a trader whose risk engine counts other dollars than its env refuses to start."""
+    from phoenix_assets.cli.paper import risk_config
+
+    env = EnvConfig(point_value=20.0, max_contracts=2)
+    cfg = risk_config(env, latency_budget_ms=100.0)
+    assert (cfg.point_value, cfg.max_position, cfg.latency_budget_ms) == (20.0, 2, 100.0)
+    engine = RiskEngine(cfg)
+    t0 = 1_710_000_000 * 1_000_000_000
+    engine.on_book(t0, 18_000.00, 18_000.25, in_session=True)
+    refused = engine.check_order(t0, 0, 1)  # 1 contract at 18,000.125 x $20: over the $150,000 notional limit
+    assert not refused.accepted and refused.reason.startswith("notional $360,00")
+    assert risk_config(EnvConfig(), 250.0).point_value == EnvConfig().point_value == RiskConfig().point_value
+    with pytest.raises(ValueError, match=r"risk engine's point_value 2\.0 differs from the env's 20\.0"):
+        PaperTrader(
+            policy=None,  # type: ignore[arg-type]
+            env_config=env,
+            bars=None,  # type: ignore[arg-type]
+            features=None,  # type: ignore[arg-type]
+            venue=None,  # type: ignore[arg-type]
+            risk=RiskEngine(RiskConfig()),
+            journal=None,  # type: ignore[arg-type]
+            strategy="agent",
+            session_id="s",
+            capital_usd=10_000.0,
+        )

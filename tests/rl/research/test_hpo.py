@@ -26,8 +26,7 @@ from optuna.trial import TrialState
 from feature_specs import load_feature_set
 from phoenix_assets.defs.research.hpo import hpo_study
 from phoenix_assets.defs.resources import LakeResource
-from phoenix_rl.config import TrainConfig
-from phoenix_rl.env.rewards import RewardConfig
+from phoenix_rl.config import RewardConfig, TrainConfig
 from phoenix_rl.research import hpo
 from phoenix_rl.research.hpo import objective as hpo_objective
 from phoenix_rl.research.hpo import storage as hpo_storage

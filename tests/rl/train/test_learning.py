@@ -1,6 +1,6 @@
 """The agent learns: a short SAC + Mamba run finds a planted, cost-paying signal and trades it on held-out
 sessions (beats flat and random after costs) instead of sitting flat. Full-scale evidence on the synthetic
-order book (planted strength vs the 0.0 control): benchmarks/evidence_run.py, numbers in the README."""
+order book (planted strength vs the 0.0 control): benchmarks/evidence_run.py, numbers in docs/research-protocol.md."""
 
 from __future__ import annotations
 

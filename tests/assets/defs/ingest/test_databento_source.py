@@ -23,8 +23,8 @@ from databento.common.error import BentoClientError
 
 from phoenix_assets.defs.ingest.assets import raw_mbp10
 from phoenix_assets.defs.resources import DatabentoError, DatabentoResource, _is_transient
+from phoenix_assets.lib import calendar as cal
 from phoenix_assets.lib.io.lake import Lake
-from phoenix_assets.lib.market import calendar as cal
 from tests.assets.defs.ingest.test_raw_asset import resources
 from tests.assets.lib.ingest.test_raw_ingest import ESH4_DAY
 from tests.conftest import ESH4_MBP10

@@ -8,7 +8,6 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
-from dagster._core.test_utils import create_run_for_test
 
 from phoenix_assets.definitions import defs
 from phoenix_assets.defs.checks import check_results, check_specs
@@ -23,9 +22,9 @@ from phoenix_assets.defs.ops.retrain import (
 )
 from phoenix_assets.defs.partitions import month_partitions
 from phoenix_assets.defs.resources import LakeResource
-from phoenix_assets.lib.ingest.raw_quality import CheckOutcome
+from phoenix_assets.lib import calendar as cal
+from phoenix_assets.lib.check_outcome import CheckOutcome
 from phoenix_assets.lib.io.lake import Lake
-from phoenix_assets.lib.market import calendar as cal
 from phoenix_assets.lib.schema import SAC_MODEL_DIR
 
 D = dt.date.fromisoformat
@@ -195,7 +194,7 @@ def test_failed_drift_retrains_within_the_month(instance: dg.DagsterInstance, la
 
 def test_training_in_progress_holds_the_events(instance: dg.DagsterInstance, lake_root: str) -> None:
     materialize_month(instance, lake_root, MAR, "2024-03-29")
-    run = create_run_for_test(instance, job_name="model_job", status=dg.DagsterRunStatus.STARTED, tags=TRAINING_TAGS)
+    run = instance.add_run(dg.DagsterRun("model_job", status=dg.DagsterRunStatus.STARTED, tags=TRAINING_TAGS))
     busy = tick(instance, lake_root, None)
     assert f"training run {run.run_id} (model_job) is STARTED" in skip_message(busy)
     assert busy.cursor is None  # not advanced: the month is reconsidered when the training ends

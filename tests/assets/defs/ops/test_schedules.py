@@ -6,7 +6,7 @@ import dagster as dg
 
 from phoenix_assets.definitions import defs
 from phoenix_assets.defs.ops.schedules import DATABENTO_TAGS, databento_daily, paper_daily
-from phoenix_assets.lib.market.calendar import CHICAGO
+from phoenix_assets.lib.calendar import CHICAGO
 
 
 def _evaluate(when: dt.datetime) -> dg.RunRequest | dg.SkipReason:

@@ -14,8 +14,8 @@ import pytest
 
 from phoenix_assets.defs.research.walk_forward import ablation_report, ablation_verdict, versus_verdict, walk_forward
 from phoenix_assets.defs.resources import LakeResource
+from phoenix_assets.lib import calendar as cal
 from phoenix_assets.lib.io.lake import Lake
-from phoenix_assets.lib.market import calendar as cal
 from phoenix_assets.lib.market.microstructure import to_delta_arrow
 from phoenix_assets.lib.schema import BARS_TABLE
 from tests.assets.lib.features.test_features import synthetic_bars

@@ -18,6 +18,7 @@ from polars.testing import assert_frame_equal
 
 from feature_specs import FeatureCatalog, FeatureSet, load_catalog, parse_catalog
 from feature_specs.spec import load_documents
+from phoenix_assets.lib import calendar as cal
 from phoenix_assets.lib.features.compute import (
     compute_features,
     predictive_figures,
@@ -26,7 +27,6 @@ from phoenix_assets.lib.features.compute import (
     warmup_trade_days,
 )
 from phoenix_assets.lib.features.hmm_regimes import filter_regimes, fit_regime_model
-from phoenix_assets.lib.market import calendar as cal
 from phoenix_assets.lib.market.bars import ofi_bars_1m, seconds_frame
 from phoenix_assets.lib.market.book_kernel import arrays_from_dbn, book_ofi_1s
 from phoenix_assets.lib.synthetic.market import SyntheticMarketConfig, write_range

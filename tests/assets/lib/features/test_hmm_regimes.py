@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 from test_features import CATALOG, CUT, DAYS, regimes_for, scramble_future, synthetic_bars
 
+from phoenix_assets.lib import calendar as cal
 from phoenix_assets.lib.features.hmm_regimes import (
     RegimeModel,
     filter_regimes,
@@ -22,7 +23,6 @@ from phoenix_assets.lib.features.hmm_regimes import (
     log_emission,
     model_summary,
 )
-from phoenix_assets.lib.market import calendar as cal
 
 
 @pytest.fixture(scope="module")

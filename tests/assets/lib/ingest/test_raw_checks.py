@@ -10,10 +10,10 @@ import polars as pl
 import pytest
 
 from phoenix_assets.lib.ingest import raw_quality as q
-from phoenix_assets.lib.ingest.raw_ingest import RAW_ORDER, IngestStats
+from phoenix_assets.lib.ingest.raw_ingest import IngestStats
 from phoenix_assets.lib.io.dbn_reader import DbnFileError
 from phoenix_assets.lib.io.lake import Lake
-from phoenix_assets.lib.schema import RAW_MBP10_SCHEMA, RAW_TABLE, UNDEF_PRICE
+from phoenix_assets.lib.schema import RAW_MBP10_SCHEMA, RAW_ORDER, RAW_TABLE, UNDEF_PRICE
 from tests.assets.lib.ingest.test_raw_ingest import ESH4_DAY, dbn_bytes, ingest
 from tests.conftest import ESH4_MBP10, land
 
@@ -97,7 +97,7 @@ def test_empty_partition_fails(lake: Lake) -> None:
 
 
 def _stats_for(records: np.ndarray) -> IngestStats:
-    from phoenix_assets.lib.market import calendar as cal
+    from phoenix_assets.lib import calendar as cal
 
     stats = IngestStats(trade_date=ESH4_DAY)
     for chunk in np.array_split(records, 5):

@@ -12,17 +12,11 @@ import polars as pl
 import pytest
 import zstandard
 
-from phoenix_assets.lib.ingest.raw_ingest import (
-    RAW_ORDER,
-    LandingError,
-    ingest_partition,
-    reject_unreadable,
-    select_files,
-)
+from phoenix_assets.lib import calendar as cal
+from phoenix_assets.lib.ingest.raw_ingest import LandingError, ingest_partition, reject_unreadable, select_files
 from phoenix_assets.lib.io.dbn_reader import DbnFileError, scan_dbn_files
 from phoenix_assets.lib.io.lake import Lake
-from phoenix_assets.lib.market import calendar as cal
-from phoenix_assets.lib.schema import RAW_COLUMNS, RAW_TABLE, UNDEF_PRICE
+from phoenix_assets.lib.schema import RAW_COLUMNS, RAW_ORDER, RAW_TABLE, UNDEF_PRICE
 from tests.conftest import ESH1_MBP10, ESH1_TRADES, ESH4_MBP10, ESM4_MBP10, land
 
 ESH4_DAY = dt.date(2023, 12, 26)  # records 22:00-24:00 UTC on 12-25 = 16:00-18:00 CT -> trade date 12-26

@@ -9,8 +9,7 @@ import pytest
 
 from phoenix_assets.defs.resources import LakeResource
 from phoenix_assets.lib.ingest import raw_quality as q
-from phoenix_assets.lib.ingest.raw_ingest import RAW_ORDER
-from phoenix_assets.lib.schema import RAW_TABLE
+from phoenix_assets.lib.schema import RAW_ORDER, RAW_TABLE
 from tests.assets.lib.ingest.test_raw_ingest import ESH4_DAY, ingest
 from tests.conftest import ESH4_MBP10, land
 

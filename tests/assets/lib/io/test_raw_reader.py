@@ -9,11 +9,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from phoenix_assets.lib.ingest.raw_ingest import RAW_ORDER
 from phoenix_assets.lib.io import lake as lake_module
 from phoenix_assets.lib.io.lake import Lake
 from phoenix_assets.lib.io.raw_reader import RawOrderError, iter_raw_partition
-from phoenix_assets.lib.schema import RAW_MBP10_SCHEMA, RAW_TABLE
+from phoenix_assets.lib.schema import RAW_MBP10_SCHEMA, RAW_ORDER, RAW_TABLE
 from tests.assets.lib.ingest.test_raw_ingest import ESH4_DAY, ingest
 from tests.conftest import ESH4_MBP10, land
 

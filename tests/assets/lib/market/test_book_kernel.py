@@ -21,8 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from phoenix_assets.lib import calendar as cal
 from phoenix_assets.lib.io.dbn_reader import inspect_dbn, iter_mbp10_arrays, mbp10_batch
-from phoenix_assets.lib.market import calendar as cal
 from phoenix_assets.lib.market.book_kernel import (
     SECOND_COLUMNS,
     BookArrays,

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import zstandard
 
-from phoenix_assets.lib.market import calendar as cal
+from phoenix_assets.lib import calendar as cal
 from phoenix_assets.lib.schema import F_LAST, F_SNAPSHOT, UNDEF_PRICE, level_columns
 from phoenix_assets.lib.synthetic import market as synthetic
 from phoenix_assets.lib.synthetic.market import (

@@ -8,7 +8,7 @@ import pytest
 
 from phoenix_assets.defs.model.assets import point_in_time_outcome
 from phoenix_rl.config import TrainConfig
-from phoenix_rl.evaluation.windows import EvaluationWindows, trade_dates_strictly_between
+from phoenix_rl.windows import EvaluationWindows, trade_dates_strictly_between
 
 D = dt.date.fromisoformat
 
