@@ -1,7 +1,7 @@
 """What the live monitoring page shows (issue 14), read from the paper-trading tables of one lake.
 
 `./phoenix paper` journals every closed bar of every strategy (`paper_bars`), every risk state change
-(`paper_risk_events`), its orders and fills (`paper_orders`, `paper_fills`; see `order_journal`). The page
+(`paper_risk_events`), its orders and fills (`paper_orders`, `paper_fills`; see `phoenix_rl.live.journal`). The page
 polls `monitor_state`, which turns those tables into one JSON-ready dict for one strategy: the numbers are the
 loop's own (equity and drawdown as marked at each bar close, latencies as measured), nothing is re-simulated.
 

@@ -4,7 +4,7 @@ Rules every feature follows (Qlib-style handler: features look only backward; la
     Rows        Continuous-trading bars only (`in_session`); pre-open bars (indicative, often crossed
                 book, no trades) are dropped. ts = bar start; bar t closes at t + 1m and a feature of bar t
                 uses bars with start <= t only.
-    Session     (instrument_id, trade_date): 17:00 CT D-1 to 16:00 CT D (`cme_calendar`).
+    Session     (instrument_id, trade_date): 17:00 CT D-1 to 16:00 CT D (`lib/calendar.py`).
     Transforms  Session-local, all of them: running sums, rolling windows (params.window_minutes, the
                 session's bars with start in (t - window, t], polars `rolling_*_by` on ts so a missing
                 minute shortens the window instead of stretching it), previous close (true range,

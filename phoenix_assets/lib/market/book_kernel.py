@@ -55,7 +55,7 @@ Definitions (what the numbers mean)
     Runs, resets and the dense grid
         A run is a stretch of records of one instrument inside one session segment. Segments are the
         halt + pre-open [16:00, 17:00 CT) and continuous trading [17:00 CT, 16:00 CT next day): a new
-        trade date starts at 16:00 CT, trading resumes at 17:00 CT (`cme_calendar`). At a new run
+        trade date starts at 16:00 CT, trading resumes at 17:00 CT (`phoenix_assets.lib.calendar`). At a new run
         (instrument change = roll, or first record in a new segment) everything resets: book, reference
         state, open second. Inside a run every second from the run's first record to its last gets a
         row, quiet seconds included (book carried, counts 0), so minute bars can time-weight exactly.

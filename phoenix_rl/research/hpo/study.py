@@ -142,7 +142,7 @@ def _returns_matrix(study: optuna.Study) -> tuple[np.ndarray, list[int]]:
 def study_statistics(study: optuna.Study, n_splits: int = 16) -> dict[str, Any]:
     """Trial counts, and the selection-bias statistics of the best trial's validation returns:
 
-    deflated Sharpe ratio (research_stats.deflated_sharpe_ratio: per-day Sharpe ratios of ALL finished trials,
+    deflated Sharpe ratio (statistics.deflated_sharpe_ratio: per-day Sharpe ratios of ALL finished trials,
     pruned included, N = their number, raw kurtosis) and PBO by CSCV over the T days x N trials matrix, with
     the largest even number of splits <= min(n_splits, T). A statistic that is undefined here (fewer than 3
     days, constant returns, fewer than 2 trials) is None with the reason in `<name>_note`.
