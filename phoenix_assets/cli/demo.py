@@ -44,7 +44,7 @@ def run_demo(
     succeeded. `training` defaults to DEMO_TRAINING (the run that learns)."""
     days = cal.trade_dates_between(start, end)
     windows = demo_windows(days, embargo_days)  # a range too short for train < val < test fails here, first
-    print(f"{'partition':<12}{'step':<22}{'result':<10}detail")
+    print(f"{'partition':<12}{'step':<19}{'result':<7}detail")
     ok = True
     # Trade dates are independent: ingest them in parallel processes, each on its own core, against the
     # same (on-disk) instance; print in date order.
@@ -53,7 +53,7 @@ def run_demo(
         for day_ok, lines in pool.map(ingest_day, [d.isoformat() for d in days], [instance.get_ref()] * len(days)):
             print("\n".join(lines))
             ok = ok and day_ok
-    print(f"{'-':<12}{'windows':<22}{'':<10}{windows.describe()}")
+    print(f"{'-':<12}{'windows':<19}{'':<7}{windows.describe()}")
     return (
         ok
         and run_features(start, end, instance, windows.train)
@@ -67,7 +67,7 @@ def ingest_day(key: str, instance_ref: InstanceRef) -> tuple[bool, list[str]]:
     landed = defs.resolve_job_def("synthetic_landing_job").execute_in_process(
         partition_key=key, instance=instance, raise_on_error=False, run_config=QUIET
     )
-    lines = [f"{key:<12}{'synthetic landing':<22}{'ok' if landed.success else 'FAILED':<10}"]
+    lines = [f"{key:<12}{'synthetic landing':<19}{'ok' if landed.success else 'FAILED':<7}"]
     ingested = defs.resolve_job_def("daily_job").execute_in_process(
         partition_key=key, instance=instance, raise_on_error=False, run_config=QUIET
     )
@@ -79,12 +79,12 @@ def ingest_day(key: str, instance_ref: InstanceRef) -> tuple[bool, list[str]]:
         failed = [c.check_name for c in mine if not c.passed]
         extra = mat.materialization.metadata.get("ofi_contemporaneous_r2")
         lines.append(
-            f"{key:<12}{asset:<22}{'ok':<10}{rows:>8} rows, checks {len(mine) - len(failed)}/{len(mine)} passed"
+            f"{key:<12}{asset:<19}{'ok':<7}{rows:>7} rows, {len(mine) - len(failed)}/{len(mine)} checks"
             + (f" (failed: {', '.join(failed)})" if failed else "")
             + (f", OFI->mid R² {extra.value:.2f}" if extra is not None and extra.value is not None else "")
         )
     if not ingested.success:
-        lines.append(f"{key:<12}{'daily_job':<22}FAILED")
+        lines.append(f"{key:<12}{'daily_job':<19}FAILED")
     blocking_failed = [c for c in checks if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR]
     return landed.success and ingested.success and not blocking_failed, lines
 
@@ -122,7 +122,7 @@ def run_features(start: dt.date, end: dt.date, instance: dg.DagsterInstance, fit
     )
     meta = model.get_asset_materialization_events()[0].materialization.metadata if model.success else {}
     print(
-        f"{'-':<12}{'hmm_regime_model':<22}{'ok' if model.success else 'FAILED':<10}"
+        f"{'-':<12}{'hmm_regime_model':<19}{'ok' if model.success else 'FAILED':<7}"
         f"{'log-likelihood ' + format(meta['log_likelihood'].value, '.0f') if meta else ''}"
     )
     ok = model.success
@@ -137,8 +137,8 @@ def run_features(start: dt.date, end: dt.date, instance: dg.DagsterInstance, fit
             rows = mat.materialization.metadata["dagster/row_count"].value
             extra = mat.materialization.metadata.get("warm_rows")
             print(
-                f"{month:%Y-%m}     {mat.asset_key.to_user_string():<22}{'ok':<10}{rows:>8} rows"
-                + (f" ({extra.value} warm), checks {len(checks) - len(failed)}/{len(checks)} passed" if extra else "")
+                f"{month:%Y-%m}     {mat.asset_key.to_user_string():<19}{'ok':<7}{rows:>7} rows"
+                + (f" ({extra.value} warm), {len(checks) - len(failed)}/{len(checks)} checks" if extra else "")
                 + (f" (failed: {', '.join(failed)})" if failed and extra else "")
             )
         blocking = [c for c in checks if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR]
@@ -197,7 +197,7 @@ def run_model(evaluation: EvaluationWindows, instance: dg.DagsterInstance, train
         meta = mat.materialization.metadata
         rate = meta.get("steps_per_s")
         detail = f"{rate.value:.0f} training steps/s (SAC + Mamba)" if rate is not None else ""
-        print(f"{'-':<12}{mat.asset_key.to_user_string():<22}{'ok':<10}{detail}")
+        print(f"{'-':<12}{mat.asset_key.to_user_string():<19}{'ok':<7}{detail}")
     checks = result.get_asset_check_evaluations()
     for check in checks:
         verdict = "passed" if check.passed else f"FAILED ({check.severity.value})"
