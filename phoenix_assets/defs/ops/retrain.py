@@ -52,8 +52,9 @@ import polars as pl
 from phoenix_assets.defs.model.assets import TRAINING_TAGS
 from phoenix_assets.defs.ops.dagster_internals import AssetCheckExecutionRecordStatus, PartitionKeyFilter
 from phoenix_assets.defs.resources import LakeResource
+from phoenix_assets.lib.io.artifacts import latest_sac_model
 from phoenix_assets.lib.io.lake import Lake
-from phoenix_assets.lib.schema import FEATURES_TABLE, SAC_MODEL_DIR
+from phoenix_assets.lib.schema import FEATURES_TABLE
 
 FEATURES_KEY = dg.AssetKey(FEATURES_TABLE)
 DRIFT_CHECK = dg.AssetCheckKey(FEATURES_KEY, "drift_vs_training")
@@ -181,7 +182,7 @@ def decide(
 def latest_model_coverage(lake: Lake) -> ModelCoverage | None:
     """Coverage of the model `latest.json` points to; None when no model was trained."""
     try:
-        version, folder = lake.latest(SAC_MODEL_DIR, "mamba_sac_model")
+        version, folder = latest_sac_model(lake)
     except FileNotFoundError:
         return None
     path = f"{folder}/config.json"
