@@ -9,14 +9,22 @@ is `phoenix_rl.live.monitor_state.monitor_state` over the lake that `./phoenix p
 every other Phoenix process finds it (`--lake`, else $PHOENIX_LAKE_URI, else <repo>/lake: `LakeResource`).
 `/?strategy=S` (or `--strategy S`) pins a strategy; by default the page follows the one with the latest bar.
 Read-only: it never writes to the lake. Stops cleanly on SIGINT and SIGTERM.
+
+It answers only requests whose Host header names the address it listens on (`127.0.0.1:8050` or
+`localhost:8050`; with `--host ADDR`, `ADDR:port`): anything else gets 421 and no state, so a web page whose
+name an attacker re-points at 127.0.0.1 (DNS rebinding) cannot read `/api/state`. A thread per request, and a
+client that stays silent for `_Handler.timeout` seconds is dropped; clients that hang up mid-request cost no
+traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import ipaddress
 import json
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -203,25 +211,87 @@ poll();
 """.replace("__POLL_MS__", str(POLL_MS))
 
 
+# A client that went away while we read its request or wrote the reply (a closed tab, a reset connection, one
+# silent past the handler's timeout): nothing to report. Any other exception in a handler still prints.
+CLIENT_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
+
+
+def _ip(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """`name` as an IP address ("127.0.0.1", "::1" or "[::1]"), else None (a host name)."""
+    try:
+        return ipaddress.ip_address(name.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        return None
+
+
+def _split_host(host: str) -> tuple[str, str]:
+    """A Host header as (name, port), lower case; no port is 80. IPv6 literals are bracketed ("[::1]:8050"); an
+    unbracketed one, or anything else malformed, gives ("", "")."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        name, bracket, rest = host.partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            return "", ""
+        return name + "]", rest[1:] if rest else "80"
+    name, colon, port = host.partition(":")
+    return ("", "") if ":" in port else (name, port if colon else "80")
+
+
 class MonitorServer(ThreadingHTTPServer):
-    """The page and its JSON state for one lake; `state(strategy)` is called once per poll."""
+    """The page and its JSON state for one lake; `state(strategy)` is called once per poll.
+
+    `address[0]` may be an IPv4 or IPv6 address or a name ("localhost"); only requests whose Host header names
+    it answer (`host_allowed`).
+    """
 
     daemon_threads = True
+    request_queue_size = 128  # listen backlog (default 5): a burst of connections is not met by dropped SYNs
 
     def __init__(self, address: tuple[str, int], state: Callable[[str | None], dict[str, Any]]) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
         self.state = state
+        bound = ipaddress.ip_address(self.server_address[0])
+        self._any_address = bound.is_unspecified  # --host 0.0.0.0 or ::: every address of this machine
+        names = {f"[{bound}]" if bound.version == 6 else str(bound)}
+        if bound.is_loopback or bound.is_unspecified:
+            names.add("localhost")
+        if address[0] and _ip(address[0]) is None:  # --host given as a name: that name too
+            names.add(address[0].lower())
+        self._names = frozenset(names)
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    def host_allowed(self, host: str | None) -> bool:
+        """Whether a Host header names this server: one of its names and its port (no port: only if that is 80).
+        Listening on every address (0.0.0.0, ::), any IP literal with the port passes too; a DNS-rebinding page
+        sends a name of its own, which never does."""
+        name, port = _split_host(host or "")
+        if not name or port != str(self.server_address[1]):
+            return False
+        return name in self._names or (self._any_address and _ip(name) is not None)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Quiet for clients that hung up (`CLIENT_GONE`); the usual traceback on stderr for anything else."""
+        if isinstance(sys.exc_info()[1], CLIENT_GONE):
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: MonitorServer
+    timeout = 30  # seconds a client may stay silent (reading its request, taking our reply) before it is dropped
 
     def do_GET(self) -> None:
+        hosts = self.headers.get_all("Host") or []
+        if len(hosts) != 1 or not self.server.host_allowed(hosts[0]):
+            text = f"misdirected request: this is the Phoenix monitor at {self.server.url}; use that address\n"
+            self._send(HTTPStatus.MISDIRECTED_REQUEST, "text/plain; charset=utf-8", text.encode())
+            return
         url = urlsplit(self.path)
         if url.path in ("/", "/index.html"):
             self._send(HTTPStatus.OK, "text/html; charset=utf-8", PAGE.encode())
