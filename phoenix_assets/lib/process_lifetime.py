@@ -3,7 +3,7 @@
 Why: `kill -9` of `dagster asset materialize` (or of a run worker) used to leave the step's child process
 running. Nobody waits for its events any more, yet it kept going, committed its Delta version and left the run
 STARTED forever. Linux can tie a child's life to its parent's: `prctl(PR_SET_PDEATHSIG, SIGKILL)` makes the
-kernel SIGKILL the child when its parent dies. Two kinds of process set it on themselves:
+kernel SIGKILL the child when its parent dies. Three kinds of process set it on themselves:
 
 - a step process of Dagster's multiprocess executor (`die_with_dagster_step_parent`, called when the child
   imports `phoenix_assets.definitions`): a `spawn` child whose target is Dagster's child-process wrapper, the
@@ -14,6 +14,10 @@ kernel SIGKILL the child when its parent dies. Two kinds of process set it on th
   code-server reload; a dead run worker's run is failed by its code server, or by `run_worker_sweep`.
 - the training subprocess launched through Dagster Pipes (`phoenix_rl.train.pipes_entry`), told its parent's pid
   through `PARENT_PID_ENV` (set by `mamba_sac_model`).
+- a worker of `phoenix_rl.train.pool.training_pool` (HPO study, walk-forward, ablation), told the pool owner's pid
+  through the pool's initializer; the pool takes jobs only from the thread that opened it, the thread that
+  starts the workers (CPython spawns them in `submit`). multiprocessing's resource tracker needs nothing: it
+  exits once no process holds its pipe, i.e. when the owner and its workers are gone.
 
 The multiprocess executor starts step processes from the run process's main thread (its step loop is
 cooperative, no threads), and the Pipes client starts training from the step's main thread: the death signal

@@ -3,15 +3,28 @@
 Two trainings at once on 2 cores each run at 0.94-1.01x a solo one with one torch thread each
 (benchmarks/bench_training.py), against one training with 2 threads at ~1.05x: on a small machine, parallel
 trainings are the way to use the cores. The workers are spawned, not forked (polars and torch are not fork-safe).
+
+The workers die with the process that owns the pool (`process_lifetime.die_with_parent`, PR_SET_PDEATHSIG): a
+`kill -9` of the run used to leave them running trials unsupervised, re-parented to PID 1 (issue 29). The kernel
+sends that signal when the *thread* that started a worker exits, and CPython 3.11's ProcessPoolExecutor starts
+spawn workers lazily, in `submit`, in the calling thread (its manager thread starts replacements only under
+`max_tasks_per_child`, not used here; a pool whose worker died is broken, not refilled). So the pool takes jobs
+only from the thread that opened it, which holds the `with` block and so outlives the workers: a worker started
+from a short-lived thread would be SIGKILLed when that thread ends. multiprocessing's resource tracker needs
+nothing: it exits when the last process holding its pipe (the owner and the workers) is gone.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from typing import Any
+
+from phoenix_assets.lib.process_lifetime import die_with_parent
 
 __all__ = ["InlineExecutor", "job_result", "training_pool"]
 
@@ -42,21 +55,47 @@ class InlineExecutor(Executor):
         return _Deferred(fn, args, kwargs)
 
 
-def _worker_init() -> None:
-    """A worker: one torch thread, denormals flushed as in `train` (backtests run there match in-process ones)."""
+def _worker_init(owner_pid: int) -> None:
+    """A worker: dies with the pool's owner `owner_pid` (exits at once if it is already gone); one torch thread,
+    denormals flushed as in `train` (backtests run there match in-process ones)."""
+    die_with_parent(owner_pid)
     from phoenix_rl.train.trainer import tune_process
 
     tune_process(1)
 
 
+class _TrainingProcessPool(ProcessPoolExecutor):
+    """Spawned workers that die with this process; jobs are submitted from the thread that created the pool
+    only: a worker dies when the thread that started it exits (PR_SET_PDEATHSIG), and CPython starts workers in
+    `submit` (module docstring)."""
+
+    def __init__(self, workers: int) -> None:
+        super().__init__(
+            workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_worker_init,
+            initargs=(os.getpid(),),
+        )
+        self._owner_thread = threading.get_ident()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        if threading.get_ident() != self._owner_thread:
+            raise RuntimeError(
+                "training_pool: submit jobs from the thread that opened the pool: a worker started from another "
+                "thread would be killed when that thread ends (its death signal is tied to it)"
+            )
+        return super().submit(fn, *args, **kwargs)
+
+
 @contextmanager
 def training_pool(workers: int) -> Iterator[Executor]:
-    """`workers` spawned processes, or `InlineExecutor` for 1. On an error or an interrupt in the block the
-    queued jobs are cancelled and the running ones terminated."""
+    """`workers` spawned processes that die with this process (also on `kill -9`), or `InlineExecutor` for 1.
+    Submit from the thread that opened it. On an error or an interrupt in the block the queued jobs are
+    cancelled and the running ones terminated."""
     if workers == 1:
         yield InlineExecutor()
         return
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
+    pool = _TrainingProcessPool(workers)
     try:
         yield pool
     except BaseException:  # a failed job, or the run interrupted: stop the running trainings too, not wait for them

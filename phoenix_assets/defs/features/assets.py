@@ -16,7 +16,7 @@ from phoenix_assets.lib.features import quality as fq
 from phoenix_assets.lib.features.compute import compute_features, predictive_figures, warmup_start
 from phoenix_assets.lib.features.hmm_regimes import filter_regimes, fit_regime_model, model_summary
 from phoenix_assets.lib.io.artifacts import latest_regime_model
-from phoenix_assets.lib.io.lake import Lake
+from phoenix_assets.lib.io.lake import Lake, MissingUpstreamError
 from phoenix_assets.lib.market.microstructure import to_delta_arrow
 from phoenix_assets.lib.schema import BARS_TABLE, FEATURES_TABLE, HMM_MODEL_DIR, REGIMES_TABLE
 
@@ -33,6 +33,17 @@ def _bars(lake: Lake, start: dt.date, end: dt.date) -> pl.DataFrame:
 def _month(context: dg.AssetExecutionContext) -> tuple[dt.date, dt.date]:
     window = context.partition_time_window
     return window.start.date(), (window.end - dt.timedelta(days=1)).date()
+
+
+def _require_month_bars(lake: Lake, bars: pl.DataFrame, first: dt.date, last: dt.date) -> None:
+    """Refuse a month without ofi_bars_1m rows before anything is written, in `hmm_regimes` and `features_1m`
+    alike: an empty partition would pass every check. `bars` may start earlier (features_1m's warm-up): only
+    the month's own trade dates count."""
+    if bars.is_empty() or bars.filter(pl.col("trade_date").is_between(first, last)).is_empty():
+        raise MissingUpstreamError(
+            f"month {first:%Y-%m}: upstream {BARS_TABLE} has no rows for trade dates {first}..{last} in "
+            f"{lake.table_uri(BARS_TABLE)}; materialize {BARS_TABLE} for the month's trade dates first"
+        )
 
 
 class RegimeModelConfig(dg.Config):
@@ -93,8 +104,10 @@ def hmm_regime_model(
 def hmm_regimes(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     the_lake = lake.lake()
     first, last = _month(context)
+    bars = _bars(the_lake, first, last)
+    _require_month_bars(the_lake, bars, first, last)
     model, cfg = latest_regime_model(the_lake), load_catalog().hmm
-    regimes = filter_regimes(model, _bars(the_lake, first, last), cfg).with_columns(month=pl.lit(first))
+    regimes = filter_regimes(model, bars, cfg).with_columns(month=pl.lit(first))
     table = to_delta_arrow(regimes)
     version = the_lake.replace_partition(REGIMES_TABLE, table.schema, table.to_batches(), "month", first)
     summary = model_summary(model, regimes)
@@ -133,8 +146,7 @@ def features_1m(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.Mat
     catalog = load_catalog()
     first, last = _month(context)
     bars = _bars(the_lake, warmup_start(first, catalog), last)
-    if bars.is_empty():
-        raise ValueError(f"features_1m {first:%Y-%m}: no ofi_bars_1m rows; materialize the month's days first")
+    _require_month_bars(the_lake, bars, first, last)
     model = latest_regime_model(the_lake)
     feats = compute_features(bars, catalog, filter_regimes(model, bars, catalog.hmm))
     month = feats.filter(pl.col("trade_date").is_between(first, last)).with_columns(
