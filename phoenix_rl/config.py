@@ -13,6 +13,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import math
+import numbers
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -198,12 +201,7 @@ class TrainConfig:
         if isinstance(self.env, dict):
             self.env = _env_from_dict(self.env)
         self.ent_coef = str(self.ent_coef)
-        problems = []
-        if not self.ent_coef.startswith("auto"):
-            try:
-                float(self.ent_coef)
-            except ValueError:
-                problems.append(f"ent_coef must be 'auto', 'auto_<float>' or a number (got {self.ent_coef!r})")
+        problems = self._setting_problems()
         defaults = EnvConfig()
         problems += [
             f"env.{name} is set by train from the feature set and the data: leave it out "
@@ -217,6 +215,40 @@ class TrainConfig:
         problems += window_problems(spans, self.embargo_days)
         if problems:
             raise ValueError("TrainConfig: " + "; ".join(problems))
+
+    def _setting_problems(self) -> list[str]:
+        """The run settings that cannot train a usable model (issue 29): no steps, an empty batch, no gradient step
+        (SB3 trains only once `num_timesteps > learning_starts`), non-finite or out-of-range rates, empty layers.
+        Each message names the field and its value."""
+        problems = [
+            f"{name} must be an int >= 1 (got {getattr(self, name)!r})"
+            for name in _AT_LEAST_ONE
+            if not _is_int(getattr(self, name)) or getattr(self, name) < 1
+        ]
+        if not _is_int(self.buffer_size) or (_is_int(self.batch_size) and self.buffer_size < self.batch_size):
+            problems.append(f"buffer_size must be an int >= batch_size {self.batch_size!r} (got {self.buffer_size!r})")
+        if not _is_int(self.learning_starts) or self.learning_starts < 0:
+            problems.append(f"learning_starts must be an int >= 0 (got {self.learning_starts!r})")
+        elif _is_int(self.total_timesteps) and self.learning_starts >= self.total_timesteps:
+            problems.append(
+                f"learning_starts must be < total_timesteps, or no gradient step is ever taken "
+                f"(got learning_starts {self.learning_starts!r}, total_timesteps {self.total_timesteps!r})"
+            )
+        if self.torch_threads is not None and (not _is_int(self.torch_threads) or self.torch_threads < 1):
+            problems.append(f"torch_threads must be None or an int >= 1 (got {self.torch_threads!r})")
+        problems += [
+            f"{name} must be a finite number in {interval} (got {getattr(self, name)!r})"
+            for name, (interval, inside) in _IN_RANGE.items()
+            if not _is_number(getattr(self, name)) or not inside(getattr(self, name))
+        ]
+        if not isinstance(self.net_arch, list | tuple) or not self.net_arch:
+            problems.append(f"net_arch must be a non-empty list of layer widths >= 1 (got {self.net_arch!r})")
+        elif not all(_is_int(w) and w >= 1 for w in self.net_arch):
+            problems.append(f"net_arch layer widths must be ints >= 1 (got {list(self.net_arch)!r})")
+        if not isinstance(self.feature_set, str) or not self.feature_set:
+            problems.append(f"feature_set must name a feature set of feature_specs/ (got {self.feature_set!r})")
+        problems += _ent_coef_problems(self.ent_coef)
+        return problems
 
     @property
     def sb3_ent_coef(self) -> str | float:
@@ -247,6 +279,53 @@ class TrainConfig:
     def env_config(self, feature_columns: tuple[str, ...], warm_column: str | None) -> EnvConfig:
         """The env of this run on a frame: `env` with the data-bound fields filled in."""
         return self.env.replace(feature_columns=feature_columns, warm_column=warm_column)
+
+
+# TrainConfig's int settings that must be >= 1, and its float settings with their valid interval (as the message
+# states it) and the test of it; NaN fails every comparison, so `inside` is False for it.
+_AT_LEAST_ONE = (
+    "total_timesteps",
+    "batch_size",
+    "train_freq",
+    "gradient_steps",
+    "d_model",
+    "d_state",
+    "d_conv",
+    "expand",
+    "n_layers",
+    "log_every",
+)
+_IN_RANGE: dict[str, tuple[str, Callable[[float], bool]]] = {
+    "learning_rate": ("(0, inf)", lambda v: 0 < v < math.inf),
+    "gamma": ("(0, 1]", lambda v: 0 < v <= 1),
+    "tau": ("(0, 1]", lambda v: 0 < v <= 1),
+    "capital": ("(0, inf)", lambda v: 0 < v < math.inf),
+}
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)  # numpy ints too
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _ent_coef_problems(ent_coef: str) -> list[str]:
+    """SB3's ent_coef: 'auto', 'auto_<initial value > 0>' or a fixed coefficient >= 0, all finite."""
+    if ent_coef == "auto":
+        return []
+    auto = ent_coef.startswith("auto_")
+    try:
+        value = float(ent_coef.removeprefix("auto_"))
+    except ValueError:
+        value = math.nan
+    if math.isfinite(value) and (value > 0 if auto else value >= 0):
+        return []
+    return [
+        "ent_coef must be 'auto', 'auto_<initial value > 0>' or a fixed coefficient >= 0, all finite "
+        f"(got {ent_coef!r})"
+    ]
 
 
 def _refuse_unknown(name: str, d: dict[str, Any], cls: type) -> None:

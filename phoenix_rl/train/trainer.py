@@ -9,8 +9,14 @@ deterministic backtest on the val window, with the same env config) are reported
 recorded in the config but never touched here.
 
 Outputs in out_dir: model.zip (SB3), config.json (TrainConfig, EnvConfig, feature columns, the frame's
-`feature_spec_hash` when present and the feature set's content hash), metrics.jsonl (one line per log).
-Metrics go to `on_metrics(step, dict)` too (the Dagster Pipes bridge plugs in there).
+`feature_spec_hash` when present, the feature set's content hash and the `training_health` record),
+metrics.jsonl (one line per log). Metrics go to `on_metrics(step, dict)` too (the Dagster Pipes bridge plugs in
+there).
+
+A run that took no gradient step, recorded a non-finite loss or ended with a non-finite parameter is refused
+(`training_health_problems`, issue 29): config.json and metrics.jsonl record it, model.zip is not written and
+`train` raises `UnhealthyTrainingError`. `mamba_sac_model` applies the same function to the recorded
+`training_health` before it publishes anything.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import ctypes
 import dataclasses
 import datetime as dt
 import json
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -41,23 +48,37 @@ from phoenix_rl.agent.policy import PhoenixSacPolicy
 from phoenix_rl.config import TrainConfig
 from phoenix_rl.env.trading_env import MnqTradingEnv
 from phoenix_rl.evaluation.backtest import run_backtest
+from phoenix_rl.train.health import training_health_problems
 
 __all__ = [
     "CHECKPOINT_GLOB",
+    "LossWatch",
     "MetricsCallback",
     "TrainConfig",
     "TrainResult",
+    "UnhealthyTrainingError",
     "main",
     "resume_from_checkpoint",
     "retain_freed_memory",
     "sac_kwargs",
     "select_window",
     "train",
+    "training_health",
+    "training_health_problems",
     "tune_process",
 ]
 
 MetricsSink = Callable[[int, dict[str, float]], None]
 CHECKPOINT_GLOB = "rl_model_*_steps.zip"  # what SB3's CheckpointCallback (default name prefix) saves
+# What SB3's SAC.train records after each update (the mean over its gradient steps); ent_coef_loss only when auto.
+LOSS_KEYS = ("train/actor_loss", "train/critic_loss", "train/ent_coef_loss", "train/ent_coef")
+MAX_NAMED_PARAMETERS = 10  # non-finite parameters named in the health record; the count is always complete
+
+
+class UnhealthyTrainingError(ValueError):
+    """A run that must not be published: `training_health_problems` found something (module doc). A ValueError,
+    like the SB3 error a policy with NaN parameters raises mid-training, so an HPO study counts the trial as failed
+    and goes on (phoenix_rl.research.hpo.study catches ValueError per trial)."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +149,45 @@ class MetricsCallback(BaseCallback):
         if self.sink is not None:
             self.sink(self.num_timesteps, m)
         return m
+
+
+class LossWatch(BaseCallback):
+    """Every loss SB3 records, not just the ones MetricsCallback logs every `log_every` steps: the first timestep
+    at which each loss of LOSS_KEYS was non-finite. SAC.train records its losses after the rollout whose
+    `_on_step` came before, so `look` runs once more after `learn` (train does it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.non_finite: dict[str, int] = {}
+
+    def _on_step(self) -> bool:
+        self.look()
+        return True
+
+    def look(self) -> None:
+        recorded = self.model.logger.name_to_value
+        for key in LOSS_KEYS:
+            value = recorded.get(key)
+            if isinstance(value, int | float) and not math.isfinite(value):
+                self.non_finite.setdefault(key, self.num_timesteps)
+
+
+def training_health(model: SAC, watch: LossWatch) -> dict[str, Any]:
+    """What `training_health_problems` judges, JSON-ready (train stores it in config.json): the gradient steps
+    SB3 took (`_n_updates`, checkpoints included), the losses that went non-finite and at which timestep, and the
+    policy's non-finite parameters (actor, critics, target critics) and SAC's entropy coefficient."""
+    tensors = dict(model.policy.named_parameters())
+    if getattr(model, "log_ent_coef", None) is not None:
+        tensors["log_ent_coef"] = model.log_ent_coef
+    bad = [name for name, t in tensors.items() if not bool(torch.isfinite(t).all())]
+    return {
+        "gradient_steps": int(model._n_updates),
+        "timesteps": int(model.num_timesteps),
+        "non_finite_losses": dict(watch.non_finite),
+        "non_finite_parameter_count": len(bad),
+        "non_finite_parameters": bad[:MAX_NAMED_PARAMETERS],
+        "parameters_checked": len(tensors),
+    }
 
 
 def silent_logger() -> Logger:
@@ -238,6 +298,8 @@ def train(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    model_path = out / "model.zip"
+    model_path.unlink(missing_ok=True)  # a refused run leaves no model behind, not even an earlier one
     fset = load_feature_set(cfg.feature_set)
     columns = tuple(fset.columns)
     missing = [c for c in columns if c not in features.columns]
@@ -261,7 +323,8 @@ def train(
     metrics_path = out / "metrics.jsonl"
     metrics_path.unlink(missing_ok=True)
     callback = MetricsCallback(cfg.log_every, metrics_path, on_metrics)
-    sb3_callbacks: list[BaseCallback] = [callback, *callbacks]
+    watch = LossWatch()
+    sb3_callbacks: list[BaseCallback] = [callback, watch, *callbacks]
     if checkpoint_dir is not None:
         model = resume_from_checkpoint(model, env, Path(checkpoint_dir))
         if checkpoint_every > 0:
@@ -276,9 +339,9 @@ def train(
     )
     elapsed = time.perf_counter() - t0
     last = callback.last if callback.last.get("timesteps") == float(model.num_timesteps) else callback.emit()
+    watch.look()  # the last update's losses, recorded after the last _on_step
+    health = training_health(model, watch)
 
-    model_path = out / "model.zip"
-    model.save(model_path)
     hashes = (
         features["feature_spec_hash"].unique().drop_nulls().to_list() if "feature_spec_hash" in features.columns else []
     )
@@ -294,11 +357,19 @@ def train(
                 "train_rows": train_rows.height,
                 "timesteps": cfg.total_timesteps,
                 "elapsed_s": elapsed,
+                "training_health": health,
             },
             indent=2,
             default=str,
         )
     )
+    problems = training_health_problems(health)
+    if problems:  # before model.zip exists: nothing publishable is left behind
+        raise UnhealthyTrainingError(
+            f"train: refusing to save the model of this run: {'; '.join(problems)}. Its config.json and "
+            f"metrics.jsonl in {out} record it; check the SAC settings (batch_size, learning_rate, learning_starts)"
+        )
+    model.save(model_path)
 
     val_metrics = None
     if cfg.val_start is not None or cfg.val_end is not None:

@@ -5,6 +5,11 @@ The training runs out of process (`python -m phoenix_rl.train.pipes_entry`, laun
 so a crash or a leak in torch never takes the Dagster run worker with it, and its logs/metrics stream back
 live. The model is stored versioned beside the lake (`<lake>/artifacts/mamba_sac_model/<version>/`) with a
 `latest.json` pointer, like `hmm_regime_model`.
+
+`latest.json` is what `backtests`, the retrain sensor and `./phoenix paper` use, so it is repointed only after
+every blocking check of the model passed (issue 29). Dagster judges a check only once the asset body has returned,
+after its writes, so `mamba_sac_model` evaluates its blocking checks itself before writing anything: a failure is
+yielded as the failed check and the step raises; no artifact is written and latest.json keeps the model it had.
 """
 
 import contextlib
@@ -17,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +55,7 @@ from phoenix_assets.lib.schema import (
 )
 from phoenix_rl.config import TrainConfig
 from phoenix_rl.evaluation.metrics import MIN_DAYS_FOR_RATIOS, format_metric
+from phoenix_rl.train.health import training_health_problems
 from phoenix_rl.train.pipes_entry import ERROR_FILE
 from phoenix_rl.windows import EvaluationWindows
 
@@ -116,6 +122,11 @@ MODEL_CHECKS: CheckTable = {
         "train < val < test with the embargo, and every fitted-once object (agent, HMM) ends before validation",
         True,
     ),
+    "trained_model_is_finite": (
+        "The training took >= 1 gradient step, every loss it recorded is finite and every policy parameter is "
+        "finite; a model failing it is never stored nor made latest",
+        True,
+    ),
 }
 
 
@@ -137,6 +148,48 @@ def point_in_time_outcome(saved: dict[str, Any]) -> CheckOutcome:
     )
 
 
+def trained_model_outcome(saved: Mapping[str, Any]) -> CheckOutcome:
+    """Judge the `training_health` a model's config.json records (phoenix_rl.train.trainer's
+    `training_health_problems`, the judgement `train` itself applied before it saved model.zip)."""
+
+    health = saved.get("training_health")
+    problems = training_health_problems(health)
+    described = (
+        f"{health.get('gradient_steps')} gradient steps in {health.get('timesteps')} timesteps, "
+        f"{len(health.get('non_finite_losses') or {})} non-finite losses, "
+        f"{health.get('non_finite_parameter_count')} of {health.get('parameters_checked')} parameter tensors "
+        "non-finite"
+        if health
+        else "no training_health recorded"
+    )
+    return CheckOutcome(not problems, described, {"problems": problems or ["none"], "training_health": health or {}})
+
+
+def _failed_health_check(out: Path) -> Iterator[dg.AssetCheckResult]:
+    """`trained_model_is_finite` failed, when a training that failed left a config.json saying why (train writes it,
+    then refuses to save model.zip); nothing otherwise."""
+    if not (out / "config.json").exists():
+        return
+    outcome = trained_model_outcome(json.loads((out / "config.json").read_text()))
+    if not outcome.passed:
+        name = "trained_model_is_finite"
+        yield from check_results("mamba_sac_model", {name: MODEL_CHECKS[name]}, {name: outcome})
+
+
+def _refused_publish(outcomes: dict[str, CheckOutcome]) -> Iterator[dg.AssetCheckResult]:
+    """The failed blocking checks of a model (yielded so the UI shows them), then the error that stops the step
+    before anything is written: latest.json keeps pointing at the previous model (module doc)."""
+    failed = {k: o for k, o in outcomes.items() if MODEL_CHECKS[k][1] and not o.passed}
+    if not failed:
+        return
+    yield from check_results("mamba_sac_model", {k: MODEL_CHECKS[k] for k in failed}, failed)
+    reasons = "; ".join(f"{k}: {'; '.join(o.metadata.get('problems') or [o.description])}" for k, o in failed.items())
+    raise RuntimeError(
+        f"mamba_sac_model: refusing to publish the trained model ({reasons}). Nothing was stored and "
+        f"{SAC_MODEL_DIR}/latest.json still points at the previous model; fix the training settings and re-train."
+    )
+
+
 @dg.asset(
     group_name="model",
     kinds={"pytorch", "python"},
@@ -155,7 +208,11 @@ def mamba_sac_model(
     lake: LakeResource,
     pipes_subprocess_client: dg.PipesSubprocessClient,
     sagemaker: SageMakerResource,
-) -> dg.MaterializeResult:
+) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
+    try:
+        train_config = config.to_train_config()
+    except ValueError as exc:  # refuse before any data is read or anything trains
+        raise ValueError(f"mamba_sac_model: invalid run config, nothing was trained: {exc}") from exc
     the_lake = lake.lake()
     windows = config.windows()
     evaluation = EvaluationWindows.from_mapping(windows, config.embargo_days)  # ordered: TrainConfig checked it
@@ -178,7 +235,7 @@ def mamba_sac_model(
     with tempfile.TemporaryDirectory(prefix="phoenix-train-") as tmp:
         work = Path(tmp)
         rows.write_parquet(work / "features.parquet")
-        (work / "config.json").write_text(config.to_train_config().to_json())
+        (work / "config.json").write_text(train_config.to_json())
         out = work / "out"
         if config.launch == "sagemaker":
             context.log.info(f"exported {rows.height} feature rows {first}..{last}; launching a SageMaker job")
@@ -199,6 +256,7 @@ def mamba_sac_model(
             except Exception as exc:
                 error = out / ERROR_FILE
                 reason = error.read_text() if error.exists() else str(exc)
+                yield from _failed_health_check(out)  # train refused an unhealthy model: show the check
                 raise RuntimeError(
                     f"mamba_sac_model: the training subprocess failed: {reason}. The traceback is in this step's "
                     f"logs; check that the windows (train {config.train_start}..{config.train_end}) have "
@@ -221,12 +279,17 @@ def mamba_sac_model(
             git_commit=_git_commit(),
             trained_at=dt.datetime.now(dt.UTC).isoformat(),
         )
+        outcomes = {
+            "point_in_time_windows": point_in_time_outcome(saved),
+            "trained_model_is_finite": trained_model_outcome(saved),
+        }
+        yield from _refused_publish(outcomes)  # raises when a blocking check failed: nothing written below
         uri = the_lake.write_artifact(f"{folder}/model.zip", (out / "model.zip").read_bytes())
         the_lake.write_artifact(f"{folder}/config.json", json.dumps(saved, indent=2, default=str).encode())
         the_lake.write_artifact(f"{folder}/metrics.jsonl", (out / "metrics.jsonl").read_bytes())
     the_lake.publish_latest(SAC_MODEL_DIR, folder, version)
     context.log.info(f"model {version} stored at {uri}")
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
         metadata={
             **(reported.metadata or {}),
             "artifact": dg.MetadataValue.path(uri),
@@ -241,9 +304,7 @@ def mamba_sac_model(
             "evaluation_windows": dg.MetadataValue.json(saved["evaluation_windows"]),
             "fitted_windows": dg.MetadataValue.json(saved["fitted_windows"]),
         },
-        check_results=check_results(
-            "mamba_sac_model", MODEL_CHECKS, {"point_in_time_windows": point_in_time_outcome(saved)}
-        ),
+        check_results=check_results("mamba_sac_model", MODEL_CHECKS, outcomes),
     )
 
 

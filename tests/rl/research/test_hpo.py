@@ -50,7 +50,7 @@ WINDOWS = {
 TINY_BASE = {
     "total_timesteps": 48,
     "learning_starts": 16,
-    "buffer_size": 300,
+    "buffer_size": 512,  # >= the search space's largest batch_size (TrainConfig refuses a smaller buffer)
     "log_every": 16,
     "torch_threads": 1,
     "env": {"max_steps": 30},

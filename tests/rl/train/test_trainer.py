@@ -3,18 +3,32 @@
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
+import torch
 from stable_baselines3 import SAC
+from stable_baselines3.common.callbacks import BaseCallback
 
 from feature_specs import load_feature_set
 from phoenix_rl.env.trading_env import EnvConfig
 from phoenix_rl.evaluation.backtest import run_backtest
 from phoenix_rl.testing import synthetic_features
-from phoenix_rl.train.trainer import TrainConfig, main, train
+from phoenix_rl.train.trainer import (
+    LossWatch,
+    TrainConfig,
+    UnhealthyTrainingError,
+    main,
+    sac_kwargs,
+    train,
+    training_health,
+    training_health_problems,
+)
+from tests.conftest import TINY_MODEL_CONFIG
 
 TINY = {
     "feature_set": "phase2_ofi",
@@ -60,6 +74,10 @@ def test_train_writes_model_config_metrics_and_forwards_them(
     assert cfg["feature_set_content_hash"] == load_feature_set("phase2_ofi").content_hash
     assert cfg["feature_columns"] == list(load_feature_set("phase2_ofi").columns)
     assert cfg["train_config"] == TrainConfig.from_dict(TINY).to_dict()
+    health = cfg["training_health"]
+    assert health["gradient_steps"] == 150  # SB3 trains at steps 51..200 (> learning_starts 50)
+    assert health["non_finite_losses"] == {} and health["non_finite_parameter_count"] == 0
+    assert training_health_problems(health) == []
     assert len(result.metrics_path.read_text().splitlines()) == 2
     # the saved model backtests on the held-out test day
     model = SAC.load(result.model_path)
@@ -107,3 +125,108 @@ def test_sac_kwargs_follow_the_config(features: pl.DataFrame) -> None:
         assert (model.actor.features_extractor is model.critic.features_extractor) is share
         assert model.batch_size == cfg.batch_size and model.learning_starts == cfg.learning_starts
     assert retain_freed_memory()  # glibc (Linux): the training's malloc setting applies
+
+
+# tests/conftest.py's tiny model trained on the train day only: 64 steps, gradient steps at 33..64
+SHORT = {k: v for k, v in TINY_MODEL_CONFIG.items() if not k.startswith(("val_", "test_"))}
+HEALTHY = {
+    "gradient_steps": 32,
+    "timesteps": 64,
+    "non_finite_losses": {},
+    "non_finite_parameter_count": 0,
+    "non_finite_parameters": [],
+    "parameters_checked": 40,
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "problems"),
+    [
+        ({}, []),
+        (
+            {"gradient_steps": 0},
+            ["no gradient step was taken in 64 timesteps (learning_starts must be < total_timesteps)"],
+        ),
+        (
+            {"non_finite_losses": {"train/critic_loss": 40, "train/actor_loss": 41}},
+            [
+                "train/actor_loss was non-finite (first at timestep 41)",
+                "train/critic_loss was non-finite (first at timestep 40)",
+            ],
+        ),
+        (
+            {"non_finite_parameter_count": 12, "non_finite_parameters": ["actor.mu.weight", "actor.mu.bias"]},
+            ["12 parameter tensor(s) hold NaN or inf: actor.mu.weight, actor.mu.bias, ..."],
+        ),
+    ],
+    ids=["healthy", "no-gradient-step", "nan-losses", "nan-parameters"],
+)
+def test_training_health_problems_judges_the_record(change: dict[str, Any], problems: list[str]) -> None:
+    assert training_health_problems({**HEALTHY, **change}) == problems
+
+
+def test_a_missing_record_is_a_problem() -> None:
+    """mamba_sac_model judges config.json's record: a model trained before the check has none, and is refused."""
+    assert training_health_problems(None) == training_health_problems({}) != []
+    assert "records no training_health" in training_health_problems(None)[0]
+
+
+def test_training_health_finds_a_nan_parameter(features: pl.DataFrame) -> None:
+    from phoenix_rl.env.trading_env import MnqTradingEnv
+
+    cfg = TrainConfig.from_dict(SHORT)
+    env_cfg = cfg.env_config(tuple(load_feature_set("phase2_ofi").columns), "warm")
+    model = SAC(env=MnqTradingEnv(features, env_cfg), **sac_kwargs(cfg))
+    fresh = training_health(model, LossWatch())
+    assert fresh["non_finite_parameter_count"] == 0 and fresh["gradient_steps"] == 0
+    assert fresh["parameters_checked"] == len(list(model.policy.parameters())) + 1  # + SAC's log_ent_coef
+    with torch.no_grad():
+        model.actor.mu.weight[0, 0] = math.nan
+        model.log_ent_coef.fill_(math.inf)
+    health = training_health(model, LossWatch())
+    assert health["non_finite_parameters"] == ["actor.mu.weight", "log_ent_coef"]
+    assert "2 parameter tensor(s) hold NaN or inf: actor.mu.weight, log_ent_coef" in training_health_problems(health)
+    json.dumps(health)  # stored in config.json as it is
+
+
+class PoisonAtTheEnd(BaseCallback):
+    """A NaN in the actor after the last gradient step: SB3 itself never notices one there."""
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_training_end(self) -> None:
+        with torch.no_grad():
+            self.model.actor.mu.bias.fill_(math.nan)
+
+
+def _refused(cfg: TrainConfig, features: pl.DataFrame, out: Path, **kwargs: Any) -> dict[str, Any]:
+    """train() on cfg must refuse: no model.zip (not even the earlier one planted here), its config.json recorded."""
+    out.mkdir()
+    (out / "model.zip").write_bytes(b"an earlier run's model")
+    with pytest.raises(UnhealthyTrainingError, match="train: refusing to save the model of this run: "):
+        train(cfg, features, out, **kwargs)
+    assert not (out / "model.zip").exists()
+    return json.loads((out / "config.json").read_text())["training_health"]
+
+
+def test_a_nan_parameter_is_refused(features: pl.DataFrame, tmp_path: Path) -> None:
+    health = _refused(TrainConfig.from_dict(SHORT), features, tmp_path / "run", callbacks=[PoisonAtTheEnd()])
+    assert health["non_finite_parameters"] == ["actor.mu.bias"] and health["gradient_steps"] == 32
+
+
+def test_batch_size_0_is_refused_even_past_the_config_check(features: pl.DataFrame, tmp_path: Path) -> None:
+    """Issue 29: batch_size 0 trained with NaN actor and critic losses and was saved. TrainConfig refuses it now;
+    set after validation (the dataclass is mutable), the training's own check still refuses the model."""
+    cfg = TrainConfig.from_dict(SHORT)
+    cfg.batch_size = 0
+    health = _refused(cfg, features, tmp_path / "run")
+    assert {"train/actor_loss", "train/critic_loss"} <= set(health["non_finite_losses"])
+    assert health["non_finite_parameter_count"] == 0  # the mean over an empty batch: NaN loss, zero gradients
+
+
+def test_no_gradient_step_is_refused_even_past_the_config_check(features: pl.DataFrame, tmp_path: Path) -> None:
+    cfg = TrainConfig.from_dict(SHORT)
+    cfg.learning_starts = cfg.total_timesteps
+    health = _refused(cfg, features, tmp_path / "run")
+    assert health["gradient_steps"] == 0 and health["timesteps"] == 64

@@ -3,15 +3,19 @@
 import json
 import math
 import shutil
+import sys
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import polars as pl
+import pytest
 
 from phoenix_assets.defs.model.assets import backtests, evaluation_metrics, mamba_sac_model
 from phoenix_assets.defs.model.sagemaker import SageMakerResource
 from phoenix_assets.defs.resources import LakeResource
 from phoenix_assets.lib.io.lake import Lake
+from phoenix_assets.lib.schema import SAC_MODEL_DIR
 from tests.conftest import TINY_MODEL_CONFIG
 
 ASSETS = [mamba_sac_model, backtests, evaluation_metrics]
@@ -82,8 +86,10 @@ def test_train_backtest_evaluate(features_lake_root: str) -> None:
     assert "n/a" in emeta["metrics"].value and emeta["min_days_for_ratios"].value == 20
     assert Path(emeta["equity_png_test"].value).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the figure, as a file
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert set(checks) == {"agent_not_stuck_flat", "metrics_finite", "point_in_time_windows"}
+    assert set(checks) == {"agent_not_stuck_flat", "metrics_finite", "point_in_time_windows", "trained_model_is_finite"}
     assert checks["metrics_finite"].passed and checks["point_in_time_windows"].passed
+    assert checks["trained_model_is_finite"].passed  # 64 steps, learning_starts 32: 32 gradient steps, all finite
+    assert saved["training_health"]["gradient_steps"] == 32 and saved["training_health"]["non_finite_losses"] == {}
     assert saved["evaluation_windows"] == {
         "train": ["2024-03-13", "2024-03-13"], "val": ["2024-03-14", "2024-03-14"],
         "test": ["2024-03-15", "2024-03-15"], "embargo_days": 0,
@@ -119,3 +125,151 @@ def test_an_hmm_fitted_into_validation_is_refused_before_training(features_lake_
     message = str(failure.step_failure_data.error)
     assert "hmm_regime_model was fitted on data up to 2024-03-15, not before validation starts 2024-03-14" in message
     assert not (root / "artifacts" / "mamba_sac_model").exists()  # refused before training
+
+
+# A stand-in for `python -m phoenix_rl.train.pipes_entry` (argv: out folder, training_health record as JSON or
+# "null", exit code): what a training leaves in --out. Exit code 1 is train refusing the model (config.json and
+# error.txt, no model.zip); 0 is a training that saved a model whatever its record says (an older trainer).
+FAKE_TRAINING = """
+import json, sys
+from pathlib import Path
+from dagster_pipes import open_dagster_pipes
+
+out, record, code = Path(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3])
+out.mkdir(parents=True, exist_ok=True)
+saved = {"train_config": {}, "feature_spec_hash": "testhash0123", "train_rows": 80}
+(out / "config.json").write_text(json.dumps(saved if record is None else {**saved, "training_health": record}))
+(out / "metrics.jsonl").write_text("")
+with open_dagster_pipes() as pipes:
+    if code:
+        (out / "error.txt").write_text("UnhealthyTrainingError: train: refusing to save the model of this run")
+        raise SystemExit(code)
+    (out / "model.zip").write_bytes(b"a model")
+    pipes.report_asset_materialization(metadata={})
+"""
+HEALTHY = {
+    "gradient_steps": 32,
+    "timesteps": 64,
+    "non_finite_losses": {},
+    "non_finite_parameter_count": 0,
+    "non_finite_parameters": [],
+    "parameters_checked": 40,
+}
+
+
+class FakeTraining(dg.PipesSubprocessClient):
+    """Runs FAKE_TRAINING through the real Pipes session instead of the trainer."""
+
+    def __init__(self, record: dict[str, object] | None, exit_code: int) -> None:
+        super().__init__()
+        self.record, self.exit_code = record, exit_code
+
+    def run(self, *, context: Any, command: Any, extras: Any = None, env: Any = None, cwd: Any = None) -> Any:
+        out = command[command.index("--out") + 1]
+        fake = [sys.executable, "-c", FAKE_TRAINING, out, json.dumps(self.record), str(self.exit_code)]
+        return super().run(context=context, command=fake, extras=extras, env=env, cwd=cwd)
+
+
+class NoTraining(dg.PipesSubprocessClient):
+    def run(self, **_: Any) -> Any:
+        raise AssertionError("the training was launched")
+
+
+def _lake_with_a_published_model(features_lake_root: str, tmp_path: Path) -> tuple[Path, bytes]:
+    """A copy of the features lake whose latest.json points at an earlier model v0 (its bytes returned)."""
+    root = tmp_path / "lake"
+    shutil.copytree(features_lake_root, root)
+    shutil.rmtree(root / "artifacts", ignore_errors=True)  # other tests' models in the shared lake
+    lake = Lake(str(root))
+    lake.write_artifact(f"{SAC_MODEL_DIR}/v0/model.zip", b"the previous model")
+    lake.publish_latest(SAC_MODEL_DIR, f"{SAC_MODEL_DIR}/v0", "v0")
+    return root, lake.read_artifact(f"{SAC_MODEL_DIR}/latest.json")
+
+
+def _materialize_model(root: Path, client: dg.PipesSubprocessClient, **overrides: object) -> dg.ExecuteInProcessResult:
+    with dg.instance_for_test() as instance:
+        return dg.materialize(
+            [mamba_sac_model],
+            resources={
+                "lake": LakeResource(uri=str(root)),
+                "pipes_subprocess_client": client,
+                "sagemaker": SageMakerResource(),
+            },
+            run_config=_run_config(**overrides),
+            instance=instance,
+            raise_on_error=False,
+        )
+
+
+@pytest.mark.parametrize(
+    ("record", "exit_code", "reason"),
+    [
+        ({**HEALTHY, "non_finite_losses": {"train/critic_loss": 40}}, 1, "training subprocess failed: Unhealthy"),
+        ({**HEALTHY, "gradient_steps": 0}, 0, "no gradient step was taken in 64 timesteps"),
+        ({**HEALTHY, "non_finite_losses": {"train/actor_loss": 33}}, 0, "train/actor_loss was non-finite (first at"),
+        (
+            {**HEALTHY, "non_finite_parameter_count": 1, "non_finite_parameters": ["actor.mu.weight"]},
+            0,
+            "1 parameter tensor(s) hold NaN or inf: actor.mu.weight",
+        ),
+        (None, 0, "the run records no training_health"),
+    ],
+    ids=["train-refused", "no-gradient-step", "nan-loss", "nan-parameter", "no-record"],
+)
+def test_an_unhealthy_model_is_never_published(
+    features_lake_root: str, tmp_path: Path, record: dict[str, object] | None, exit_code: int, reason: str
+) -> None:
+    """Issue 29: a bad training used to be stored and made latest (what backtests and `./phoenix paper` use).
+    The blocking trained_model_is_finite check fails in the UI, the step fails, nothing is stored and latest.json
+    still points at the previous model."""
+    root, pointer = _lake_with_a_published_model(features_lake_root, tmp_path)
+    result = _materialize_model(root, FakeTraining(record, exit_code))
+    assert not result.success
+    # first what issue 29 is about: the check alone (Dagster fails the step after the body returned) came too late
+    assert Lake(str(root)).read_artifact(f"{SAC_MODEL_DIR}/latest.json") == pointer
+    assert sorted(p.name for p in (root / SAC_MODEL_DIR).iterdir()) == ["latest.json", "v0"]
+    message = str(next(e for e in result.all_events if e.is_step_failure).step_failure_data.error)
+    assert reason in message
+    if exit_code == 0:
+        assert "refusing to publish the trained model (trained_model_is_finite: " in message
+        assert "latest.json still points at the previous model" in message
+    (check,) = result.get_asset_check_evaluations()
+    assert check.check_name == "trained_model_is_finite" and not check.passed
+    assert check.severity == dg.AssetCheckSeverity.ERROR
+    assert result.asset_materializations_for_node("mamba_sac_model") == []
+
+
+def test_a_healthy_record_publishes(features_lake_root: str, tmp_path: Path) -> None:
+    """The same fake training with a healthy record is stored and made latest: the refusals above are the guard's."""
+    root, _ = _lake_with_a_published_model(features_lake_root, tmp_path)
+    result = _materialize_model(root, FakeTraining(HEALTHY, 0))
+    assert result.success
+    assert {c.check_name: c.passed for c in result.get_asset_check_evaluations()} == {
+        "point_in_time_windows": True,
+        "trained_model_is_finite": True,
+    }
+    latest = json.loads(Lake(str(root)).read_artifact(f"{SAC_MODEL_DIR}/latest.json"))
+    assert latest["version"] != "v0" and Path(root, latest["path"], "model.zip").read_bytes() == b"a model"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"total_timesteps": 0}, "total_timesteps must be an int >= 1 (got 0)"),
+        ({"total_timesteps": -5}, "total_timesteps must be an int >= 1 (got -5)"),
+        ({"batch_size": 0}, "batch_size must be an int >= 1 (got 0)"),
+    ],
+    ids=["total_timesteps=0", "total_timesteps=-5", "batch_size=0"],
+)
+def test_an_absurd_training_config_fails_before_training(
+    features_lake_root: str, tmp_path: Path, overrides: dict[str, object], named: str
+) -> None:
+    """Issue 29: `total_timesteps: -5`, `0` and `batch_size: 0` trained and were published as latest."""
+    root, pointer = _lake_with_a_published_model(features_lake_root, tmp_path)
+    result = _materialize_model(root, NoTraining(), **overrides)
+    assert not result.success
+    message = str(next(e for e in result.all_events if e.is_step_failure).step_failure_data.error)
+    assert "mamba_sac_model: invalid run config, nothing was trained: TrainConfig: " in message
+    assert named in message and "the training was launched" not in message
+    assert Lake(str(root)).read_artifact(f"{SAC_MODEL_DIR}/latest.json") == pointer
+    assert sorted(p.name for p in (root / SAC_MODEL_DIR).iterdir()) == ["latest.json", "v0"]

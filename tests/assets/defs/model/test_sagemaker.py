@@ -366,7 +366,7 @@ def test_container_entry_resumes_from_the_newest_checkpoint(
     (root / "input" / "data" / "features").mkdir(parents=True)
     (root / "input" / "data" / "config").mkdir(parents=True)
     Lake(features_lake_root).scan("features_1m").collect().write_parquet(root / "input/data/features/features.parquet")
-    cfg = {k: v for k, v in TINY.items() if k not in ("total_timesteps", "launch")}
+    cfg = {k: v for k, v in TINY.items() if k not in ("total_timesteps", "launch")} | {"learning_starts": 16}
     cfg |= {"train_start": "2024-03-13", "train_end": "2024-03-13", "log_every": 16}
     monkeypatch.setenv("PHOENIX_SM_ROOT", str(root))
     for key in ("DAGSTER_PIPES_CONTEXT", "DAGSTER_PIPES_MESSAGES"):

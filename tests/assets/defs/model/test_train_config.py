@@ -171,3 +171,25 @@ def test_the_asset_needs_all_windows() -> None:
         "val": ("2024-02-02", "2024-02-06"),
         "test": ("2024-02-08", "2024-02-14"),
     }
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"total_timesteps": 0}, "total_timesteps must be an int >= 1 (got 0)"),
+        ({"total_timesteps": -5}, "total_timesteps must be an int >= 1 (got -5)"),
+        ({"batch_size": 0}, "batch_size must be an int >= 1 (got 0)"),
+        ({"learning_starts": 12_345}, "learning_starts must be < total_timesteps"),
+        ({"learning_rate": -1.0}, "learning_rate must be a finite number in (0, inf) (got -1.0)"),
+        ({"net_arch": []}, "net_arch must be a non-empty list"),
+    ],
+)
+def test_the_dagster_config_surfaces_the_train_config_validation(change: dict[str, Any], named: str) -> None:
+    """Issue 29: Dagster's schema takes any int, so the run config passes it; building the TrainConfig of the run
+    (the asset's first step, before it reads data or trains) refuses it with TrainConfig's message."""
+    config = MambaSacConfig(**_dagster_processed({**NON_DEFAULT, **change}))
+    with pytest.raises(ValueError, match=r"^TrainConfig: ") as raised:
+        config.to_train_config()
+    assert named in str(raised.value)
+    with pytest.raises(ValueError, match="TrainConfig: "):
+        config.windows()
