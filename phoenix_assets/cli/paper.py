@@ -10,9 +10,14 @@ Every source goes, record by record in feed order, through `phoenix_rl.live.trad
 kernel and feature code, the policy at each bar close, `phoenix_rl.live.risk`, the order journal, the venue), one
 trader per trade date (equity carries over). The track record lands in the lake (`paper_bars`, `paper_orders`,
 `paper_fills`, `paper_risk_events`) where `./phoenix monitor` shows it and `paper_daily_report` / the
-`go_live_gate` check judge it. A day the strategy already traded is refused unless `--resume` (after a crash:
-the journal keeps one row per key, so nothing is sent or stored twice). SIGUSR1 pulls the kill switch (halt
-and flatten); Ctrl-C stops the stream, flattens and flushes.
+`go_live_gate` check judge it. A day the strategy already traded (a bar, an order, a fill or a risk event
+journaled) is refused unless `--resume`: after a crash the day is replayed with the journal's decisions up
+to the crash, then traded on (`phoenix_rl.live.trader`). One session per strategy and lake at a time.
+
+SIGUSR1 pulls the kill switch (halt and flatten); the halt is the strategy's, journaled: it holds across trade
+dates and restarts until a person lifts it (`--lift-halt NAME`). Ctrl-C stops the stream, flattens and
+flushes. A failure mid-stream (a damaged file, a broken feed, the journal) halts and flattens before the error
+is shown; every day ends with its position checked against the journal's fills.
 """
 
 from __future__ import annotations
@@ -35,10 +40,17 @@ from feature_specs import FeatureCatalog, load_catalog
 from phoenix_assets.defs.resources import DatabentoResource, LakeResource
 from phoenix_assets.lib import calendar as cal
 from phoenix_assets.lib.features.compute import warmup_start
+from phoenix_assets.lib.instrument import MNQ
 from phoenix_assets.lib.io.artifacts import features_between, latest_regime_model, load_latest_model
-from phoenix_assets.lib.io.dbn_reader import inspect_dbn, iter_mbp10_arrays
+from phoenix_assets.lib.io.dbn_reader import DbnFileError
 from phoenix_assets.lib.io.lake import Lake
 from phoenix_assets.lib.io.raw_reader import iter_raw_partition
+from phoenix_assets.lib.io.replay_files import (
+    ReplayPlan,
+    ReplayPlanError,
+    iter_replay_arrays,
+    validate_replay_files,
+)
 from phoenix_assets.lib.market.book_kernel import BookArrays, arrays_from_dbn, arrays_from_raw, arrays_from_records
 from phoenix_assets.lib.market.live_bars import NS_PER_MINUTE, LiveBars, LiveFeatures
 from phoenix_assets.lib.market.microstructure import (
@@ -50,7 +62,7 @@ from phoenix_assets.lib.market.microstructure import (
 from phoenix_assets.lib.schema import BARS_TABLE, PAPER_BARS_TABLE
 from phoenix_rl.config import EnvConfig
 from phoenix_rl.evaluation.backtest import run_backtest
-from phoenix_rl.live.journal import OrderJournal
+from phoenix_rl.live.journal import OrderJournal, StrategyLocked, strategy_lock
 from phoenix_rl.live.nautilus.venue import PaperVenue
 from phoenix_rl.live.risk import RiskConfig, RiskEngine
 from phoenix_rl.live.trader import PaperTrader
@@ -68,12 +80,12 @@ def raw_records(lake: Lake, days: list[dt.date]) -> Iterator[BookArrays]:
             yield arrays_from_raw(pl.from_arrow(batch))
 
 
-def dbn_records(paths: list[Path]) -> Iterator[BookArrays]:
-    """DBN MBP-10 files in time order (validated reading: a corrupt or truncated file names itself); a chunk
-    that spans a trade date boundary (Databento's UTC-day files do) is cut there."""
-    for info in sorted((inspect_dbn(p) for p in paths), key=lambda i: i.start_ns):
-        for chunk in iter_mbp10_arrays(info, CHUNK_RECORDS):
-            yield from _by_trade_date(arrays_from_dbn(chunk))
+def dbn_records(plan: ReplayPlan) -> Iterator[BookArrays]:
+    """The trade dates of a validated replay plan (`validate_replay_files`: the whole files were read before
+    the first order, so damage, another instrument or a range they do not cover are refused up front), in
+    chunks that never span two trade dates."""
+    for _, chunk in iter_replay_arrays(plan, CHUNK_RECORDS):
+        yield arrays_from_dbn(chunk)
 
 
 def live_records(client: Iterable[Any], max_records: int = 256) -> Iterator[BookArrays]:
@@ -136,14 +148,34 @@ def _history(lake: Lake, day: dt.date, catalog: FeatureCatalog) -> pl.DataFrame:
     return lake.scan(BARS_TABLE).filter(pl.col("trade_date").is_between(first, last)).collect().sort("ts")
 
 
-def _refuse_traded_day(lake: Lake, strategy: str, day: dt.date, resume: bool) -> None:
-    if resume or not lake.exists(PAPER_BARS_TABLE):
-        return
-    done = lake.scan(PAPER_BARS_TABLE).filter((pl.col("strategy") == strategy) & (pl.col("trade_date") == day))
-    if done.head(1).collect().height:
+def _refuse_traded_day(journal: OrderJournal, strategy: str, day: dt.date, resume: bool) -> None:
+    traded = "" if resume else journal.traded(strategy, day)
+    if traded:
         sys.exit(
-            f"./phoenix paper: strategy {strategy!r} already paper-traded {day}: "
+            f"./phoenix paper: strategy {strategy!r} already paper-traded {day} (the journal holds {traded}): "
             "pick another --strategy, or --resume after a crash"
+        )
+
+
+def _refuse_open_positions(journal: OrderJournal, strategy: str, resume: bool) -> None:
+    """Every trade date ends flat: a day whose fills leave contracts open crashed and must be resumed first
+    (with --resume, the days replayed settle it: the end of each is checked)."""
+    open_days = journal.open_positions(strategy)
+    if open_days and not resume:
+        held = ", ".join(f"{d}: {q:+d}" for d, q in open_days.items())
+        sys.exit(
+            f"./phoenix paper: the journal's fills leave strategy {strategy!r} holding contracts ({held}): "
+            f"resume that day first (--resume --start D --end D)"
+        )
+
+
+def _check_day_against_journal(journal: OrderJournal, trader: PaperTrader, day: dt.date) -> None:
+    """The invariant position = sum of fills, at the end of every day (which ends flat)."""
+    filled = journal.day_record(trader.strategy, day).filled
+    if trader.position != filled or filled != 0:
+        raise RuntimeError(
+            f"./phoenix paper: strategy {trader.strategy!r} on {day}: the loop holds {trader.position} contracts, "
+            f"the journal's fills add up to {filled}; a day must end flat"
         )
 
 
@@ -195,9 +227,32 @@ def main(argv: list[str] | None = None) -> int:
         "minutes exceeds this (checked every 240 bars on the day so far) allows only exits (default: off)",
     )
     parser.add_argument("--lake", default=None, help="lake root (default: $PHOENIX_LAKE_URI, else <repo>/lake)")
+    parser.add_argument(
+        "--lift-halt",
+        metavar="NAME",
+        help="lift the strategy's HALTED/REDUCING state (a kill switch holds until a person does), journaled "
+        "with NAME, and exit",
+    )
     args = parser.parse_args(argv)
 
     lake = LakeResource(uri=args.lake).lake()
+    journal = OrderJournal(lake)
+    try:
+        with strategy_lock(lake, args.strategy):  # a lift too: not under a running session's feet
+            if not args.lift_halt:
+                return _trade(args, lake, journal)
+            lifted = journal.lift_halt(args.strategy, args.lift_halt, session_id=f"lift-{uuid.uuid4().hex[:8]}")
+    except StrategyLocked as exc:
+        sys.exit(f"./phoenix paper: {exc}")
+    print(
+        f"strategy {args.strategy!r} was {lifted[0]} ({lifted[1]}): lifted by {args.lift_halt}"
+        if lifted
+        else f"strategy {args.strategy!r} is not halted: nothing to lift"
+    )
+    return 0
+
+
+def _trade(args: argparse.Namespace, lake: Lake, journal: OrderJournal) -> int:
     version, model, saved = load_latest_model(lake)
     # one decision before the feed: the Mamba scan's numba kernel compiles or loads from its cache here (0.6-8 s),
     # not on the first bar, where the latency budget would count it
@@ -208,7 +263,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.live:
         source = live_records(DatabentoResource().live_client())  # raises naming the missing key
     elif args.dbn:
-        source = dbn_records(args.dbn)
+        try:  # the whole files, before the first order
+            plan = validate_replay_files(args.dbn, MNQ, args.start, args.end, CHUNK_RECORDS)
+        except (DbnFileError, ReplayPlanError) as exc:
+            sys.exit(f"./phoenix paper: refusing the replay: {exc}")
+        print(f"./phoenix paper: {plan.summary()}")
+        source = dbn_records(plan)
     else:
         start = args.start or dt.date.fromisoformat(tc["test_start"])
         end = args.end or dt.date.fromisoformat(tc["test_end"])
@@ -223,59 +283,116 @@ def main(argv: list[str] | None = None) -> int:
             "drift_psi_limit": args.drift_psi_limit,
             "drift_every_bars": 240,
         }
-    journal, session = OrderJournal(lake), f"{args.strategy}-{uuid.uuid4().hex[:8]}"
+    session = f"{args.strategy}-{uuid.uuid4().hex[:8]}"
     print(f"paper session {session}: model {version}, strategy {args.strategy}, lake {lake.root}")
-    stop = {"now": False}
+    _refuse_open_positions(journal, args.strategy, resume=args.resume)
+    # the strategy's risk state is the journal's, not this process's: one engine for all the days
+    risk = RiskEngine(risk_config(env_cfg, args.latency_budget_ms))
+    latest = journal.risk_state(args.strategy)
+    if latest is not None and latest[0] != "ACTIVE":
+        risk.restore(*latest)
+        print(
+            f"strategy {args.strategy!r} is {latest[0]} ({latest[1]}) as journaled: only exits until a person "
+            f"lifts it (./phoenix paper --strategy {args.strategy} --lift-halt NAME)"
+        )
+    stop = {"now": False, "kill": False}
     current: dict[str, Any] = {}
+
+    def on_usr1(*_: object) -> None:
+        if current:
+            current["trader"].kill_switch("SIGUSR1")
+        else:  # between two days: the next day's trader pulls it before its first record
+            stop["kill"] = True
+
     signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
-    signal.signal(signal.SIGUSR1, lambda *_: current["trader"].kill_switch("SIGUSR1") if current else None)
+    signal.signal(signal.SIGUSR1, on_usr1)
     equity = peak = 0.0
     traded: list[dt.date] = []
+
+    def start_day(day: dt.date) -> None:
+        _refuse_traded_day(journal, args.strategy, day, args.resume)
+        journaled = journal.day_record(args.strategy, day) if args.resume else None
+        if journaled is not None and not journaled.empty:
+            # replayed from the day's start: the state the crashed session began the day in, then its events
+            risk.restore(*(journaled.state_before or ("ACTIVE", "")))
+            print(f"{day}: resuming after the journal's {journaled.orders.height} orders")
+        current["trader"] = PaperTrader(
+            policy=lambda obs: model.predict(obs, deterministic=True)[0],
+            env_config=env_cfg,
+            bars=LiveBars(symbol=_symbol(lake, day), stoikov_table=_stoikov(lake, day)),
+            features=LiveFeatures(_history(lake, day, catalog), catalog, regimes),
+            venue=PaperVenue(capital_usd=capital, commission_per_side_usd=env_cfg.commission_per_side_usd),
+            risk=risk,
+            journal=journal,
+            strategy=args.strategy,
+            session_id=session,
+            capital_usd=capital,
+            equity_start_usd=equity,
+            peak_start_usd=peak,
+            journaled=journaled,
+            resume_state=journal.risk_state(args.strategy),
+            **drift,
+        )
+        current["began"] = time.perf_counter()
+        traded.append(day)
+        if stop["kill"]:
+            stop["kill"] = False
+            current["trader"].kill_switch("SIGUSR1")
 
     def finish_day() -> None:
         nonlocal equity, peak
         trader: PaperTrader = current.pop("trader")
-        trader.close()
+        took = time.perf_counter() - current.pop("began")
+        try:
+            trader.close()
+        except Exception as exc:  # the last bar's decision or the journal's flush: halt and flatten too
+            _fail_safe(trader, exc)
+            raise
         trader.venue.close()
+        _check_day_against_journal(journal, trader, traded[-1])
         equity, peak = trader.equity_usd, trader.peak_usd
         state = f"{trader.risk.state}" + (f" ({trader.risk.reason})" if trader.risk.reason else "")
-        took = time.perf_counter() - current.pop("began")
         print(f"{traded[-1]}: {len(trader.fills)} fills, equity ${equity:,.2f}, risk {state}, {took:.0f} s")
 
-    for arrays in source:
-        day = _trade_date_of(int(arrays.ts_recv[0]))
-        if not traded or day != traded[-1]:
-            if current:
-                finish_day()
-            _refuse_traded_day(lake, args.strategy, day, args.resume)
-            current["trader"] = PaperTrader(
-                policy=lambda obs: model.predict(obs, deterministic=True)[0],
-                env_config=env_cfg,
-                bars=LiveBars(symbol=_symbol(lake, day), stoikov_table=_stoikov(lake, day)),
-                features=LiveFeatures(_history(lake, day, catalog), catalog, regimes),
-                venue=PaperVenue(capital_usd=capital, commission_per_side_usd=env_cfg.commission_per_side_usd),
-                risk=RiskEngine(risk_config(env_cfg, args.latency_budget_ms)),
-                journal=journal,
-                strategy=args.strategy,
-                session_id=session,
-                capital_usd=capital,
-                equity_start_usd=equity,
-                peak_start_usd=peak,
-                **drift,
-            )
-            current["began"] = time.perf_counter()
-            traded.append(day)
-        current["trader"].on_records(arrays)
-        if stop["now"]:
-            break
-    if current:
-        finish_day()
-    paper = lake.scan(PAPER_BARS_TABLE).filter(pl.col("session_id") == session).collect().sort("bar_ts")
+    try:
+        for arrays in source:
+            day = _trade_date_of(int(arrays.ts_recv[0]))
+            if not traded or day != traded[-1]:
+                if current:
+                    finish_day()
+                start_day(day)
+            current["trader"].on_records(arrays)
+            if stop["now"]:
+                break
+        if current:
+            finish_day()
+    except Exception as exc:  # the feed, the loop or the journal failed mid-day: halt and flatten, then show it
+        if "trader" in current:
+            _fail_safe(current.pop("trader"), exc)
+        raise
+    paper = (
+        lake.scan(PAPER_BARS_TABLE)
+        .filter((pl.col("strategy") == args.strategy) & pl.col("trade_date").is_in(traded))
+        .collect()
+        .sort("bar_ts")
+    )  # whole days: a resumed day's bars from before the crash too
     if paper.is_empty():
         print("no bar was traded")
         return 1
     _report(paper, lake, model, env_cfg, capital, traded)
     return 0
+
+
+def _fail_safe(trader: PaperTrader, error: Exception) -> None:
+    """HALTED and flat at the last book (`PaperTrader.fail_safe`), the day's last bars journaled if possible."""
+    trader.fail_safe(error)
+    try:
+        trader.flush(compact=False)
+    except Exception as journal_error:
+        error.add_note(f"the day's last bars could not be journaled: {journal_error}")
+    trader.venue.close()
+    print(f"./phoenix paper: {type(error).__name__} mid-day: strategy {trader.strategy!r} halted, held "
+          f"{trader.position} contracts after flattening", file=sys.stderr)  # fmt: skip
 
 
 def _report(

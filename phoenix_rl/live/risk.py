@@ -155,6 +155,11 @@ class RiskEngine:
         if self.state is TradingState.HALTED and self.reason.startswith("daily loss"):
             self._to(TradingState.ACTIVE, ts_ns, "new trade date", force=True)
 
+    def restore(self, state: TradingState | str, reason: str) -> None:
+        """Take on a state journaled earlier (a restart, a new day's session, a resumed crash): no new event,
+        the journal already holds it. A kill switch or drawdown halt so stays until a person lifts it."""
+        self.state, self.reason = TradingState(state), reason if TradingState(state) is not TradingState.ACTIVE else ""
+
     def resume(self, ts_ns: int, who: str) -> None:
         """A person lifts REDUCING/HALTED (recorded with who did it)."""
         self._latency_breaches = 0

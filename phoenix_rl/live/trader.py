@@ -14,6 +14,18 @@ and to the order being handed to the venue (journal commit included): the two le
 order. A replay runs faster than real time; the latencies are the loop's own, not the replay's clock.
 
 Equity is marked at each bar close from the venue's fills: (cash + position x close) x point value - fees.
+
+Resuming a crashed session (`journaled`): the day is replayed from its first record, so bars and features are
+rebuilt exactly, but up to the point the journal speaks for (`JournaledDay.until_ns`) nothing is decided
+again: each bar sends the order journaled for it (or none), the kill switch's order goes out at its journaled
+moment, and the journaled risk events set the state as the replay passes them. Orders and fills come first,
+bars second: the bar rows are re-derived from the replayed orders and the ones stored are kept. At that point
+the position plus the orders in flight must equal the journaled orders' sum, and the risk state becomes the
+strategy's latest (`resume_state`: a person may have lifted a halt since); then the policy decides again.
+
+Failure: an exception in the loop (the journal, the policy, the venue) or in the caller's source (`fail_safe`)
+halts and flattens at the last book seen before it propagates; the kill switch's halt is journaled before its
+order is sent, so a crash right after it cannot lift it.
 """
 
 from __future__ import annotations
@@ -35,9 +47,9 @@ from phoenix_assets.lib.market.live_bars import NS_PER_MINUTE, LiveBars, LiveFea
 from phoenix_assets.lib.schema import F_LAST, PRICE_SCALE, UNDEF_PRICE
 from phoenix_rl.config import EnvConfig
 from phoenix_rl.env.trading_env import agent_state, forced_flat, observation_rows, target_contracts
-from phoenix_rl.live.journal import OrderJournal, client_order_id
+from phoenix_rl.live.journal import JournaledDay, OrderJournal, client_order_id
 from phoenix_rl.live.nautilus.venue import PaperVenue, VenueFill
-from phoenix_rl.live.risk import RiskEngine
+from phoenix_rl.live.risk import OrderDecision, RiskEngine
 
 __all__ = ["PaperTrader"]
 
@@ -52,6 +64,10 @@ def _session_minute(ts: str) -> pl.Expr:
 
 def _utc(ns: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(ns / 1e9, tz=dt.UTC)
+
+
+def _ns(t: dt.datetime) -> int:
+    return int(t.timestamp() * 1_000_000) * 1_000
 
 
 class PaperTrader:
@@ -76,6 +92,8 @@ class PaperTrader:
         drift_reference: pl.DataFrame | None = None,
         drift_every_bars: int = 60,
         drift_psi_limit: float = 0.25,
+        journaled: JournaledDay | None = None,
+        resume_state: tuple[str, str] | None = None,
     ) -> None:
         if risk.config.point_value != env_config.point_value:
             raise ValueError(
@@ -100,7 +118,7 @@ class PaperTrader:
         self._last_close = math.nan  # the newest bar close (the masked pre-open has none)
         self._last_book: BookArrays | None = None  # the newest tradeable record: the end of stream fills there
         self._bar_rows: list[dict] = []
-        self._events_seen = 0
+        self._events_seen = len(risk.events)  # an engine of earlier days (one per strategy): theirs are journaled
         self.fills: list[VenueFill] = []
         # drift: the day's observed feature rows against the model's training rows (PSI, features_1m's check)
         self._drift_columns = [*env_config.feature_columns, "warm"]
@@ -111,6 +129,22 @@ class PaperTrader:
         self._today: list[pl.DataFrame] = []
         self._in_flight = 0  # contracts sent and not filled yet (a kill switch between send and fill)
         self.resent = 0  # journaled before a restart: sent to the simulated venue again, not journaled twice
+        # a resumed crash: what the journal decided (module doc); None once the replay has caught up
+        self._journaled = journaled if journaled is not None and not journaled.empty else None
+        self._resume_state = resume_state
+        if self._journaled is not None:
+            orders = self._journaled.orders
+            decided = orders.filter(pl.col("client_order_id").str.ends_with(":decision"))
+            self._journaled_decisions = dict(zip(decided["client_order_id"], decided["quantity"], strict=True))
+            other = orders.filter(~pl.col("client_order_id").str.ends_with(":decision"))
+            # the journal keeps microseconds: a moment "after record T" is after every record of T's microsecond
+            self._journaled_other = [
+                (_ns(t) + 999, coid, int(q), r)
+                for t, coid, q, r in other.select("bar_ts", "client_order_id", "quantity", "reason").iter_rows()
+            ]
+            self._journaled_events = [(_ns(t) + 999, st, r) for t, st, r in self._journaled.events.iter_rows()]
+            self._until_ns = self._journaled.until_ns()
+        self._failed = False
 
     # --- the stream -------------------------------------------------------------------------------------
 
@@ -119,19 +153,55 @@ class PaperTrader:
         n = len(arrays.ts_recv)
         if n == 0:
             return
-        minute = arrays.ts_recv.astype(np.int64) // NS_PER_MINUTE
-        cuts = [0, *(np.flatnonzero(np.diff(minute)) + 1).tolist(), n]
-        for start, stop in itertools.pairwise(cuts):
-            self._on_minute_piece(arrays.slice(start, stop))
+        try:
+            ts = arrays.ts_recv.astype(np.int64)
+            cuts = {0, n, *(np.flatnonzero(np.diff(ts // NS_PER_MINUTE)) + 1).tolist()}
+            if self._journaled is not None:  # a journaled kill order goes out right after its moment's record
+                cuts |= {int(np.searchsorted(ts, t, side="right")) for t, *_ in self._journaled_other}
+            for start, stop in itertools.pairwise(sorted(c for c in cuts if 0 <= c <= n)):
+                if stop > start:
+                    self._on_minute_piece(arrays.slice(start, stop))
+        except Exception as exc:
+            self.fail_safe(exc)
+            raise
+
+    def fail_safe(self, error: BaseException) -> None:
+        """Something failed mid-session (this loop, the journal, the caller's feed): HALTED and flat at the last
+        book seen, journaling what still can be journaled (what could not is noted on `error`). The caller
+        re-raises: the process never just dies holding a position."""
+        if self._failed:
+            return
+        self._failed = True
+        ts, reason = self._last_ts, f"{type(error).__name__}: {error}".splitlines()[0][:200]
+        quantity = self.risk.kill_switch(ts, self.position + self._in_flight, f"fail-safe ({reason})").quantity
+        try:
+            self._journal_events()
+        except Exception as exc:
+            error.add_note(f"fail-safe: the halt could not be journaled ({exc})")
+        if quantity:
+            coid = client_order_id(self.strategy, _utc(ts), "failsafe")
+            try:
+                self._journal_order(coid, _utc(ts), quantity, "fail-safe: flatten")
+            except Exception as exc:
+                error.add_note(f"fail-safe: the flattening order {coid} could not be journaled ({exc})")
+            self._in_flight += quantity
+            self.venue.submit(self._instrument, quantity, coid)
+        if self._last_book is not None:
+            self._on_fills(self.venue.on_records(self._last_book), error=error)
+        if self.position:
+            error.add_note(f"fail-safe: {self.position} contracts could not be flattened (no book to fill at)")
 
     def close(self) -> None:
         """End of the stream: the open bar closes, the position is flattened at the last book, all is flushed."""
+        if self._failed:
+            return
         received = time.perf_counter_ns()
         bars = self.bars.close()
         if bars.height:
             self._on_bars(bars, received, self._last_ts, final=True)
         if self._last_book is not None:  # the last decision's order fills at the last book seen
             self._on_fills(self.venue.on_records(self._last_book))
+        self._caught_up()  # a journal that spoke for the whole day: the checks still run
         self.flush()
 
     @property
@@ -144,9 +214,11 @@ class PaperTrader:
         return self._peak
 
     def kill_switch(self, who: str) -> None:
-        """Halt and flatten now, whatever the state, book or order rate (the order goes out at the next book)."""
+        """Halt and flatten now, whatever the state, book or order rate (the order goes out at the next book).
+        The halt is journaled before the order: a crash right after cannot lift it."""
         ts = self._last_ts
         decision = self.risk.kill_switch(ts, self.position + self._in_flight, who)  # an unfilled order too
+        self._journal_events()
         if decision.quantity:
             self._send(ts, _utc(ts), decision.quantity, "kill", decision.reason)
 
@@ -159,6 +231,12 @@ class PaperTrader:
         the journal (its merges read every file: latency would grow with every order sent)."""
         self.journal.record_bars(self._bar_rows)
         self._bar_rows = []
+        self._journal_events()
+        if compact:
+            self.journal.compact()
+
+    def _journal_events(self) -> None:
+        """The risk engine's state changes not journaled yet (one commit)."""
         events = self.risk.events[self._events_seen :]
         self.journal.record_risk_events(
             [
@@ -174,8 +252,6 @@ class PaperTrader:
             ]
         )
         self._events_seen += len(events)
-        if compact:
-            self.journal.compact()
 
     # --- one minute -------------------------------------------------------------------------------------
 
@@ -183,6 +259,8 @@ class PaperTrader:
         received = time.perf_counter_ns()
         head, rest = piece.slice(0, 1), piece.slice(1, len(piece.ts_recv))
         now = int(piece.ts_recv[0])
+        if self._journaled is not None:
+            self._replay_journal(before_ns=now)
         self._books(head)
         bars = self.bars.on_records(head)  # a new minute's first record closes the minutes before it
         if bars.height:
@@ -223,9 +301,8 @@ class PaperTrader:
         if bar["close"] is not None and math.isfinite(bar["close"]):  # the masked (crossed) pre-open has none
             self._last_close = float(bar["close"])
         close = self._last_close
-        if self._trade_date != trade_date:
-            if self._trade_date is not None:
-                self.risk.reset_day(now, self._equity(close))
+        if self._trade_date != trade_date:  # the first bar too: the risk engine may come from an earlier day
+            self.risk.reset_day(now, self._equity(close))
             self._trade_date = trade_date
             self._today = []
         equity = self._equity(close)
@@ -246,12 +323,18 @@ class PaperTrader:
         # outside the continuous session (no feature row) the target is flat: the env never holds over a halt
         decided = time.perf_counter_ns()
         holding = self.position + self._in_flight
-        decision = self.risk.check_order(now, holding, target)
+        if self._journaled is not None and _ns(bar_ts) + NS_PER_MINUTE > self._until_ns:
+            self._caught_up()  # a bar the crashed session never decided: the policy's again
+        if self._journaled is not None:  # decided before the crash: the journal's order, not a new decision
+            decision = OrderDecision(True, self._journaled_decisions.get(client_order_id(self.strategy, bar_ts), 0))
+        else:
+            decision = self.risk.check_order(now, holding, target)
         sent_ms = math.nan
         if decision.quantity:
             self._send(now, bar_ts, decision.quantity, "decision", "policy")
             sent_ms = (time.perf_counter_ns() - received) / 1e6
-            self.risk.on_latency(now, sent_ms)
+            if self._journaled is None:
+                self.risk.on_latency(now, sent_ms)
         if not decision.accepted:
             reason = decision.reason
         expected = holding + decision.quantity
@@ -301,7 +384,13 @@ class PaperTrader:
 
     def _send(self, now: int, bar_ts: dt.datetime, quantity: int, purpose: str, reason: str) -> None:
         coid = client_order_id(self.strategy, bar_ts, purpose)
-        new = self.journal.record_order(
+        new = self._journal_order(coid, bar_ts, quantity, reason)
+        self.resent += not new  # a replay after a crash: the simulated venue needs the order again
+        self._in_flight += int(quantity)  # before the send: a kill switch landing in between counts it
+        self.venue.submit(self._instrument, int(quantity), coid)
+
+    def _journal_order(self, coid: str, bar_ts: dt.datetime, quantity: int, reason: str) -> bool:
+        return self.journal.record_order(
             {
                 "client_order_id": coid,
                 "strategy": self.strategy,
@@ -312,11 +401,39 @@ class PaperTrader:
                 "created_ts": dt.datetime.now(dt.UTC),
             }
         )
-        self.resent += not new  # a replay after a crash: the simulated venue needs the order again
-        self._in_flight += int(quantity)  # before the send: a kill switch landing in between counts it
-        self.venue.submit(self._instrument, int(quantity), coid)
 
-    def _on_fills(self, fills: list[VenueFill]) -> None:
+    # --- resuming a crashed session -----------------------------------------------------------------------
+
+    def _replay_journal(self, before_ns: int) -> None:
+        """The journaled risk events and kill/fail-safe orders of moments before this record, in data time."""
+        while self._journaled_events and self._journaled_events[0][0] < before_ns:
+            _, state, reason = self._journaled_events.pop(0)
+            self.risk.restore(state, reason)
+        while self._journaled_other and self._journaled_other[0][0] < before_ns:
+            _, coid, quantity, _ = self._journaled_other.pop(0)
+            self.resent += 1
+            self._in_flight += quantity
+            self.venue.submit(self._instrument, quantity, coid)
+
+    def _caught_up(self) -> None:
+        """The replay reached the end of what the journal decided: check that the position the replay rebuilt
+        is the journal's, take on the strategy's latest risk state, and decide with the policy from here."""
+        if self._journaled is None:
+            return
+        self._replay_journal(before_ns=self._until_ns + 1)
+        journaled = int(self._journaled.orders["quantity"].sum())
+        if self.position + self._in_flight != journaled:
+            raise RuntimeError(
+                f"resume of {self.strategy!r} on {self._trade_date}: the replayed position "
+                f"{self.position} (+{self._in_flight} in flight) is not the journaled orders' {journaled}"
+            )
+        if self._resume_state is not None:
+            self.risk.restore(*self._resume_state)
+        self._journaled = None
+
+    def _on_fills(self, fills: list[VenueFill], error: BaseException | None = None) -> None:
+        """Fills change the position first, then are journaled; in the fail-safe (`error`) a fill that cannot be
+        journaled is noted on the error instead."""
         for f in fills:
             if self.position == 0 or (self.position > 0) != (f.quantity > 0):
                 self._entry = f.price if abs(f.quantity) > abs(self.position) else self._entry
@@ -329,18 +446,23 @@ class PaperTrader:
             self._entry = math.nan if self.position == 0 else self._entry
             self._cash_points -= f.quantity * f.price
             self._fees += f.commission_usd
-            self.journal.record_fill(
-                {
-                    "trade_id": f"{f.client_order_id}:{f.trade_id}",  # stable across a replayed restart
-                    "client_order_id": f.client_order_id,
-                    "instrument_id": f.instrument_id,
-                    "quantity": f.quantity,
-                    "price": f.price,
-                    "commission_usd": f.commission_usd,
-                    "ts": _utc(f.ts_ns),
-                }
-            )
-        self.fills += fills
+            self.fills.append(f)
+            row = {
+                "trade_id": f"{f.client_order_id}:{f.trade_id}",  # stable across a replayed restart
+                "client_order_id": f.client_order_id,
+                "instrument_id": f.instrument_id,
+                "quantity": f.quantity,
+                "price": f.price,
+                "commission_usd": f.commission_usd,
+                "ts": _utc(f.ts_ns),
+            }
+            if error is None:
+                self.journal.record_fill(row)
+                continue
+            try:
+                self.journal.record_fill(row)
+            except Exception as exc:
+                error.add_note(f"fail-safe: fill {row['trade_id']} ({f.quantity:+d} @ {f.price}) not journaled: {exc}")
 
     def _equity(self, close: float) -> float:
         marked = self.position * close if self.position else 0.0

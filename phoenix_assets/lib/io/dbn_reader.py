@@ -215,3 +215,17 @@ def mbp10_batch(chunk: np.ndarray, symbols: pa.Array, trade_date: dt.date, first
     columns["symbol"] = symbols
     columns["trade_date"] = pa.array(np.full(n, np.datetime64(trade_date, "D")), type=pa.date32())
     return pa.record_batch([columns[f.name] for f in RAW_MBP10_SCHEMA], schema=RAW_MBP10_SCHEMA)
+
+
+def mapped_instrument_ids(info: DbnFileInfo) -> dict[str, tuple[int, ...]]:
+    """The metadata's symbology: each requested symbol -> the instrument_ids it maps to over the file's range.
+
+    Empty when the file carries no mappings, or maps to something other than instrument ids (stype_out).
+    """
+    meta = _open(info.path).metadata
+    if str(meta.stype_out) != "instrument_id":
+        return {}
+    return {
+        str(symbol): tuple(sorted({int(i["symbol"]) for i in intervals if str(i["symbol"]).isdigit()}))
+        for symbol, intervals in meta.mappings.items()
+    }

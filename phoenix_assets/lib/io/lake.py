@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import deltalake
 import polars as pl
@@ -43,6 +43,7 @@ from deltalake.transaction import AddAction, CommitProperties, create_table_with
 
 S3_SCHEMES = ("s3://", "s3a://")
 COMMIT_ATTEMPTS = 25
+T = TypeVar("T")
 _CONDITIONAL_PUT_KEYS = ("conditional_put", "aws_conditional_put")
 
 
@@ -138,6 +139,20 @@ def normalize_lake_root(root: str, source: str) -> str:
 def _lost_race(exc: DeltaError) -> bool:
     """The commit failed because another writer committed first (the version or the table now exists)."""
     return isinstance(exc, CommitFailedError) or "already exists" in str(exc)
+
+
+def retry_lost_races(action: Callable[[], T], attempts: int = COMMIT_ATTEMPTS) -> T:
+    """`action()`, again after a jittered back-off while it loses a commit race to another writer (a
+    conflicting concurrent commit, or a table created by someone else first); any other error at once.
+    For idempotent writes only, e.g. a merge that inserts the keys not stored yet."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except DeltaError as exc:
+            if not _lost_race(exc) or attempt == attempts:
+                raise
+            time.sleep(random.uniform(0.0, min(2.0, 0.02 * 2**attempt)))
+    raise AssertionError("unreachable")
 
 
 class MissingUpstreamError(RuntimeError):

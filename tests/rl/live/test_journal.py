@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 from phoenix_assets.lib.io.lake import Lake
-from phoenix_rl.live.journal import OrderJournal, client_order_id
+from phoenix_rl.live.journal import OrderJournal, StrategyLocked, client_order_id, strategy_lock
 from tests.conftest import REPO
 
 BAR = dt.datetime(2024, 3, 13, 14, 31, tzinfo=dt.UTC)
@@ -130,3 +131,86 @@ def test_compaction_keeps_every_row_and_the_dedup(tmp_path: Path) -> None:
     assert len(journal.lake.table("paper_orders").file_uris()) == 1
     assert journal.lake.scan("paper_orders").sort("client_order_id").collect().equals(before)
     assert not journal.record_order(order)
+
+
+# Two paper sessions of different strategies on one lake: orders, fills and bars at full speed, and the journal
+# compacted every few orders, as `PaperTrader.flush` does.
+WRITER = """
+import datetime as dt, sys
+from phoenix_assets.lib.io.lake import Lake
+from phoenix_rl.live.journal import OrderJournal, client_order_id
+lake_dir, strategy = sys.argv[1], sys.argv[2]
+journal = OrderJournal(Lake(lake_dir))
+start = dt.datetime(2024, 3, 13, 14, 30, tzinfo=dt.UTC)
+for k in range(30):
+    bar = start + dt.timedelta(minutes=k)
+    oid = client_order_id(strategy, bar)
+    journal.record_order({"client_order_id": oid, "strategy": strategy, "bar_ts": bar, "instrument_id": 1,
+                          "quantity": 1 if k % 2 == 0 else -1, "reason": "policy", "created_ts": bar})
+    journal.record_fill({"trade_id": oid + ":1", "client_order_id": oid, "instrument_id": 1,
+                         "quantity": 1 if k % 2 == 0 else -1, "price": 18000.0, "commission_usd": 0.62, "ts": bar})
+    if k % 5 == 4:
+        journal.compact()
+"""
+
+
+def test_two_sessions_of_different_strategies_share_the_journal(tmp_path: Path) -> None:
+    """Regression: a second session died with `CommitFailedError: a concurrent transaction added new data` in
+    the order merge, holding a position. Both writers now complete, every row stored once."""
+    lake = tmp_path / "lake"
+    writers = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(lake), name], cwd=REPO, stderr=subprocess.PIPE, text=True)
+        for name in ("d1", "d2")
+    ]
+    errors = [w.communicate(timeout=600)[1] for w in writers]
+    assert [w.returncode for w in writers] == [0, 0], errors
+    journal = OrderJournal(Lake(str(lake)))
+    orders = journal.lake.scan("paper_orders").collect()
+    assert orders.group_by("strategy").len().sort("strategy")["len"].to_list() == [30, 30]
+    assert journal.lake.scan("paper_fills").collect()["trade_id"].n_unique() == 60
+    assert journal.position("d1") == journal.position("d2") == 0
+
+
+def test_the_strategy_lock_refuses_a_second_holder_and_is_freed_by_its_death(tmp_path: Path) -> None:
+    """One session per strategy and lake; `kill -9` of the holder frees the lock (the kernel drops flocks)."""
+    lake = Lake(str(tmp_path / "lake"))
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, lake.root], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    try:
+        held = rf"'agent' is already trading on lake {lake.root} \(pid {holder.pid}"
+        with pytest.raises(StrategyLocked, match=held), strategy_lock(lake, "agent"):
+            pass
+        with strategy_lock(lake, "other"):  # another strategy is free
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with strategy_lock(lake, "agent"):
+        pass
+
+
+HOLD_LOCK = """
+import sys, time
+from phoenix_assets.lib.io.lake import Lake
+from phoenix_rl.live.journal import strategy_lock
+with strategy_lock(Lake(sys.argv[1]), "agent"):
+    print("locked", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_the_risk_state_is_the_latest_journaled_and_a_person_lifts_it(tmp_path: Path) -> None:
+    """The strategy's state across processes: the newest event by journal time (a lift recorded after a kill
+    switch whose data time is later still wins), and `lift_halt` writes one ACTIVE event only when halted."""
+    journal = OrderJournal(Lake(str(tmp_path / "lake")))
+    assert journal.risk_state("agent") is None and journal.lift_halt("agent", "ops", "s0") is None
+    event = {"session_id": "s1", "strategy": "agent", "trade_date": dt.date(2024, 3, 13)}
+    journal.record_risk_events([event | {"ts": BAR, "state": "REDUCING", "reason": "feed gap of 40.0 s"}])
+    journal.record_risk_events([event | {"ts": BAR + dt.timedelta(minutes=5), "state": "HALTED",
+                                         "reason": "kill switch by SIGUSR1"}])  # fmt: skip
+    assert journal.risk_state("agent") == ("HALTED", "kill switch by SIGUSR1")
+    assert journal.risk_state("other") is None
+    assert journal.lift_halt("agent", "ops", "s2") == ("HALTED", "kill switch by SIGUSR1")
+    assert journal.risk_state("agent") == ("ACTIVE", "resumed by ops")
+    assert journal.lift_halt("agent", "ops", "s3") is None
+    assert journal.lake.scan("paper_risk_events").collect().height == 3

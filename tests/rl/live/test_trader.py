@@ -411,3 +411,51 @@ def test_the_risk_engine_counts_the_models_dollars_per_point() -> None:
             session_id="s",
             capital_usd=10_000.0,
         )
+
+
+class FailingJournal(OrderJournal):
+    """A journal whose order writes fail from the `fail_at`-th on (a full disk, a lost object store)."""
+
+    def __init__(self, lake: Lake, fail_at: int) -> None:
+        super().__init__(lake)
+        self.orders, self.fail_at = 0, fail_at
+
+    def record_order(self, order: dict) -> bool:
+        self.orders += 1
+        if self.orders >= self.fail_at:
+            raise OSError("No space left on device")
+        return super().record_order(order)
+
+
+def test_a_journal_that_fails_mid_session_halts_and_flattens_before_the_error_propagates(tmp_path: Path) -> None:
+    """Regression: a failed journal commit propagated out of the loop with the position still open and no
+    risk event. Now the loop halts (journaled), sends the flattening order even though it cannot be journaled
+    (the note says so), and ends flat; then the error propagates."""
+    records, bars, catalog, model = _previous_day(tmp_path / "landing")
+    cfg = EnvConfig(feature_columns=tuple(catalog.sets["phase2_ofi"].columns), lookback=4, trade_only_warm=False)
+    lake = Lake(str(tmp_path / "lake"))
+    venue = PaperVenue(capital_usd=10_000.0, commission_per_side_usd=0.62)
+    trader = PaperTrader(
+        policy=follow_ofi,
+        env_config=cfg,
+        bars=LiveBars(symbol="MNQ.v.0"),
+        features=LiveFeatures(bars, catalog, model),
+        venue=venue,
+        risk=RiskEngine(RISK),
+        journal=FailingJournal(lake, fail_at=3),  # two orders are journaled; the third's write fails
+        strategy="diskfull",
+        session_id="test",
+        capital_usd=10_000.0,
+    )
+    with pytest.raises(OSError, match="No space left on device") as failed:
+        for start in range(0, len(records[LIVE_DAY].ts_recv), 500):
+            trader.on_records(records[LIVE_DAY].slice(start, start + 500))
+    venue.close()
+    assert trader.position == 0 and trader.risk.state == "HALTED"
+    assert trader.risk.reason == "kill switch by fail-safe (OSError: No space left on device)"
+    notes = "\n".join(failed.value.__notes__)
+    assert "the flattening order diskfull:" in notes and ":failsafe could not be journaled" in notes
+    events = lake.scan("paper_risk_events").collect()
+    assert events["state"].to_list() == ["HALTED"]  # journaled: the restart sees the halt
+    fills = lake.scan("paper_fills").collect()
+    assert fills["quantity"].sum() == 0  # the unjournaled flattening order's fill is journaled
