@@ -295,3 +295,16 @@ def test_replay_files_are_checked_whole_before_the_first_order(base_lake: Path, 
         with pytest.raises(SystemExit, match=message):
             paper.main(["--lake", lake_root, "--strategy", "replay", *FAST, "--dbn", *files])
     assert not Lake(lake_root).exists("paper_orders") and not Lake(lake_root).exists("paper_bars")
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_stream_flat_and_journaled(lake_root: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C (SIGINT) mid-day ends the session at once: the day is closed, flat, its fills journaled."""
+    monkeypatch.setattr(paper, "raw_records", short_feed({25: lambda: os.kill(os.getpid(), signal.SIGINT)}))
+    assert trade(lake_root, DAYS[2], DAYS[2], "c1") == 0
+    bars = _scan(lake_root, "paper_bars", "c1").sort("bar_ts")
+    last = bars["bar_ts"][-1].timestamp() * 1e9 - cal.session_open_ns(DAYS[2])
+    assert 20 <= last / NS_PER_MINUTE <= 30 and bars["position"][-1] == 0  # stopped near minute 25 (a chunk later)
+    fills = _scan(lake_root, "paper_fills", "c1")
+    assert fills.height > 2 and fills["quantity"].sum() == 0
+    assert OrderJournal(Lake(lake_root)).open_positions("c1") == {}
