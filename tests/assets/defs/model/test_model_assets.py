@@ -17,6 +17,7 @@ from phoenix_assets.defs.resources import LakeResource
 from phoenix_assets.lib.io.lake import Lake
 from phoenix_assets.lib.schema import SAC_MODEL_DIR
 from tests.conftest import TINY_MODEL_CONFIG
+from tests.rl.train.test_trainer import HEALTHY
 
 ASSETS = [mamba_sac_model, backtests, evaluation_metrics]
 TINY = TINY_MODEL_CONFIG
@@ -147,14 +148,6 @@ with open_dagster_pipes() as pipes:
     (out / "model.zip").write_bytes(b"a model")
     pipes.report_asset_materialization(metadata={})
 """
-HEALTHY = {
-    "gradient_steps": 32,
-    "timesteps": 64,
-    "non_finite_losses": {},
-    "non_finite_parameter_count": 0,
-    "non_finite_parameters": [],
-    "parameters_checked": 40,
-}
 
 
 class FakeTraining(dg.PipesSubprocessClient):

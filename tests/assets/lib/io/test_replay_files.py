@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import databento_dbn as dbn
@@ -23,7 +22,7 @@ from phoenix_assets.lib.io.replay_files import (
     trade_date_index,
     validate_replay_files,
 )
-from phoenix_assets.lib.synthetic.market import SyntheticMarketConfig, write_day
+from phoenix_assets.lib.synthetic.market import SyntheticMarketConfig, _Interval, _Mapping, write_day
 from tests.conftest import ESH1_MBP10, ESH4_MBP10, SHARED_DATA
 
 THU, FRI = dt.date(2024, 3, 14), dt.date(2024, 3, 15)
@@ -39,19 +38,6 @@ def days(tmp_path_factory: pytest.TempPathFactory) -> dict[dt.date, Path]:
 
 def records_of(path: Path) -> np.ndarray:
     return np.concatenate(list(iter_mbp10_arrays(inspect_dbn(path), 1_000_000)))
-
-
-@dataclass(frozen=True)
-class _Interval:
-    start_date: dt.date
-    end_date: dt.date
-    symbol: str
-
-
-@dataclass(frozen=True)
-class _Mapping:
-    raw_symbol: str
-    intervals: list[_Interval]
 
 
 def write_dbn(
