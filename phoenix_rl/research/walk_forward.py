@@ -14,6 +14,8 @@ daily returns are stitched across folds into one out-of-sample series per strate
 The trainings of a walk-forward (or of several on the same folds: the ablation's arms x seeds,
 `run_walk_forwards`) run in a pool of `workers` processes, one torch thread each: two trainings at once on 2
 cores each run at 0.94-1.01x a solo one (benchmarks/bench_training.py). Results do not depend on `workers`.
+With a Ray address (`ray_address`, else $RAY_ADDRESS) every training and test backtest is a Ray task on that
+cluster instead (phoenix_rl.train.ray_pool), with the same results (tests/rl/train/test_ray_cluster.py).
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from phoenix_rl.config import EnvConfig, TrainConfig
 from phoenix_rl.evaluation.backtest import BacktestResult, run_backtest
 from phoenix_rl.evaluation.baselines import TunedOfiRule, run_baselines, tune_ofi_rule
 from phoenix_rl.evaluation.metrics import compute_metrics
-from phoenix_rl.train.pool import job_result, training_pool
+from phoenix_rl.train.pool import job_result, training_executor
+from phoenix_rl.train.ray_pool import RayExecutor
 from phoenix_rl.windows import EvaluationWindows
 
 __all__ = [
@@ -196,9 +199,11 @@ def run_walk_forwards(
     workers: int = 1,
     log: Callable[[str], None] = print,
     rule_cache: RuleCache | None = None,
+    ray_address: str | None = None,
 ) -> dict[str, WalkForwardResult]:
     """Several walk-forwards on the same folds (run name -> base config, seeds), their trainings spread over
-    `workers` processes; each run is `run_walk_forward`'s, in `out_dir/<run name>`.
+    `workers` processes, or over a Ray cluster (`ray_address`, else $RAY_ADDRESS: `training_executor`; `out_dir`
+    must then be on storage every node sees); each run is `run_walk_forward`'s, in `out_dir/<run name>`.
 
     Every fold's features are built first (`features_for`, in this process), then every (run, fold, seed)
     training is queued; each fold's test backtests are queued once its seeds are trained and one is chosen. The
@@ -222,8 +227,9 @@ def run_walk_forwards(
         frames[fold.index] = features_for(fold)
         features_s[fold.index] = time.perf_counter() - t0
     n_jobs = sum(len(seeds) for _, seeds in runs.values()) * len(folds)
-    log(f"walk-forward: {n_jobs} trainings ({len(runs)} run(s) x {len(folds)} folds x seeds) on {workers} worker(s)")
-    with training_pool(workers) as pool:
+    with training_executor(workers, ray_address, log=log) as pool:
+        where = "Ray tasks" if isinstance(pool, RayExecutor) else f"{workers} worker(s)"
+        log(f"walk-forward: {n_jobs} trainings ({len(runs)} run(s) x {len(folds)} folds x seeds) on {where}")
         trainings = {}
         for name, (base, seeds) in runs.items():
             for fold in folds:
@@ -293,8 +299,11 @@ def run_walk_forward(
     workers: int = 1,
     log: Callable[[str], None] = print,
     rule_cache: RuleCache | None = None,
+    ray_address: str | None = None,
 ) -> WalkForwardResult:
     """Train `seeds` per fold on its train window, pick on validation, test once; stitch the test returns
     (`run_walk_forwards` with one run)."""
     runs = {"": (base, seeds)}
-    return run_walk_forwards(features_for, folds, runs, out_dir, workers=workers, log=log, rule_cache=rule_cache)[""]
+    return run_walk_forwards(
+        features_for, folds, runs, out_dir, workers=workers, log=log, rule_cache=rule_cache, ray_address=ray_address
+    )[""]

@@ -12,6 +12,10 @@ spawn workers lazily, in `submit`, in the calling thread (its manager thread sta
 only from the thread that opened it, which holds the `with` block and so outlives the workers: a worker started
 from a short-lived thread would be SIGKILLed when that thread ends. multiprocessing's resource tracker needs
 nothing: it exits when the last process holding its pipe (the owner and the workers) is gone.
+
+`training_executor(workers, ray_address)` is what the walk-forward and the HPO study open: this pool, or, with a Ray
+address (the argument, else $RAY_ADDRESS), the same jobs as Ray tasks on that cluster (ray_pool.py). The pool
+stays the default: it needs no daemon, and its workers die with the run, which a Ray cluster's do not.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any
 
 from phoenix_assets.lib.process_lifetime import die_with_parent
 
-__all__ = ["InlineExecutor", "job_result", "training_pool"]
+__all__ = ["InlineExecutor", "job_result", "training_executor", "training_pool"]
 
 
 class _Deferred(Future):
@@ -114,3 +118,49 @@ def job_result(future: Future, where: str) -> Any:
     except Exception as exc:
         exc.add_note(f"in {where}")
         raise
+
+
+@contextmanager
+def training_executor(
+    workers: int,
+    ray_address: str | None = None,
+    *,
+    gpus_per_job: float | None = None,
+    max_retries: int = 3,
+    log: Callable[[str], None] | None = None,
+) -> Iterator[Executor]:
+    """Where the trainings run: `training_pool(workers)`, or with a Ray address (`ray_address`, else
+    $RAY_ADDRESS; "auto" finds a cluster started on this machine) a `RayExecutor` on that cluster, each job a
+    task (one CPU; one GPU where the cluster has GPUs or per `gpus_per_job`; retried `max_retries` times when
+    its node is lost). On Ray `workers` does not cap the jobs at once: the cluster's free CPUs and GPUs do.
+    This process connects for the block and disconnects after it, unless it was connected already; on an error
+    the jobs not finished are cancelled, as the pool terminates its workers."""
+    from phoenix_rl.train.ray_pool import RayExecutor, ray_address_from_env
+
+    address = ray_address_from_env(ray_address)
+    if address is None:
+        with training_pool(workers) as pool:
+            yield pool
+        return
+    import ray
+
+    connected_here = not ray.is_initialized()
+    if connected_here:
+        ray.init(address=address, logging_level="WARNING", configure_logging=False)
+    try:
+        executor = RayExecutor(gpus_per_job=gpus_per_job, max_retries=max_retries)
+        if log is not None:
+            resources = ray.cluster_resources()
+            log(
+                f"Ray cluster {address}: {executor.alive_nodes()} node(s), {resources.get('CPU', 0):g} CPU(s), "
+                f"{resources.get('GPU', 0):g} GPU(s); {executor.gpus_per_job:g} GPU(s) per task"
+            )
+        try:
+            yield executor
+        except BaseException:
+            executor.shutdown(wait=False, cancel_futures=True)
+            raise
+        executor.shutdown(wait=True)
+    finally:
+        if connected_here:
+            ray.shutdown()

@@ -61,6 +61,7 @@ from phoenix_rl.windows import EvaluationWindows
 
 WINDOWS = ("val", "test")
 TRAINING_TAGS = {"phoenix/training": "true"}
+TRAINING_POOL = "training"  # concurrency pool of every training step (deploy/postgres/dagster.yaml: one at a time)
 PACKAGES = ("torch", "stable-baselines3", "gymnasium", "mambapy", "numpy", "polars", "dagster-pipes")
 
 # Two warnings that Dagster's own Pipes code (dagster/_core/pipes/context.py, Dagster 1.13) raises on every Pipes
@@ -196,6 +197,7 @@ def _refused_publish(outcomes: dict[str, CheckOutcome]) -> Iterator[dg.AssetChec
     deps=[features_1m],
     check_specs=check_specs("mamba_sac_model", MODEL_CHECKS, None),
     op_tags=TRAINING_TAGS,
+    pool=TRAINING_POOL,
     description=(
         "SAC (SB3) with a Mamba feature extractor trained on the configured train window of features_1m, in a "
         "subprocess through Dagster Pipes (live logs and metrics). Versioned artifact beside the lake: SB3 zip + "

@@ -10,6 +10,12 @@ that test (and this module's import, loudly, when `phoenix_assets.definitions` l
 
 from __future__ import annotations
 
+# tests (tests/assets/defs/ops/test_deploy_configs.py): deploy/'s dagster.yaml files checked against the instance
+# schema without opening the instance (that connects to PostgreSQL, and its launcher to Docker or AWS), and the config
+# of each class they name (run launcher, compute log manager) against that class's own schema without constructing it
+# (EcsRunLauncher's constructor calls AWS). Dagster's public API checks either only by building the instance.
+from dagster._config import resolve_to_config_type, validate_config
+
 # defs/ops/retrain.py: the latest evaluation of an asset check on ONE partition (a month of features_1m).
 # The public `DagsterInstance.get_latest_asset_check_evaluation_record(check_key)` takes no partition; only the
 # event log storage's `get_asset_check_execution_history(check_key, limit, partition_filter=...)` does, and both
@@ -36,6 +42,7 @@ from dagster._core.executor.child_process_executor import (
 # cli/demo.py: the type of `DagsterInstance.get_ref()`, which the demo sends to its spawn ingest workers
 # (`DagsterInstance.from_ref`); a type annotation only, but Dagster exports no public name for it.
 from dagster._core.instance import InstanceRef
+from dagster._core.instance.config import dagster_instance_config
 
 # defs/ops/retrain.py: the status of an asset check execution record (FAILED: evaluated, did not pass).
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
@@ -48,4 +55,7 @@ __all__ = [
     "JobFailureData",
     "PartitionKeyFilter",
     "RunFailureReason",
+    "dagster_instance_config",
+    "resolve_to_config_type",
+    "validate_config",
 ]

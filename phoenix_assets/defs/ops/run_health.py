@@ -9,9 +9,12 @@ watches the run workers it started, unless the code server is gone too: OOM, reb
 
 Every run records the pid of its worker process in its RUN_START event. This sensor (running by default,
 every minute, in the daemon) marks a STARTED run FAILED when that pid no longer exists on this machine.
-Phoenix's instance is SQLite under DAGSTER_HOME, so run workers and the daemon share one machine and the
-pid means the same process to both. A recycled pid keeps the run STARTED (the safe direction: a live run
-is never failed); `dagster/max_runtime_seconds` on a run bounds that case too.
+That is only meaningful while run workers and the code server evaluating the sensor share one machine: the
+embedded SQLite instance, and a PostgreSQL instance (deploy/postgres) with the default run launcher, as
+`./phoenix dev` and the three-process shape run it. A run launcher that can check its workers' health
+(Docker, ECS, Kubernetes: deploy/) starts them in other containers, where a pid means nothing here; Dagster's
+run monitoring watches those workers, so the sweep stands aside. A recycled pid keeps the run STARTED (the
+safe direction: a live run is never failed); `dagster/max_runtime_seconds` on a run bounds that case too.
 """
 
 from __future__ import annotations
@@ -64,6 +67,11 @@ def fail_runs_with_dead_workers(instance: dg.DagsterInstance) -> list[str]:
     description="Marks STARTED runs whose worker process died (e.g. kill -9 of `dagster asset materialize`) FAILED",
 )
 def run_worker_sweep(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+    launcher = context.instance.run_launcher
+    if launcher.supports_check_run_worker_health:
+        return dg.SkipReason(
+            f"{type(launcher).__name__} starts run workers elsewhere and checks their health itself (run_monitoring)"
+        )
     failed = fail_runs_with_dead_workers(context.instance)
     if failed:
         context.log.warning(f"marked {len(failed)} run(s) with a dead worker FAILED: {', '.join(failed)}")

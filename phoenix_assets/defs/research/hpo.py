@@ -16,7 +16,7 @@ from pydantic import Field
 
 from phoenix_assets.defs.config import config_from_dataclass
 from phoenix_assets.defs.features.assets import features_1m
-from phoenix_assets.defs.model.assets import TRAINING_TAGS, _feature_columns
+from phoenix_assets.defs.model.assets import TRAINING_POOL, TRAINING_TAGS, _feature_columns
 from phoenix_assets.defs.model.config import EnvSettings
 from phoenix_assets.defs.resources import LakeResource
 from phoenix_assets.lib.io.artifacts import features_between
@@ -58,6 +58,14 @@ class HpoStudyConfig(dg.Config):
             "exactly only with 1"
         ),
     )
+    ray_address: str | None = Field(
+        default=None,
+        description=(
+            "Ray cluster for the trial workers (host:port, ray://host:10001, 'auto'): `workers` tasks, one GPU each "
+            "where the cluster has GPUs, sharing the study through $PHOENIX_OPTUNA_STORAGE (required on more than "
+            "one node); empty -> $RAY_ADDRESS -> local processes"
+        ),
+    )
     base: HpoBaseSettings = Field(default_factory=HpoBaseSettings)  # type: ignore[valid-type]
     search_space: HpoSearchSpace = Field(default_factory=HpoSearchSpace)  # type: ignore[valid-type]
 
@@ -73,6 +81,7 @@ def _table(rows: dict[str, Any]) -> str:
     kinds={"optuna", "pytorch"},
     deps=[features_1m],
     op_tags=TRAINING_TAGS,
+    pool=TRAINING_POOL,
     description=(
         "Optuna study (multivariate TPE + median pruner) over SAC, Mamba, lookback, action mode and reward shaping: "
         "trains on the TRAIN window, judged on the VALIDATION window only (total return after costs); the best "
@@ -108,6 +117,7 @@ def hpo_study(context: dg.AssetExecutionContext, config: HpoStudyConfig, lake: L
         config.timeout_s,
         workers=config.workers,
         log=context.log.info,
+        ray_address=config.ray_address,
     )
     stats = hpo.study_statistics(study, n_splits=config.pbo_splits)
     if stats["n_complete"] == 0:

@@ -19,7 +19,7 @@ from pydantic import Field
 
 from feature_specs import load_catalog
 from phoenix_assets.defs.microstructure.assets import ofi_bars_1m
-from phoenix_assets.defs.model.assets import TRAINING_TAGS
+from phoenix_assets.defs.model.assets import TRAINING_POOL, TRAINING_TAGS
 from phoenix_assets.defs.model.config import MambaSacConfig
 from phoenix_assets.defs.resources import LakeResource
 from phoenix_assets.lib.features.compute import compute_features, warmup_start
@@ -56,6 +56,7 @@ FOLD_ASSET: dict[str, Any] = {  # what walk_forward and ablation_report share as
     "kinds": {"pytorch", "python"},
     "deps": [ofi_bars_1m],  # features are recomputed per fold from the bars
     "op_tags": TRAINING_TAGS,  # one training job at a time (dagster.yaml's tag limit)
+    "pool": TRAINING_POOL,  # one training step at a time across runs (deploy/postgres/dagster.yaml's pool limit)
 }
 
 
@@ -76,6 +77,14 @@ class FoldsConfig(dg.Config):
     )
     training: MambaSacConfig = Field(
         default_factory=MambaSacConfig, description="Training settings (windows are set per fold)"
+    )
+    ray_address: str | None = Field(
+        default=None,
+        description=(
+            "Ray cluster for the trainings (host:port, ray://host:10001, 'auto'; each fold x arm x seed a task, one "
+            "GPU each where the cluster has GPUs, retried on a lost node); empty -> $RAY_ADDRESS -> the local pool "
+            "of `workers`. The cluster's nodes must run this code and see the run's temporary folder"
+        ),
     )
 
 
@@ -159,6 +168,7 @@ def walk_forward(context: dg.AssetExecutionContext, config: FoldsConfig, lake: L
             tmp,
             workers=config.workers,
             log=context.log.info,
+            ray_address=config.ray_address,
         )
     overall = result.overall_metrics()
     png = _stitched_png(result, f"walk-forward: {len(folds)} test months, out of sample")
@@ -253,7 +263,13 @@ def ablation_report(
     runs = {f"{arm}/s{seed}": (bases[arm], [seed]) for arm in config.arms for seed in config.seeds}
     with tempfile.TemporaryDirectory(prefix="phoenix-ablation-") as tmp:  # one call: the OFI rule tuned once a fold
         results = run_walk_forwards(
-            lambda f: fold_features(the_lake, f), folds, runs, tmp, workers=config.workers, log=context.log.info
+            lambda f: fold_features(the_lake, f),
+            folds,
+            runs,
+            tmp,
+            workers=config.workers,
+            log=context.log.info,
+            ray_address=config.ray_address,
         )
     daily: dict[str, pl.DataFrame] = {}  # arm -> trade_date, mean over seeds of the stitched OOS return
     rule_daily: dict[str, pl.DataFrame] = {}  # arm -> the same for the tuned OFI rule run beside it

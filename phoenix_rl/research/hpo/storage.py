@@ -31,12 +31,17 @@ def _with_driver(url: str) -> str:
     return url
 
 
+def storage_url(url: str | None = None) -> str | None:
+    """`url`, else $PHOENIX_OPTUNA_STORAGE (read now, not at import), else None (a journal file)."""
+    return url or os.environ.get(STORAGE_ENV) or None
+
+
 def optuna_storage(
     study_name: str, lake_root: str | None = None, url: str | None = None
 ) -> tuple[optuna.storages.BaseStorage, str]:
     """(storage, label with any password redacted). `url`, else $PHOENIX_OPTUNA_STORAGE (read now, not at
     import), else the journal file <lake_root>/optuna/<study_name>.log (a local lake only)."""
-    url = url or os.environ.get(STORAGE_ENV) or None
+    url = storage_url(url)
     if url:
         # heartbeat: a trial whose worker died is marked FAIL when a worker next starts optimising
         with warnings.catch_warnings():  # heartbeat_interval is "experimental" in Optuna 5.0

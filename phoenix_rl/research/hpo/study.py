@@ -23,7 +23,7 @@ from phoenix_rl.evaluation.backtest import run_backtest
 from phoenix_rl.research.hpo import objective
 from phoenix_rl.research.hpo.objective import Log, make_objective, train_only, validation_returns
 from phoenix_rl.research.hpo.settings import StudySettings, check_settings, load_settings
-from phoenix_rl.research.hpo.storage import STORAGE_ENV, optuna_storage
+from phoenix_rl.research.hpo.storage import STORAGE_ENV, optuna_storage, storage_url
 from phoenix_rl.research.search_space import trial_config
 from phoenix_rl.research.statistics import deflated_sharpe_ratio, pbo_cscv, sharpe_columns
 from phoenix_rl.train.trainer import select_window
@@ -86,9 +86,11 @@ def _study_worker(
     n_trials: int,
     timeout: float | None,
     worker: int,
+    url: str | None = None,
 ) -> None:
-    """One worker process of `run_study_workers`: opens the storage itself (storages do not pickle)."""
-    storage, _ = optuna_storage(study_name, lake_root=lake_root)
+    """One worker process (or Ray task) of `run_study_workers`: opens the storage itself (storages do not
+    pickle) from the URL resolved by the caller (a Ray worker does not see the caller's environment)."""
+    storage, _ = optuna_storage(study_name, lake_root=lake_root, url=url)
     run_study(settings, features, study_name, storage, n_trials, timeout, worker, log=print)
 
 
@@ -101,21 +103,37 @@ def run_study_workers(
     timeout: float | None = None,
     workers: int = 1,
     log: Log | None = None,
+    ray_address: str | None = None,
 ) -> optuna.Study:
     """`run_study` on `optuna_storage(study_name, lake_root)` in `workers` processes at once (phoenix_rl.train.pool:
     spawned, one torch thread each; 1: in this process), worker indices 0..workers-1. The study is created and
     its settings checked here first, so the workers only join it. With several workers the trial sequence
-    depends on their timing (constant-liar TPE), so a seeded study repeats exactly only with one."""
-    from phoenix_rl.train.pool import job_result, training_pool
+    depends on their timing (constant-liar TPE), so a seeded study repeats exactly only with one.
 
-    storage, _ = optuna_storage(study_name, lake_root=lake_root)
+    With a Ray address (`ray_address`, else $RAY_ADDRESS) the workers are `workers` Ray tasks on that cluster
+    (a GPU each where it has GPUs), each running trials until the study holds `n_trials`; a task whose node is
+    lost is resubmitted and joins the study again (an RDB heartbeat marks the lost trial FAIL). They share the
+    study through its RDB storage ($PHOENIX_OPTUNA_STORAGE, e.g. PostgreSQL): a journal file on this machine's
+    disk is refused as soon as the cluster has more than one node."""
+    from phoenix_rl.train.pool import job_result, training_executor
+    from phoenix_rl.train.ray_pool import RayExecutor
+
+    url = storage_url()
+    storage, label = optuna_storage(study_name, lake_root=lake_root, url=url)
     study = run_study(settings, features, study_name, storage, 0)  # create or check; no trial
-    if log is not None:
-        remaining = max(n_trials - finished_trials(study), 0)
-        log(f"study {study_name}: {len(study.trials)} trials so far; up to {remaining} more on {workers} worker(s)")
-    with training_pool(workers) as pool:
+    with training_executor(workers, ray_address, gpus_per_job=None, log=log) as pool:
+        if isinstance(pool, RayExecutor) and url is None and pool.alive_nodes() > 1:
+            raise ValueError(
+                f"hpo: study {study_name!r} is stored in {label}, a file on this machine, but its workers would run "
+                f"on a {pool.alive_nodes()}-node Ray cluster: set {STORAGE_ENV} to a database every node reaches "
+                "(e.g. postgresql://user@host/optuna)"
+            )
+        if log is not None:
+            remaining = max(n_trials - finished_trials(study), 0)
+            where = "Ray task(s)" if isinstance(pool, RayExecutor) else "worker(s)"
+            log(f"study {study_name}: {len(study.trials)} trials so far; up to {remaining} more on {workers} {where}")
         jobs = [
-            pool.submit(_study_worker, settings, features, study_name, lake_root, n_trials, timeout, k)
+            pool.submit(_study_worker, settings, features, study_name, lake_root, n_trials, timeout, k, url)
             for k in range(workers)
         ]
         for k, job in enumerate(jobs):
