@@ -230,3 +230,33 @@ def _alive(p: psutil.Process) -> bool:
         return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
+
+
+def ingest_days_and_fit_hmm(days: list[str], records_per_day: int | None = None) -> None:
+    """On the current instance (DAGSTER_HOME, lake and landing from the environment): land and ingest each trade
+    date (`synthetic_landing_job`, `daily_job`; `records_per_day` for a smaller market), then fit the regime model
+    on all of them, in this process: what a backfill of the monthly assets needs first."""
+    import dagster as dg
+
+    from phoenix_assets.cli.demo import QUIET
+    from phoenix_assets.definitions import defs, resources
+
+    market = (
+        {"ops": {"write_synthetic_day": {"config": {"records_per_day": records_per_day}}}} if records_per_day else {}
+    )
+    with dg.DagsterInstance.get() as instance:
+        for day in days:
+            for job, config in (("synthetic_landing_job", market), ("daily_job", {})):
+                result = defs.resolve_job_def(job).execute_in_process(
+                    partition_key=day, instance=instance, run_config={**QUIET, **config}
+                )
+                assert result.success, (job, day)
+        hmm = {"hmm_regime_model": {"config": {"train_start": days[0], "train_end": days[-1]}}}
+        fitted = dg.materialize(
+            list(defs.assets or []),
+            selection=["hmm_regime_model"],
+            instance=instance,
+            resources=resources(),
+            run_config={**QUIET, "ops": hmm},
+        )
+        assert fitted.success

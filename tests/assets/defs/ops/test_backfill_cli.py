@@ -15,16 +15,23 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from phoenix_assets.definitions import defs, resources
 from phoenix_assets.defs.ops.dagster_internals import BulkActionStatus
 from phoenix_assets.lib.io.lake import Lake
-from tests.ui_support import REPO, VENV_BIN, phoenix_env, prepare_dagster_home, start_in_own_group, stop_group, tail
+from tests.ui_support import (
+    REPO,
+    VENV_BIN,
+    ingest_days_and_fit_hmm,
+    phoenix_env,
+    prepare_dagster_home,
+    start_in_own_group,
+    stop_group,
+    tail,
+)
 
 pytestmark = pytest.mark.slow
 
 DAYS = ["2024-03-27", "2024-03-28", "2024-04-01", "2024-04-02"]  # two months; 2024-03-29 is Good Friday
 MONTHS = ["2024-03-01", "2024-04-01"]
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 BACKFILL_TIMEOUT_S = 300
 DONE = {BulkActionStatus.COMPLETED, BulkActionStatus.COMPLETED_SUCCESS}
 FAILED = {BulkActionStatus.FAILED, BulkActionStatus.COMPLETED_FAILED, BulkActionStatus.CANCELED}
@@ -89,25 +96,7 @@ def test_monthly_backfill_from_the_cli_runs_each_month_and_changes_nothing_when_
     for key in ("DAGSTER_HOME", "PHOENIX_LAKE_URI", "PHOENIX_LANDING_DIR"):
         monkeypatch.setenv(key, env[key])
 
-    # the days of two months, through the daily assets, and the regime model fitted on them (in-process)
-    with dg.DagsterInstance.get() as instance:
-        for day in DAYS:
-            for job in ("synthetic_landing_job", "daily_job"):
-                result = defs.resolve_job_def(job).execute_in_process(
-                    partition_key=day, instance=instance, run_config=QUIET
-                )
-                assert result.success, (job, day)
-        fitted = dg.materialize(
-            list(defs.assets or []),
-            selection=["hmm_regime_model"],
-            instance=instance,
-            resources=resources(),
-            run_config={
-                **QUIET,
-                "ops": {"hmm_regime_model": {"config": {"train_start": DAYS[0], "train_end": DAYS[-1]}}},
-            },
-        )
-        assert fitted.success
+    ingest_days_and_fit_hmm(DAYS)  # the days of two months, through the daily assets, and the regime model
     # The sensors the repo runs by default would act on the backfill's results (retraining included):
     # stopped here, so the daemon only executes the backfill.
     for sensor in ("phoenix_automation", "retrain_sensor"):

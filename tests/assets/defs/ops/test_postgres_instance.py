@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from phoenix_assets.definitions import defs, resources
+from phoenix_assets.definitions import defs
 from phoenix_assets.defs.ops.dagster_internals import BulkActionStatus
 from phoenix_assets.defs.ops.retrain import retrain_windows
 from phoenix_assets.lib import calendar as cal
@@ -26,14 +26,12 @@ from tests.assets.defs.ops.pg_support import (
     pg_dagster_home,
     wait_for,
 )
-from tests.ui_support import REPO, VENV_BIN, phoenix_env, tail
+from tests.ui_support import REPO, VENV_BIN, ingest_days_and_fit_hmm, phoenix_env, tail
 
 pytestmark = pytest.mark.slow
 
 DAYS = ["2024-03-28", "2024-04-01"]  # a trade date in each of two months (2024-03-29 is Good Friday)
 MONTHS = ["2024-03-01", "2024-04-01"]
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-SMALL_DAY = {"ops": {"write_synthetic_day": {"config": {"records_per_day": 20_000}}}}
 DAEMON_TIMEOUT_S = 240
 DONE = {BulkActionStatus.COMPLETED, BulkActionStatus.COMPLETED_SUCCESS}
 FAILED = {BulkActionStatus.FAILED, BulkActionStatus.COMPLETED_FAILED, BulkActionStatus.CANCELED}
@@ -103,25 +101,7 @@ def _backfill_on_the_daemon(env: dict[str, str], log: Path) -> list[dg.RunRecord
 
 
 def test_monthly_backfill_runs_two_months_at_once_through_the_daemon(pg_env: dict[str, str], tmp_path: Path) -> None:
-    with dg.DagsterInstance.get() as instance:  # the days of two months and the regime model (in-process, on PG)
-        for day in DAYS:
-            for job, config in (("synthetic_landing_job", SMALL_DAY), ("daily_job", {})):
-                run_config = {**QUIET, **config}
-                result = defs.resolve_job_def(job).execute_in_process(
-                    partition_key=day, instance=instance, run_config=run_config
-                )
-                assert result.success, (job, day)
-        fitted = dg.materialize(
-            list(defs.assets or []),
-            selection=["hmm_regime_model"],
-            instance=instance,
-            resources=resources(),
-            run_config={
-                **QUIET,
-                "ops": {"hmm_regime_model": {"config": {"train_start": DAYS[0], "train_end": DAYS[-1]}}},
-            },
-        )
-        assert fitted.success
+    ingest_days_and_fit_hmm(DAYS, records_per_day=20_000)  # two months' days and the regime model, on PG
     # as in test_backfill_cli.py: the sensors that would act on the backfill's results are stopped
     stops = [
         subprocess.Popen(
