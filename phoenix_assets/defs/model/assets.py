@@ -191,6 +191,22 @@ def _refused_publish(outcomes: dict[str, CheckOutcome]) -> Iterator[dg.AssetChec
     )
 
 
+def refuse_regimes_fitted_on_judged_data(
+    lake: Lake, evaluation: EvaluationWindows, asset: str
+) -> tuple[str, str] | None:
+    """Refuse, before anything trains, features whose regimes come from an HMM fitted on data the run is judged
+    on (validation, test, or the embargo before them): `mamba_sac_model` and `hpo_study` alike, one message.
+    Returns the HMM's fit window (None: no HMM in the lake)."""
+    hmm_window = regime_model_fit_window(lake)
+    leaks = evaluation.fitted_problems({"hmm_regime_model": hmm_window})
+    if leaks:
+        raise ValueError(
+            f"{asset}: {'; '.join(leaks)} ({evaluation.describe()}): re-fit hmm_regime_model on a window "
+            "ending before validation, re-materialize features_1m, then train"
+        )
+    return hmm_window
+
+
 @dg.asset(
     group_name="model",
     kinds={"pytorch", "python"},
@@ -218,13 +234,7 @@ def mamba_sac_model(
     the_lake = lake.lake()
     windows = config.windows()
     evaluation = EvaluationWindows.from_mapping(windows, config.embargo_days)  # ordered: TrainConfig checked it
-    hmm_window = regime_model_fit_window(the_lake)
-    leaks = evaluation.fitted_problems({"hmm_regime_model": hmm_window})
-    if leaks:  # refuse before training: the features' regimes were fitted on data the agent is judged on
-        raise ValueError(
-            f"mamba_sac_model: {'; '.join(leaks)} ({evaluation.describe()}): re-fit hmm_regime_model on a window "
-            "ending before validation, re-materialize features_1m, then train"
-        )
+    hmm_window = refuse_regimes_fitted_on_judged_data(the_lake, evaluation, "mamba_sac_model")
     first = min(s for s, _ in windows.values())
     last = max(e for _, e in windows.values())
     rows = features_between(the_lake, first, last, _feature_columns(the_lake, config.feature_set))

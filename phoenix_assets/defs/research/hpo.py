@@ -16,7 +16,12 @@ from pydantic import Field
 
 from phoenix_assets.defs.config import config_from_dataclass
 from phoenix_assets.defs.features.assets import features_1m
-from phoenix_assets.defs.model.assets import TRAINING_POOL, TRAINING_TAGS, _feature_columns
+from phoenix_assets.defs.model.assets import (
+    TRAINING_POOL,
+    TRAINING_TAGS,
+    _feature_columns,
+    refuse_regimes_fitted_on_judged_data,
+)
 from phoenix_assets.defs.model.config import EnvSettings
 from phoenix_assets.defs.resources import LakeResource
 from phoenix_assets.lib.io.artifacts import features_between
@@ -24,6 +29,7 @@ from phoenix_assets.lib.schema import HPO_DIR
 from phoenix_rl.config import TrainConfig
 from phoenix_rl.evaluation.metrics import format_metric
 from phoenix_rl.research.search_space import SearchSpace
+from phoenix_rl.windows import EvaluationWindows
 
 HpoBaseSettings = config_from_dataclass(
     "HpoBaseSettings",
@@ -105,6 +111,8 @@ def hpo_study(context: dg.AssetExecutionContext, config: HpoStudyConfig, lake: L
     windows = base.windows()
     first, last = windows["train"][0], windows["test"][1]
     assert first is not None and last is not None  # StudySettings checked the windows
+    evaluation = EvaluationWindows.from_mapping(windows, base.embargo_days)  # type: ignore[arg-type]
+    refuse_regimes_fitted_on_judged_data(the_lake, evaluation, "hpo_study")  # before the first trial
     features = features_between(the_lake, first, last, _feature_columns(the_lake, base.feature_set))
     _, storage_label = hpo.optuna_storage(config.study_name, lake_root=the_lake.root)
     context.log.info(f"study {config.study_name} on {storage_label}: {features.height} feature rows {first}..{last}")

@@ -161,9 +161,9 @@ def study_statistics(study: optuna.Study, n_splits: int = 16) -> dict[str, Any]:
     """Trial counts, and the selection-bias statistics of the best trial's validation returns:
 
     deflated Sharpe ratio (statistics.deflated_sharpe_ratio: per-day Sharpe ratios of ALL finished trials,
-    pruned included, N = their number, raw kurtosis) and PBO by CSCV over the T days x N trials matrix, with
-    the largest even number of splits <= min(n_splits, T). A statistic that is undefined here (fewer than 3
-    days, constant returns, fewer than 2 trials) is None with the reason in `<name>_note`.
+    pruned included, N = their number plus the failed trials, raw kurtosis) and PBO by CSCV over the T days x
+    N trials matrix, with the largest even number of splits <= min(n_splits, T). A statistic that is undefined
+    here (fewer than 3 days, constant returns, fewer than 2 trials) is None with the reason in `<name>_note`.
     """
     states = [t.state for t in study.get_trials(deepcopy=False)]
     out: dict[str, Any] = {
@@ -186,7 +186,10 @@ def study_statistics(study: optuna.Study, n_splits: int = 16) -> dict[str, Any]:
     try:
         if matrix.shape[0] < 3:
             raise ValueError(f"{matrix.shape[0]} validation day(s); the DSR needs >= 3 daily returns")
-        dsr = deflated_sharpe_ratio(best.user_attrs["val_daily_returns"], sharpe_columns(matrix), len(numbers))
+        # N counts every trial tried, the failed ones too (they were tried and lost): fewer trials would deflate
+        # the best trial's Sharpe ratio less; the Sharpe ratios' variance comes from the trials with returns
+        out["dsr_n_trials"] = len(numbers) + out["n_failed"]
+        dsr = deflated_sharpe_ratio(best.user_attrs["val_daily_returns"], sharpe_columns(matrix), out["dsr_n_trials"])
         out["dsr"] = float(dsr["dsr"])
         out["dsr_detail"] = {k: float(v) for k, v in dsr.items()}
     except (ValueError, KeyError) as exc:

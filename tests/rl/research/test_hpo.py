@@ -9,6 +9,7 @@ import datetime as dt
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from optuna.trial import TrialState
 from feature_specs import load_feature_set
 from phoenix_assets.defs.research.hpo import hpo_study
 from phoenix_assets.defs.resources import LakeResource
+from phoenix_assets.lib.io.lake import Lake
 from phoenix_rl.config import RewardConfig, TrainConfig
 from phoenix_rl.research import hpo
 from phoenix_rl.research.hpo import objective as hpo_objective
@@ -183,8 +185,10 @@ def test_statistics_count_pruned_trials() -> None:
     stats = hpo.study_statistics(study, n_splits=8)
     assert (stats["n_complete"], stats["n_pruned"], stats["n_failed"], stats["n_trials_in_statistics"]) == (3, 2, 1, 5)
     best = study.best_trial.number
-    expected = deflated_sharpe_ratio(returns[:, best], sharpe_columns(returns[:, :5]), 5)
-    assert stats["dsr"] == pytest.approx(expected["dsr"]) and 0 <= stats["dsr"] <= 1
+    # issue 24 item 12: the failed trial counts in N (6 tried), its missing returns in no Sharpe ratio
+    expected = deflated_sharpe_ratio(returns[:, best], sharpe_columns(returns[:, :5]), 6)
+    assert stats["dsr_n_trials"] == 6 and stats["dsr"] == pytest.approx(expected["dsr"]) and 0 <= stats["dsr"] <= 1
+    assert stats["dsr"] < deflated_sharpe_ratio(returns[:, best], sharpe_columns(returns[:, :5]), 5)["dsr"]
     assert stats["pbo"] == pytest.approx(pbo_cscv(returns[:, :5], n_splits=8)["pbo"])
     assert stats["pbo_detail"] == {"n_splits": 8, "n_combinations": 70}
 
@@ -412,3 +416,41 @@ def test_hpo_study_asset_materializes(features_lake_root: str) -> None:
     storage = hpo.optuna_storage(name, lake_root=features_lake_root)[0]
     trials = optuna.load_study(study_name=name, storage=storage).trials
     assert [t.number for t in trials] == [0, 1, 2] and trials[2].user_attrs["worker"].endswith("/1")
+
+
+def test_hpo_study_refuses_regimes_fitted_into_validation_before_its_first_trial(
+    features_lake_root: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 24 item 4: `mamba_sac_model` refused an HMM fitted into validation, `hpo_study` did not, so every
+    trial could train and be selected on regimes fitted on validation or test data. Now the same refusal, with
+    the same message, before any trial."""
+    root = tmp_path / "lake"
+    shutil.copytree(features_lake_root, root)
+    lake = Lake(str(root))
+    lake.write_artifact(
+        "artifacts/hmm_regime_model/v9.json", b'{"train_start": "2024-03-13", "train_end": "2024-03-15"}'
+    )
+    lake.publish_latest("artifacts/hmm_regime_model", "artifacts/hmm_regime_model/v9.json", "v9")
+
+    def no_trial(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a trial ran")
+
+    monkeypatch.setattr(hpo, "run_study_workers", no_trial)
+    base = {
+        **{k: v for k, v in TINY_BASE.items() if k not in WINDOWS},
+        **{f"{w}_{edge}": day for w, day in (("train", "2024-03-13"), ("val", "2024-03-14"), ("test", "2024-03-15"))
+           for edge in ("start", "end")},
+    }  # fmt: skip
+    run_config = {"study_name": "leak", "n_trials": 2, "base": base, "search_space": TINY_SPACE}
+    with dg.instance_for_test() as instance, pytest.raises(ValueError) as refused:
+        dg.materialize(
+            [hpo_study],
+            resources={"lake": LakeResource(uri=str(root))},
+            run_config=dg.RunConfig(ops={"hpo_study": {"config": run_config}}),
+            instance=instance,
+        )
+    assert str(refused.value).startswith(
+        "hpo_study: hmm_regime_model was fitted on data up to 2024-03-15, not before validation starts 2024-03-14 "
+        "(train 2024-03-13..2024-03-13, val 2024-03-14..2024-03-14, test 2024-03-15..2024-03-15, embargo 0): "
+        "re-fit hmm_regime_model on a window ending before validation"
+    )
