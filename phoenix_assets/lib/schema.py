@@ -130,6 +130,7 @@ PAPER_BARS_TABLE = "paper_bars"
 PAPER_RISK_EVENTS_TABLE = "paper_risk_events"
 PAPER_REPORT_TABLE = "paper_daily_report"
 PAPER_TRACK_RECORD_TABLE = "paper_track_record"
+HPO_TEST_LOOKS_TABLE = "hpo_test_looks"  # append-only: every scoring of an HPO study's test window
 
 # Versioned artifact folders under the lake root (`<dir>/<version>/...` and a `latest.json` pointer)
 HMM_MODEL_DIR = "artifacts/hmm_regime_model"

@@ -6,12 +6,17 @@ Optuna's plots. Trials run in this step process; more workers can join the same 
 or machines with `python -m phoenix_rl.research.hpo --study NAME ...` (docs/research-protocol.md, "HPO study").
 """
 
+import datetime as dt
+import hashlib
 import json
 import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
+import deltalake
+import polars as pl
+import pyarrow as pa
 from pydantic import Field
 
 from phoenix_assets.defs.config import config_from_dataclass
@@ -25,7 +30,8 @@ from phoenix_assets.defs.model.assets import (
 from phoenix_assets.defs.model.config import EnvSettings
 from phoenix_assets.defs.resources import LakeResource
 from phoenix_assets.lib.io.artifacts import features_between
-from phoenix_assets.lib.schema import HPO_DIR
+from phoenix_assets.lib.io.lake import Lake
+from phoenix_assets.lib.schema import HPO_DIR, HPO_TEST_LOOKS_TABLE
 from phoenix_rl.config import TrainConfig
 from phoenix_rl.evaluation.metrics import format_metric
 from phoenix_rl.research.search_space import SearchSpace
@@ -141,6 +147,8 @@ def hpo_study(context: dg.AssetExecutionContext, config: HpoStudyConfig, lake: L
             folder = f"{HPO_DIR}/{config.study_name}/trial_{test['trial']}"
             model_uri = the_lake.write_artifact(f"{folder}/model.zip", (Path(tmp) / "model.zip").read_bytes())
             the_lake.write_artifact(f"{folder}/config.json", (Path(tmp) / "config.json").read_bytes())
+            _log_test_look(the_lake, config.study_name, test, context.run_id)
+    looks = _test_looks(the_lake, config.study_name)
     best = study.best_trial
     plots = hpo.study_plots(study)
     summary = {
@@ -149,6 +157,7 @@ def hpo_study(context: dg.AssetExecutionContext, config: HpoStudyConfig, lake: L
         "validation objective (search)": float(best.value),
         "validation objective (retrained)": test["val_value_retrained"],
         "test total return (scored once)": test["test_metrics"]["total_return"],
+        "test window looks (this study, ever)": looks,
         "deflated Sharpe ratio": stats["dsr"] if stats["dsr"] is not None else stats["dsr_note"],
         "PBO (CSCV)": stats["pbo"] if stats["pbo"] is not None else stats["pbo_note"],
         "trials complete / pruned / failed / running": (
@@ -166,6 +175,7 @@ def hpo_study(context: dg.AssetExecutionContext, config: HpoStudyConfig, lake: L
         "validation_objective": float(best.value),
         "test_metrics": dg.MetadataValue.json(json.loads(json.dumps(test["test_metrics"]))),
         "test_scored_trial": test["trial"],
+        "test_window_looks": dg.MetadataValue.int(looks),
         "dsr": stats["dsr"] if stats["dsr"] is not None else "n/a",
         "dsr_note": stats["dsr_note"],
         "pbo": stats["pbo"] if stats["pbo"] is not None else "n/a",
@@ -183,3 +193,42 @@ def hpo_study(context: dg.AssetExecutionContext, config: HpoStudyConfig, lake: L
     if model_uri is not None:
         metadata["best_model"] = dg.MetadataValue.path(model_uri)
     return dg.MaterializeResult(metadata=metadata)
+
+
+TEST_LOOK_SCHEMA = pa.schema(
+    [
+        ("study_name", pa.string()),
+        ("trial", pa.int64()),
+        ("looked_at", pa.timestamp("us", "UTC")),
+        ("config_hash", pa.string()),  # sha256 of the scored trial's TrainConfig (JSON, sorted keys)
+        ("test_total_return", pa.float64()),
+        ("dagster_run_id", pa.string()),
+    ]
+)
+
+
+def _log_test_look(lake: Lake, study_name: str, test: dict[str, Any], run_id: str) -> None:
+    """Append one scoring of the test window to HPO_TEST_LOOKS_TABLE: a resumed or re-selected study scores it
+    again, and a reviewer must see how often the held-out data was looked at (issue 24 item 6). Append only."""
+    config_hash = hashlib.sha256(json.dumps(test["train_config"], sort_keys=True).encode()).hexdigest()
+    row = {
+        "study_name": study_name,
+        "trial": int(test["trial"]),
+        "looked_at": dt.datetime.now(dt.UTC),
+        "config_hash": config_hash,
+        "test_total_return": float(test["test_metrics"]["total_return"]),
+        "dagster_run_id": run_id,
+    }
+    deltalake.write_deltalake(
+        lake.table_uri(HPO_TEST_LOOKS_TABLE),
+        pa.Table.from_pylist([row], schema=TEST_LOOK_SCHEMA),
+        mode="append",
+        storage_options=lake.options(),
+    )
+
+
+def _test_looks(lake: Lake, study_name: str) -> int:
+    """How many times this study's test window was scored, from the ledger."""
+    if not lake.exists(HPO_TEST_LOOKS_TABLE):
+        return 0
+    return lake.scan(HPO_TEST_LOOKS_TABLE).filter(pl.col("study_name") == study_name).select(pl.len()).collect().item()

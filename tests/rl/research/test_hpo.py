@@ -410,6 +410,19 @@ def test_hpo_study_asset_materializes(features_lake_root: str) -> None:
         label == hpo_storage._redact(url) if url else (label.startswith("journal:") and label.endswith(f"/{name}.log"))
     )
     assert Path(meta["best_model"].value).exists()
+    # issue 24 item 6: every scoring of the test window is in an append-only ledger; the same selection
+    # materialized again reuses the stored score and adds no look
+    assert meta["test_window_looks"].value == 1
+    with dg.instance_for_test() as instance:
+        again = dg.materialize(
+            [hpo_study],
+            resources={"lake": LakeResource(uri=features_lake_root)},
+            run_config=dg.RunConfig(ops={"hpo_study": {"config": run_config}}),
+            instance=instance,
+        )
+    assert again.asset_materializations_for_node("hpo_study")[0].metadata["test_window_looks"].value == 1
+    looks = Lake(features_lake_root).scan("hpo_test_looks").filter(pl.col("study_name") == name).collect()
+    assert looks.height == 1 and looks["trial"][0] == meta["best_trial"].value and len(looks["config_hash"][0]) == 64
 
     # one more worker joins the asset's study: settings from the study, features from the lake
     assert hpo_main(["--study", name, "--lake", features_lake_root, "--n-trials", "3", "--worker", "1"]) == 0
