@@ -312,9 +312,10 @@ def _trade(args: argparse.Namespace, lake: Lake, journal: OrderJournal) -> int:
     def start_day(day: dt.date) -> None:
         _refuse_traded_day(journal, args.strategy, day, args.resume)
         journaled = journal.day_record(args.strategy, day) if args.resume else None
-        if journaled is not None and not journaled.empty:
+        resuming = journaled is not None and not journaled.empty
+        if resuming:
             # replayed from the day's start: the state the crashed session began the day in, then its events
-            risk.restore(*(journaled.state_before or ("ACTIVE", "")))
+            risk.restore(*(journal.state_entering(args.strategy, journaled) or ("ACTIVE", "")))
             print(f"{day}: resuming after the journal's {journaled.orders.height} orders")
         current["trader"] = PaperTrader(
             policy=lambda obs: model.predict(obs, deterministic=True)[0],
@@ -330,7 +331,7 @@ def _trade(args: argparse.Namespace, lake: Lake, journal: OrderJournal) -> int:
             equity_start_usd=equity,
             peak_start_usd=peak,
             journaled=journaled,
-            resume_state=journal.risk_state(args.strategy),
+            resume_state=journal.risk_state(args.strategy) if resuming else None,
             **drift,
         )
         current["began"] = time.perf_counter()

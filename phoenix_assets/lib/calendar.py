@@ -78,6 +78,11 @@ def trade_dates_overlapping(start_ns: int, end_ns: int) -> list[dt.date]:
     return out
 
 
+def epoch_ns(t: dt.datetime) -> int:
+    """Nanoseconds since the epoch of an aware datetime (microsecond precision, as Delta and polars store it)."""
+    return int(t.timestamp() * 1_000_000) * 1_000
+
+
 def trade_date_of(ts_ns: int) -> dt.date | None:
     """The trade date whose window (16:00 CT the day before to 16:00 CT) holds the timestamp; None on a
     weekend, when no trade date's window does."""

@@ -98,6 +98,12 @@ RISK_EVENT_SCHEMA = pa.schema(
         ("recorded_at", pa.timestamp("us", "UTC")),  # wall clock of the journal write: orders the strategy's states
     ]
 )
+JOURNAL_SCHEMAS = {
+    PAPER_ORDERS_TABLE: ORDER_SCHEMA,
+    PAPER_FILLS_TABLE: FILL_SCHEMA,
+    PAPER_BARS_TABLE: BAR_SCHEMA,
+    PAPER_RISK_EVENTS_TABLE: RISK_EVENT_SCHEMA,
+}
 # HALTED reasons that count as a risk catastrophe for the go-live gate (prefixes of RiskEngine reasons)
 CATASTROPHE_REASONS = ("daily loss", "drawdown", "kill switch")
 
@@ -105,14 +111,14 @@ CATASTROPHE_REASONS = ("daily loss", "drawdown", "kill switch")
 @dataclass(frozen=True)
 class JournaledDay:
     """What the journal holds of one strategy's trade date: the orders (client_order_id, bar_ts, quantity,
-    reason) and the risk events (ts, state, reason) in time order, the contracts its fills add up to, and the
-    bar rows already stored (bar_ts)."""
+    reason) and the risk events (ts, state, reason, recorded_at) in time order, how many fills there are and
+    the contracts they add up to, and the bar rows already stored (bar_ts)."""
 
     orders: pl.DataFrame
-    events: pl.DataFrame
+    events: pl.DataFrame  # ts, state, reason, recorded_at
+    fills: int
     filled: int
     bar_ts: pl.Series
-    state_before: tuple[str, str] | None  # the strategy's risk state when the crashed session began the day
 
     @property
     def empty(self) -> bool:
@@ -125,14 +131,11 @@ class JournaledDay:
         if self.orders.height:
             decided = self.orders.filter(pl.col("client_order_id").str.ends_with(":decision"))["bar_ts"]
             other = self.orders.filter(~pl.col("client_order_id").str.ends_with(":decision"))["bar_ts"]
-            ends += [_ns(t) + cal.NS_PER_MINUTE for t in decided.to_list()] + [_ns(t) for t in other.to_list()]
-        ends += [_ns(t) for t in self.events["ts"].to_list()]
-        ends += [_ns(t) + cal.NS_PER_MINUTE for t in self.bar_ts.to_list()]
+            ends += [cal.epoch_ns(t) + cal.NS_PER_MINUTE for t in decided.to_list()]
+            ends += [cal.epoch_ns(t) for t in other.to_list()]
+        ends += [cal.epoch_ns(t) for t in self.events["ts"].to_list()]
+        ends += [cal.epoch_ns(t) + cal.NS_PER_MINUTE for t in self.bar_ts.to_list()]
         return max(ends)
-
-
-def _ns(t: dt.datetime) -> int:
-    return int(t.timestamp() * 1_000_000) * 1_000
 
 
 @contextmanager
@@ -177,6 +180,17 @@ class StrategyLocked(RuntimeError):
     """Another session of the strategy holds its lock (`strategy_lock`)."""
 
 
+def scan_journal(lake: Lake, table: str) -> pl.LazyFrame:
+    """A journal table with every column of its schema (null where an older journal lacks one, e.g.
+    `recorded_at`), or an empty frame of its schema when nothing was journaled yet."""
+    empty = pl.from_arrow(JOURNAL_SCHEMAS[table].empty_table())
+    if not lake.exists(table):
+        return empty.lazy()
+    scan = lake.scan(table)
+    missing = [c for c in empty.columns if c not in scan.collect_schema().names()]
+    return scan.with_columns(pl.lit(None, dtype=empty.schema[c]).alias(c) for c in missing)
+
+
 def client_order_id(strategy: str, bar_ts: dt.datetime, purpose: str = "decision") -> str:
     """One id per strategy, bar and purpose: the same decision after a restart gets the same id."""
     return f"{strategy}:{bar_ts.astimezone(dt.UTC):%Y%m%dT%H%M%S}:{purpose}"
@@ -210,7 +224,7 @@ class OrderJournal:
     def risk_state(self, strategy: str, recorded_before: dt.datetime | None = None) -> tuple[str, str] | None:
         """The strategy's latest trading state and reason (by journal time, then data time), optionally among
         the events recorded before a moment; None when it never changed state."""
-        events = self._read(PAPER_RISK_EVENTS_TABLE, RISK_EVENT_SCHEMA).filter(pl.col("strategy") == strategy)
+        events = scan_journal(self.lake, PAPER_RISK_EVENTS_TABLE).filter(pl.col("strategy") == strategy)
         if recorded_before is not None:
             events = events.filter(pl.col("recorded_at") < recorded_before)
         last = events.sort("recorded_at", "ts", nulls_last=False).tail(1).collect()
@@ -230,36 +244,43 @@ class OrderJournal:
     def day_record(self, strategy: str, trade_date: dt.date) -> JournaledDay:
         """Everything journaled for the strategy on the trade date (module doc)."""
         lo, hi = (dt.datetime.fromtimestamp(t / 1e9, dt.UTC) for t in cal.trade_date_window(trade_date))
-        orders = self._read(PAPER_ORDERS_TABLE, ORDER_SCHEMA).filter(
+        orders = scan_journal(self.lake, PAPER_ORDERS_TABLE).filter(
             (pl.col("strategy") == strategy) & (pl.col("bar_ts") >= lo) & (pl.col("bar_ts") < hi)
         )
-        fills = self._read(PAPER_FILLS_TABLE, FILL_SCHEMA).join(
-            orders.select("client_order_id"), on="client_order_id", how="semi"
+        fills = (
+            scan_journal(self.lake, PAPER_FILLS_TABLE)
+            .join(orders.select("client_order_id"), on="client_order_id", how="semi")
+            .select(pl.len(), pl.col("quantity").sum())
+            .collect()
         )
-        events = self._read(PAPER_RISK_EVENTS_TABLE, RISK_EVENT_SCHEMA).filter(
+        events = scan_journal(self.lake, PAPER_RISK_EVENTS_TABLE).filter(
             (pl.col("strategy") == strategy) & (pl.col("ts") >= lo) & (pl.col("ts") < hi)
         )
-        bars = self._read(PAPER_BARS_TABLE, BAR_SCHEMA).filter(
+        bars = scan_journal(self.lake, PAPER_BARS_TABLE).filter(
             (pl.col("strategy") == strategy) & (pl.col("trade_date") == trade_date)
         )
-        events = events.collect()
-        first_recorded = events["recorded_at"].drop_nulls().min() if events.height else None
         return JournaledDay(
             orders=orders.select("client_order_id", "bar_ts", "quantity", "reason").sort("bar_ts").collect(),
-            events=events.select("ts", "state", "reason").sort("ts"),
-            filled=int(fills.select(pl.col("quantity").sum()).collect().item() or 0),
+            events=events.select("ts", "state", "reason", "recorded_at").sort("ts").collect(),
+            fills=int(fills["len"][0]),
+            filled=int(fills["quantity"][0] or 0),
             bar_ts=bars.select("bar_ts").sort("bar_ts").collect()["bar_ts"],
-            state_before=self.risk_state(strategy, first_recorded) if first_recorded else self.risk_state(strategy),
         )
+
+    def state_entering(self, strategy: str, day: JournaledDay) -> tuple[str, str] | None:
+        """The strategy's risk state when the session that journaled `day` began it: the latest recorded before
+        the day's first event (a resume replays the day's own events from there)."""
+        first = day.events["recorded_at"].drop_nulls().min()
+        return self.risk_state(strategy, first) if first is not None else self.risk_state(strategy)  # type: ignore[arg-type]
 
     def open_positions(self, strategy: str) -> dict[dt.date, int]:
         """Trade dates whose fills leave the strategy holding contracts (every day ends flat: a crash that
         was not resumed), with the contracts held."""
-        orders = self._read(PAPER_ORDERS_TABLE, ORDER_SCHEMA).filter(pl.col("strategy") == strategy)
+        orders = scan_journal(self.lake, PAPER_ORDERS_TABLE).filter(pl.col("strategy") == strategy)
         # a trade date runs 16:00 CT to 16:00 CT: 8 hours later it is that calendar date
         trade_date = (pl.col("bar_ts").dt.convert_time_zone("America/Chicago") + pl.duration(hours=8)).dt.date()
         net = (
-            self._read(PAPER_FILLS_TABLE, FILL_SCHEMA)
+            scan_journal(self.lake, PAPER_FILLS_TABLE)
             .join(orders.select("client_order_id", trade_date.alias("trade_date")), on="client_order_id")
             .group_by("trade_date")
             .agg(pl.col("quantity").sum())
@@ -273,12 +294,9 @@ class OrderJournal:
         """What the journal holds of the strategy on the trade date ("" when nothing): bars, orders, fills and
         risk events all count (bars are written in batches; orders the moment they are decided)."""
         day = self.day_record(strategy, trade_date)
-        fills = self._read(PAPER_FILLS_TABLE, FILL_SCHEMA).join(
-            day.orders.lazy().select("client_order_id"), on="client_order_id", how="semi"
-        )
         counts = {
             "orders": day.orders.height,
-            "fills": fills.select(pl.len()).collect().item(),
+            "fills": day.fills,
             "bars": len(day.bar_ts),
             "risk events": day.events.height,
         }
@@ -286,22 +304,13 @@ class OrderJournal:
 
     def position(self, strategy: str, before: dt.datetime | None = None) -> int:
         """Contracts the strategy's fills add up to (all, or those before a moment): the journal's position."""
-        orders = self._read(PAPER_ORDERS_TABLE, ORDER_SCHEMA).filter(pl.col("strategy") == strategy)
-        fills = self._read(PAPER_FILLS_TABLE, FILL_SCHEMA).join(
+        orders = scan_journal(self.lake, PAPER_ORDERS_TABLE).filter(pl.col("strategy") == strategy)
+        fills = scan_journal(self.lake, PAPER_FILLS_TABLE).join(
             orders.select("client_order_id"), on="client_order_id", how="semi"
         )
         if before is not None:
             fills = fills.filter(pl.col("ts") < before)
         return int(fills.select(pl.col("quantity").sum()).collect().item() or 0)
-
-    def _read(self, table: str, schema: pa.Schema) -> pl.LazyFrame:
-        """The table with every column of its schema (null where an older journal lacks one); empty if none."""
-        empty = pl.from_arrow(schema.empty_table())
-        if not self.lake.exists(table):
-            return empty.lazy()
-        scan = self.lake.scan(table)
-        missing = [c for c in empty.columns if c not in scan.collect_schema().names()]
-        return scan.with_columns(pl.lit(None, dtype=empty.schema[c]).alias(c) for c in missing)
 
     def compact(self) -> dict[str, int]:
         """Rewrite each journal table's small files (one per commit) into one: a merge reads every file of its

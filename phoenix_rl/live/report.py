@@ -56,7 +56,7 @@ from phoenix_assets.lib.schema import (
     PAPER_RISK_EVENTS_TABLE,
 )
 from phoenix_rl.evaluation.metrics import sortino_ratio
-from phoenix_rl.live.journal import CATASTROPHE_REASONS, FILL_SCHEMA, ORDER_SCHEMA, RISK_EVENT_SCHEMA
+from phoenix_rl.live.journal import CATASTROPHE_REASONS, scan_journal
 
 RISK_SEVERITY = {"ACTIVE": 0, "REDUCING": 1, "HALTED": 2}
 
@@ -144,26 +144,16 @@ def read_paper_day(lake: Lake, trade_date: dt.date, needed_by: str = PAPER_REPOR
     )
     start_ns, end_ns = cal.trade_date_window(trade_date)
     start, end = (dt.datetime.fromtimestamp(ns / 1e9, dt.UTC) for ns in (start_ns, end_ns))
-    orders = _scan(lake, PAPER_ORDERS_TABLE).filter((pl.col("bar_ts") >= start) & (pl.col("bar_ts") < end)).collect()
+    orders = (
+        scan_journal(lake, PAPER_ORDERS_TABLE).filter((pl.col("bar_ts") >= start) & (pl.col("bar_ts") < end)).collect()
+    )
     fills = (
-        _scan(lake, PAPER_FILLS_TABLE)
+        scan_journal(lake, PAPER_FILLS_TABLE)
         .filter(pl.col("client_order_id").is_in(orders["client_order_id"].to_list()))
         .collect()
     )
-    events = _scan(lake, PAPER_RISK_EVENTS_TABLE).filter(pl.col("trade_date") == trade_date).collect()
+    events = scan_journal(lake, PAPER_RISK_EVENTS_TABLE).filter(pl.col("trade_date") == trade_date).collect()
     return PaperDay(trade_date, bars, prior, orders, fills, events)
-
-
-def _scan(lake: Lake, table: str) -> pl.LazyFrame:
-    """A journal table, or an empty frame of its schema when nothing was journaled yet (no order, no event)."""
-    if lake.exists(table):
-        return lake.scan(table)
-    schema = {
-        PAPER_ORDERS_TABLE: ORDER_SCHEMA,
-        PAPER_FILLS_TABLE: FILL_SCHEMA,
-        PAPER_RISK_EVENTS_TABLE: RISK_EVENT_SCHEMA,
-    }[table]
-    return pl.from_arrow(schema.empty_table()).lazy()
 
 
 def bar_changes(bars: pl.DataFrame, prior: pl.DataFrame) -> pl.DataFrame:

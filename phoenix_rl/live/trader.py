@@ -66,10 +66,6 @@ def _utc(ns: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(ns / 1e9, tz=dt.UTC)
 
 
-def _ns(t: dt.datetime) -> int:
-    return int(t.timestamp() * 1_000_000) * 1_000
-
-
 class PaperTrader:
     """One strategy's live loop (module doc). Feed `on_records` in arrival order, then `close()`."""
 
@@ -139,10 +135,13 @@ class PaperTrader:
             other = orders.filter(~pl.col("client_order_id").str.ends_with(":decision"))
             # the journal keeps microseconds: a moment "after record T" is after every record of T's microsecond
             self._journaled_other = [
-                (_ns(t) + 999, coid, int(q), r)
+                (cal.epoch_ns(t) + 999, coid, int(q), r)
                 for t, coid, q, r in other.select("bar_ts", "client_order_id", "quantity", "reason").iter_rows()
             ]
-            self._journaled_events = [(_ns(t) + 999, st, r) for t, st, r in self._journaled.events.iter_rows()]
+            self._journaled_events = [
+                (cal.epoch_ns(t) + 999, st, r)
+                for t, st, r in self._journaled.events.select("ts", "state", "reason").iter_rows()
+            ]
             self._until_ns = self._journaled.until_ns()
         self._failed = False
 
@@ -323,7 +322,7 @@ class PaperTrader:
         # outside the continuous session (no feature row) the target is flat: the env never holds over a halt
         decided = time.perf_counter_ns()
         holding = self.position + self._in_flight
-        if self._journaled is not None and _ns(bar_ts) + NS_PER_MINUTE > self._until_ns:
+        if self._journaled is not None and cal.epoch_ns(bar_ts) + NS_PER_MINUTE > self._until_ns:
             self._caught_up()  # a bar the crashed session never decided: the policy's again
         if self._journaled is not None:  # decided before the crash: the journal's order, not a new decision
             decision = OrderDecision(True, self._journaled_decisions.get(client_order_id(self.strategy, bar_ts), 0))

@@ -150,9 +150,8 @@ def point_in_time_outcome(saved: dict[str, Any]) -> CheckOutcome:
 
 
 def trained_model_outcome(saved: Mapping[str, Any]) -> CheckOutcome:
-    """Judge the `training_health` a model's config.json records (phoenix_rl.train.trainer's
+    """Judge the `training_health` a model's config.json records (phoenix_rl.train.health's
     `training_health_problems`, the judgement `train` itself applied before it saved model.zip)."""
-
     health = saved.get("training_health")
     problems = training_health_problems(health)
     described = (
