@@ -89,13 +89,16 @@ def raw_mbp10(
     context.log.info(f"partition {trade_date}: ingesting {[str(f.path) for f in files]}")
     the_lake = lake.lake()
     outcomes: dict[str, CheckOutcome] = {}
+    gate = raw_gate(trade_date, quality, outcomes)
     try:
         stats, version = ingest_partition(
-            the_lake, files, trade_date, config.chunk_records, before_commit=raw_gate(trade_date, quality, outcomes)
+            the_lake, files, trade_date, config.chunk_records, before_commit=gate, on_batch=gate.observe
         )
     except RawDataRejected as exc:
         verdicts = {f"check {n}": f"{'passed' if o.passed else 'FAILED'}: {o.description}" for n, o in outcomes.items()}
         raise dg.Failure(description=str(exc), metadata=verdicts) from exc
+    finally:
+        gate.close()
     rate = stats.rows / stats.seconds if stats.seconds else 0.0
     context.log.info(f"partition {trade_date}: {stats.rows} records in {stats.seconds:.2f}s ({rate:,.0f}/s)")
     return dg.MaterializeResult(

@@ -5,9 +5,9 @@ The in-session gap check only warns: real days have quiet spells, and later stag
 """
 
 import datetime as dt
-from collections.abc import Callable
 
 import dagster as dg
+import pyarrow as pa
 import pyarrow.dataset as pads
 
 from phoenix_assets.defs.checks import CheckTable, check_results, check_specs
@@ -35,39 +35,67 @@ class RawDataRejected(ValueError):
     """The staged partition failed a blocking check; nothing was committed."""
 
 
-def raw_outcomes(part: q.RawPartition, stats: IngestStats, thresholds: QualityThresholds) -> dict[str, CheckOutcome]:
-    return {
+def raw_outcomes(
+    part: q.RawPartition,
+    stats: IngestStats,
+    thresholds: QualityThresholds,
+    streamed: q.RawBatchChecks | None = None,
+) -> dict[str, CheckOutcome]:
+    """Every check's outcome; the record-level ones from `streamed` when the ingest fed it, else read from `part`."""
+    if streamed is not None:
+        record_level = streamed.outcomes(part, stats)
+    else:
+        record_level = {
+            "no_duplicates": q.check_no_duplicates(part, stats),
+            "prices_on_tick_grid": q.check_prices_on_grid(part, thresholds.tick_size),
+            "expectations": q.check_expectations(part),
+        }
+    outcomes = {
         "schema": q.check_schema(part),
         "non_empty": q.check_non_empty(part),
         "ts_recv_ordered": q.check_ordering(stats),
-        "no_duplicates": q.check_no_duplicates(part, stats),
-        "prices_on_tick_grid": q.check_prices_on_grid(part, thresholds.tick_size),
         "crossed_share": q.check_crossed_share(stats, thresholds.max_crossed_share),
-        "expectations": q.check_expectations(part),
         "session_gaps": q.check_session_gaps(stats, thresholds.max_gap_minutes),
+        **record_level,
     }
+    return {name: outcomes[name] for name in RAW_CHECKS}
 
 
-def raw_gate(
-    trade_date: dt.date, thresholds: QualityThresholds, outcomes: dict[str, CheckOutcome]
-) -> Callable[[pads.Dataset, IngestStats], None]:
-    """The pre-commit gate: evaluate every check on the staged files, refuse them if a blocking one fails.
+class RawGate:
+    """The pre-commit gate: every check on the staged day, the staged files refused if a blocking one fails.
 
-    `outcomes` is filled in for the caller, which reports them as check results once committed.
+    `observe` is the ingest's `on_batch`: duplicates, the tick grid and the expectations accumulate while
+    the day streams, so the gate reads only the staged files' schema and row count. `outcomes` is filled
+    in for the caller, which reports them as check results once committed.
     """
 
-    def gate(staged: pads.Dataset, stats: IngestStats) -> None:
-        outcomes.update(raw_outcomes(q.RawPartition(staged, trade_date), stats, thresholds))
-        failed = [name for name, (_, blocking) in RAW_CHECKS.items() if blocking and not outcomes[name].passed]
+    def __init__(self, trade_date: dt.date, thresholds: QualityThresholds, outcomes: dict[str, CheckOutcome]) -> None:
+        self.trade_date, self.thresholds, self.outcomes = trade_date, thresholds, outcomes
+        self.streamed = q.RawBatchChecks(thresholds.tick_size)
+
+    def observe(self, batch: pa.RecordBatch) -> None:
+        self.streamed.update(batch)
+
+    def __call__(self, staged: pads.Dataset, stats: IngestStats) -> None:
+        part = q.RawPartition(staged, self.trade_date)
+        self.outcomes.update(raw_outcomes(part, stats, self.thresholds, self.streamed))
+        failed = [name for name, (_, blocking) in RAW_CHECKS.items() if blocking and not self.outcomes[name].passed]
         if failed:
-            reasons = "; ".join(f"{name}: {outcomes[name].description}" for name in failed)
+            reasons = "; ".join(f"{name}: {self.outcomes[name].description}" for name in failed)
             raise RawDataRejected(
-                f"{ASSET} {trade_date}: blocking check(s) failed on the staged data, nothing was committed "
+                f"{ASSET} {self.trade_date}: blocking check(s) failed on the staged data, nothing was committed "
                 f"(the partition's previous version stays current): {reasons}. "
                 f"Files: {', '.join(stats.rows_per_file) or 'none'}"
             )
 
-    return gate
+    def close(self) -> None:
+        """Remove the duplicate index's spill files (also when the ingest failed before the gate ran)."""
+        self.streamed.close()
+
+
+def raw_gate(trade_date: dt.date, thresholds: QualityThresholds, outcomes: dict[str, CheckOutcome]) -> RawGate:
+    """The pre-commit gate for `ingest_partition(before_commit=gate, on_batch=gate.observe)`."""
+    return RawGate(trade_date, thresholds, outcomes)
 
 
 def raw_check_results(outcomes: dict[str, CheckOutcome]) -> list[dg.AssetCheckResult]:
