@@ -32,7 +32,10 @@ Records and events
     - trade, 10 %: `T` (flags 0, side = aggressor `B`/`A`, price = best opposite price, size q =
       1 + floor(Exp*0.8), depth 0, book unchanged) then `C` of q at depth 0 with F_LAST. A trade that
       would take the whole level arrives instead as an add of q on the aggressor's own best level.
-    - price move, 6 %: up = optional `T` of the whole best ask (60 % of moves, else no trade), `C` of
+    - price move, 6 % up to 200k records a day, 6 % x 200k / records_per_day above (the other events
+      keep their mix), so a day has ~10k moves and the range and realized volatility of a real MNQ day
+      whatever its record count; days of <= 200k records are byte-identical to before this rule.
+      Up = optional `T` of the whole best ask (60 % of moves, else no trade), `C` of
       the whole best ask (the ask ladder shifts in, a new level 9 appears; the spread is now 2 ticks),
       then `A` of one order at best bid + 1 tick (the bid ladder shifts out, level 9 drops) with F_LAST.
       In 20 % of moves the `A` is left out: the `C` carries F_LAST and the book rests with a 2-tick
@@ -189,6 +192,14 @@ FLOW_VAR_PER_EVENT = (1.0 - P_MOVE - P_TRADE) * float(LEVEL_CUM[0]) * _size_seco
 # records per continuous event under this mix, measured on generated days (1.152; the analytic
 # 1.18 misses that a trade which would empty the level becomes a one-record add)
 RECORDS_PER_CONTINUOUS_EVENT = 1.152
+# Volatility is set by the number of price moves a day, not by the number of records: above this many
+# records a day the move share shrinks as VOL_REFERENCE_RECORDS / records_per_day, so a 10M-record day
+# has the ~10k one-tick moves (and the range) of a 200k-record day. At or below it nothing changes.
+VOL_REFERENCE_RECORDS = 200_000
+# records of one move event (0.6 trades + the cancel + 0.8 adds) and the non-move events' mean, so
+# that RECORDS_PER_CONTINUOUS_EVENT = P_MOVE * R_MOVE + (1 - P_MOVE) * R_NON_MOVE
+RECORDS_PER_MOVE = 1.0 + P_MOVE_BY_TRADE + (1.0 - P_SPLIT_MOVE)
+RECORDS_PER_NON_MOVE = (RECORDS_PER_CONTINUOUS_EVENT - P_MOVE * RECORDS_PER_MOVE) / (1.0 - P_MOVE)
 DAILY_VOL = 0.012  # daily log-return sd of the opening-price walk
 WALK_ANCHOR = dt.date(2024, 1, 2)  # the walk equals start_price on this date
 _WALK_BLOCK = 4096
@@ -315,6 +326,31 @@ def iter_day_records(trade_date: dt.date, cfg: SyntheticMarketConfig = Synthetic
 # --- the day plan -----------------------------------------------------------------------------------
 
 
+def move_scale(records_per_day: int) -> float:
+    """Factor on P_MOVE: 1 up to VOL_REFERENCE_RECORDS records a day, then VOL_REFERENCE_RECORDS / records.
+
+    Real MNQ trades a similar number of ticks a day whether the feed is thin or busy; scaling the move
+    share keeps a big day's range and realized volatility at the 200k-record day's level.
+    """
+    return min(1.0, VOL_REFERENCE_RECORDS / records_per_day)
+
+
+def _event_mix(records_per_day: int) -> tuple[float, float, float]:
+    """(move share, flow variance per continuous event, records per continuous event) at this size.
+
+    Non-move events keep their relative mix (the kernel rescales the draw), so the flow variance per
+    event is FLOW_VAR_PER_EVENT times the non-move share ratio; the module constants are returned
+    unchanged at scale 1 (days of <= VOL_REFERENCE_RECORDS records stay byte-identical).
+    """
+    scale = move_scale(records_per_day)
+    if scale >= 1.0:
+        return P_MOVE, FLOW_VAR_PER_EVENT, RECORDS_PER_CONTINUOUS_EVENT
+    p_move = P_MOVE * scale
+    flow_var = FLOW_VAR_PER_EVENT * (1.0 - p_move) / (1.0 - P_MOVE)
+    records = p_move * RECORDS_PER_MOVE + (1.0 - p_move) * RECORDS_PER_NON_MOVE
+    return p_move, flow_var, records
+
+
 def _require_trade_date(trade_date: dt.date) -> None:
     if not cal.is_trade_date(trade_date):
         raise ValueError(
@@ -424,7 +460,7 @@ def _day_plan(trade_date: dt.date, cfg: SyntheticMarketConfig, rng: np.random.Ge
     rel = _activity_profile(ct_minutes)
     n_pre = (session_open - pre_open) // cal.NS_PER_MINUTE
     day_factor = float(np.clip(np.exp(0.07 * rng.standard_normal()), 0.88, 1.12))
-    per_event = np.where(np.arange(n_minutes) < n_pre, 1.0, RECORDS_PER_CONTINUOUS_EVENT)
+    per_event = np.where(np.arange(n_minutes) < n_pre, 1.0, _event_mix(cfg.records_per_day)[2])
     expected_records_per_unit = float(np.sum(rel * 60.0 * per_event))
     rates = rel * (cfg.records_per_day - 3) / expected_records_per_unit * day_factor
     pre_book = _ladder(open_ticks + 1, open_ticks, PRE_LEVELS, rng)  # crossed by a tick at 16:45
@@ -505,6 +541,7 @@ def _iter_record_bytes(
     fstate = np.zeros(3, dtype=np.float64)
     book = plan.pre_book.copy()
     lam_per_s = math.log(2.0) / cfg.flow_halflife_s
+    p_move, flow_var_per_event, _ = _event_mix(cfg.records_per_day)
     while True:
         n, used = _simulate(
             state,
@@ -523,7 +560,8 @@ def _iter_record_bytes(
             plan.uncross_size,
             cfg.ofi_strength,
             lam_per_s,
-            FLOW_VAR_PER_EVENT,
+            flow_var_per_event,
+            p_move,
             (raw, w16, w32, w64),
         )
         if n:
@@ -705,6 +743,7 @@ def _simulate(
     ofi_strength: float,
     lam_per_s: float,
     flow_var_per_event: float,
+    p_move: float,
     out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
 ) -> tuple[int, int]:
     """Generate events into the record buffer until it is nearly full, the draws run out or the day ends.
@@ -797,7 +836,10 @@ def _simulate(
             scale = np.sqrt(rates[m] * flow_var_per_event / (2.0 * lam_per_s))
             c = u[1]
             spread = state[S_SPREAD]
-            is_move = c < P_MOVE
+            is_move = c < p_move
+            if not is_move and p_move < P_MOVE:
+                # fewer moves (a big day): spread the freed share over the other events in their mix
+                c = P_MOVE + (c - p_move) * ((1.0 - P_MOVE) / (1.0 - p_move))
             if spread == 2 and (is_move or c >= 1.0 - P_GAP_FILL):
                 # gap fill: one order opens a level inside the 2-tick spread, direction from the flow
                 z = flow / scale

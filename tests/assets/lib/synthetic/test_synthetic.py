@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -279,6 +280,77 @@ def test_iter_day_records_matches_the_file(day_file: Path, recs: np.ndarray) -> 
     chunks = list(synthetic.iter_day_records(DAY, dataclasses.replace(SMALL, chunk_records=5_000)))
     assert len(chunks) > 1 and all(c.dtype == MBP10_DTYPE for c in chunks)
     np.testing.assert_array_equal(np.concatenate(chunks), recs)
+
+
+# --- volatility does not grow with the record count ------------------------------------------------
+
+# sha256 of the files `write_day(2024-03-12, cfg)` wrote before the big-day volatility fix (issue 26),
+# computed on the pre-fix generator (commit bdfe774) with this venv's zstandard; days of <= 200k records
+# must stay byte-identical (the demo's numbers and the book/bar/feature tests depend on them)
+BYTES_BEFORE_FIX = {
+    200_000: "ebe0c9296305b0ffb42769488389ecef3de15c1985f53219e0c560c872387c08",  # DEMO_MARKET
+    40_000: "9441acfe7fd47c81d3608b273b3bf7604fae8d611a5133668ae0bb4238fb9732",  # the generator's default
+}
+
+
+@pytest.mark.parametrize("records", sorted(BYTES_BEFORE_FIX))
+def test_days_up_to_200k_records_are_byte_identical_to_before(records: int, tmp_path: Path) -> None:
+    cfg = synthetic.DEMO_MARKET if records == 200_000 else SyntheticMarketConfig()
+    assert cfg.records_per_day == records
+    digest = hashlib.sha256(write_day(DAY, tmp_path, cfg).read_bytes()).hexdigest()
+    assert digest == BYTES_BEFORE_FIX[records]
+
+
+def test_event_mix_by_hand() -> None:
+    """Up to 200k records the module constants; at 2M a tenth of the move share, the rest re-mixed."""
+    assert synthetic.move_scale(40_000) == synthetic.move_scale(200_000) == 1.0
+    assert synthetic._event_mix(200_000) == (0.06, synthetic.FLOW_VAR_PER_EVENT, 1.152)
+    assert synthetic.move_scale(2_000_000) == pytest.approx(0.1)
+    p_move, flow_var, records = synthetic._event_mix(2_000_000)
+    assert p_move == pytest.approx(0.006)
+    # non-move events keep their mix: flow variance per event scales with their share, 0.994 / 0.94
+    assert flow_var == pytest.approx(synthetic.FLOW_VAR_PER_EVENT * 0.994 / 0.94)
+    # a move is 2.4 records (0.6 trade + cancel + 0.8 add); the rest average (1.152 - 0.06 * 2.4) / 0.94
+    assert records == pytest.approx(0.006 * 2.4 + 0.994 * (1.152 - 0.144) / 0.94)
+    assert records == pytest.approx(1.080306, abs=1e-6)
+
+
+def session_range_and_realized_vol(trade_date: dt.date, cfg: SyntheticMarketConfig) -> tuple[int, float, float]:
+    """(records, high - low of the mid, sqrt of the sum of squared 1-minute mid changes), in points, of
+    the continuous session on F_LAST book states; streamed chunk by chunk (a 2M day is 740 MB raw)."""
+    open_ns = cal.session_open_ns(trade_date)
+    n_minutes = (cal.trade_date_window(trade_date)[1] - open_ns) // NS_MIN + 1
+    last_mid = np.full(n_minutes, np.nan)
+    low, high, records = np.inf, -np.inf, 0
+    for chunk in synthetic.iter_day_records(trade_date, cfg):
+        records += len(chunk)
+        book = chunk[((chunk["flags"] & F_LAST) != 0) & (i64(chunk["ts_event"]) >= open_ns)]
+        if len(book) == 0:
+            continue
+        mid = (i64(book["bid_px_00"]) + i64(book["ask_px_00"])) / 2e9
+        low, high = min(low, mid.min()), max(high, mid.max())
+        last_mid[(i64(book["ts_event"]) - open_ns) // NS_MIN] = mid  # the last state of each minute wins
+    minute_mid = last_mid[~np.isnan(last_mid)]
+    return records, float(high - low), float(np.sqrt(np.sum(np.diff(minute_mid) ** 2)))
+
+
+@pytest.mark.slow
+def test_a_2m_record_day_has_the_volatility_of_a_200k_day() -> None:
+    """Before the fix a 2M-record DEMO_MARKET day had realized vol ~270 points and ranges of 950-2,700
+    points (7x-10x the 200k day's ~37 and 70-240); now the number of moves a day is fixed."""
+    days = [dt.date(2024, 3, 5), dt.date(2024, 3, 6), dt.date(2024, 3, 7)]
+    small = [session_range_and_realized_vol(d, synthetic.DEMO_MARKET) for d in days]
+    big_cfg = dataclasses.replace(synthetic.DEMO_MARKET, records_per_day=2_000_000)
+    big = [session_range_and_realized_vol(d, big_cfg) for d in days]
+    for (_, _, rv_small), (n_big, _, rv_big) in zip(small, big, strict=True):
+        assert 0.85 * 2_000_000 < n_big < 1.15 * 2_000_000  # the record count is still honoured
+        assert 1 / 1.5 < rv_big / rv_small < 1.5, (rv_small, rv_big)
+    mean_range_small = np.mean([r for _, r, _ in small])
+    mean_range_big = np.mean([r for _, r, _ in big])
+    assert 1 / 1.5 < mean_range_big / mean_range_small < 1.5, (small, big)
+    # the planted link keeps its meaning: flow/scale still has RMS about 1 at the move decisions
+    diag = synthetic._day_diagnostics(days[0], big_cfg)
+    assert 0.8 < diag["flow_z_rms"] < 1.25, diag
 
 
 # --- roll, determinism, errors ----------------------------------------------------------------------
