@@ -28,6 +28,7 @@ __all__ = ["DATA_BOUND_ENV_FIELDS", "ActionMode", "EnvConfig", "EpisodeMode", "R
 ActionMode = Literal["continuous", "deadband"]
 EpisodeMode = Literal["random", "whole"]
 DifferentialReward = Literal["none", "sharpe", "sortino"]
+FillAt = Literal["touch", "open"]
 WINDOWS = ("train", "val", "test")
 
 
@@ -72,7 +73,21 @@ class EnvConfig:
     commission_per_side_usd: float = _doc(
         MNQ.commission_per_side_usd, "$ per contract per side, incl. exchange/clearing/NFA fees"
     )
-    slippage_ticks_per_side: float = 1.0
+    slippage_ticks_per_side: float = _doc(
+        1.0, "Ticks paid per contract per side beyond crossing the spread (phoenix_rl.env.fills, backtest and paper)"
+    )
+    fill_latency_ms: float = _doc(
+        0.0,
+        "Decision -> order at the venue (ms): paper fills at the first book at or after decision + latency "
+        "(Nautilus LatencyModel); the bar backtest has only the decision book (phoenix_rl.env.fills)",
+    )
+    fill_at: FillAt = field(
+        default="touch",
+        metadata={
+            "doc": "'touch': cross the spread of the decision book (bars' mid_close +- spread_ticks_close / 2 where "
+            "the frame carries them, else the next open); 'open': the next bar's open (before issue 24)"
+        },
+    )
     reward_scale: float = _doc(0.01, "reward = reward_scale * $ (0.01: rewards in units of $100)")
     turnover_penalty_usd: float = _doc(0.0, "Shaping: extra $ per contract traded (reward only, not equity)")
     drawdown_penalty: float = _doc(0.0, "Shaping: x increase of the episode's $ drawdown (reward only)")
@@ -118,8 +133,10 @@ class EnvConfig:
             problems.append(f"episode_mode must be 'random' or 'whole' (got {self.episode_mode!r})")
         if self.max_steps is not None and self.max_steps < 1:
             problems.append(f"max_steps must be >= 1 or None (got {self.max_steps})")
-        if min(self.commission_per_side_usd, self.slippage_ticks_per_side) < 0:
-            problems.append("costs must be >= 0")
+        if min(self.commission_per_side_usd, self.slippage_ticks_per_side, self.fill_latency_ms) < 0:
+            problems.append("costs and fill_latency_ms must be >= 0")
+        if self.fill_at not in ("touch", "open"):
+            problems.append(f"fill_at must be 'touch' or 'open' (got {self.fill_at!r})")
         try:
             self.reward_config()
         except ValueError as exc:

@@ -4,9 +4,10 @@
 
 One self-contained HTML page (inline CSS, JS and SVG: the trading machine may have no internet) at `/` that
 polls `/api/state` every 2 s and shows the strategy's PnL, PnL today, drawdown, position, risk state and reason,
-the record->decision and record->order latencies (p50/p99 over the last bars) and its equity curve. The state
-is `phoenix_rl.live.monitor_state.monitor_state` over the lake that `./phoenix paper` writes to, found like
-every other Phoenix process finds it (`--lake`, else $PHOENIX_LAKE_URI, else <repo>/lake: `LakeResource`).
+the record->decision and record->order latencies (p50/p99 over the last bars) and its PnL curve (`pnl_usd`: PnL
+since the strategy started, not equity). The state is `phoenix_rl.live.monitor_state.monitor_state` over the
+lake that `./phoenix paper` writes to, found like every other Phoenix process finds it (`--lake`, else
+$PHOENIX_LAKE_URI, else <repo>/lake: `LakeResource`).
 `/?strategy=S` (or `--strategy S`) pins a strategy; by default the page follows the one with the latest bar.
 Read-only: it never writes to the lake. Stops cleanly on SIGINT and SIGTERM.
 
@@ -100,7 +101,7 @@ a{color:#58a6ff}
   <td id="latency-order-p99" data-testid="latency-order-p99">-</td>
   <td id="latency-order-n" data-testid="latency-order-n">-</td></tr>
 </table></section>
-<section><h2>Equity (PnL $) <span class="muted" id="equity-points" data-testid="equity-points"></span></h2>
+<section><h2>PnL since start ($) <span class="muted" id="equity-points" data-testid="equity-points"></span></h2>
 <svg id="equity-chart" data-testid="equity-chart" viewBox="0 0 1000 260" preserveAspectRatio="none">
   <line id="equity-zero" x1="0" x2="1000" y1="130" y2="130" stroke="#484f58" stroke-dasharray="4 4"/>
   <polyline id="equity-line" data-testid="equity-line" fill="none" stroke="#58a6ff" stroke-width="1.5"
@@ -137,12 +138,12 @@ function signed(id, x) {
   $(id).className = "value" + (x > 0 ? " pos" : x < 0 ? " neg" : "");
 }
 function chart(series) {
-  const line = $("equity-line"), n = series ? series.equity_usd.length : 0;
+  const line = $("equity-line"), n = series ? series.pnl_usd.length : 0;
   line.dataset.points = String(n);
   if (!n) {
     line.setAttribute("points", ""); $("equity-max").textContent = ""; $("equity-min").textContent = ""; return;
   }
-  const t = series.ts_ms, e = series.equity_usd;
+  const t = series.ts_ms, e = series.pnl_usd;
   const lo = Math.min(0, ...e), hi = Math.max(0, ...e), span = hi - lo || 1;
   const t0 = t[0], tspan = (t[n - 1] - t0) || 1;
   const y = (v) => (250 - 240 * (v - lo) / span).toFixed(1);
@@ -165,7 +166,7 @@ function render(s) {
   });
   if (s.status !== "ok") { put("strategy", s.strategy || "-"); chart(null); return; }
   put("strategy", s.strategy); put("session-id", s.session_id); put("last-bar", s.last_bar_ts);
-  signed("equity", s.equity_usd); put("return-pct", pct(s.return_pct), s.return_pct);
+  signed("equity", s.pnl_usd); put("return-pct", pct(s.return_pct), s.return_pct);
   signed("pnl-today", s.pnl_today_usd);
   put("drawdown", money(s.drawdown_usd), s.drawdown_usd); put("drawdown-pct", pct(s.drawdown_pct), s.drawdown_pct);
   put("max-drawdown", money(s.max_drawdown_usd), s.max_drawdown_usd);

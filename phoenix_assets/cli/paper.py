@@ -29,6 +29,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +60,11 @@ from phoenix_assets.lib.market.microstructure import (
     stoikov_table_for,
     symbols_of_day,
 )
-from phoenix_assets.lib.schema import BARS_TABLE, PAPER_BARS_TABLE
+from phoenix_assets.lib.schema import BARS_TABLE, FEATURES_TABLE, PAPER_BARS_TABLE, RAW_TABLE
 from phoenix_rl.config import EnvConfig
+from phoenix_rl.env.fills import FillConfig
 from phoenix_rl.evaluation.backtest import run_backtest
-from phoenix_rl.live.journal import OrderJournal, StrategyLocked, strategy_lock
+from phoenix_rl.live.journal import OrderJournal, StrategyLocked, scan_journal, strategy_lock
 from phoenix_rl.live.nautilus.venue import PaperVenue
 from phoenix_rl.live.risk import RiskConfig, RiskEngine
 from phoenix_rl.live.trader import PaperTrader
@@ -121,6 +123,70 @@ def _trade_date_of(ts_ns: int) -> dt.date:
     return day
 
 
+# --- is the replay the stored day? -----------------------------------------------------------------
+
+_MIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9))
+
+
+@dataclass
+class DayFingerprint:
+    """What identifies a trade date's records: their count, first and last ts_recv, and an order-free digest of
+    (ts_recv, price, size) (a wrapping uint64 sum of mixed fields: equal records, equal digest; one record
+    different, a different digest but for a 2^-64 chance)."""
+
+    records: int = 0
+    first_ns: int | None = None
+    last_ns: int | None = None
+    digest: int = 0
+
+    def add(self, ts_recv: np.ndarray, price: np.ndarray, size: np.ndarray) -> None:
+        if not len(ts_recv):
+            return
+        ts = np.asarray(ts_recv).astype(np.int64)
+        self.records += len(ts)
+        self.first_ns = int(ts.min()) if self.first_ns is None else min(self.first_ns, int(ts.min()))
+        self.last_ns = int(ts.max()) if self.last_ns is None else max(self.last_ns, int(ts.max()))
+        u = [np.asarray(a).astype(np.int64).view(np.uint64) for a in (ts, price, size)]
+        with np.errstate(over="ignore"):
+            mixed = (u[0] * _MIX[0]) ^ (u[1] * _MIX[1]) ^ (u[2] * _MIX[2])
+            self.digest = int((np.uint64(self.digest) + mixed.sum(dtype=np.uint64)) & np.uint64(0xFFFFFFFFFFFFFFFF))
+
+    def describe(self) -> str:
+        if not self.records or self.first_ns is None or self.last_ns is None:
+            return "no records"
+        span = " to ".join(
+            dt.datetime.fromtimestamp(t / 1e9, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+            for t in (self.first_ns, self.last_ns)
+        )
+        return f"{self.records:,} records, {span} UTC, digest {self.digest:016x}"
+
+
+def stored_fingerprint(lake: Lake, day: dt.date) -> DayFingerprint:
+    """The fingerprint of raw_mbp10's partition of a trade date (empty when the lake has none)."""
+    found = DayFingerprint()
+    if not lake.exists(RAW_TABLE):
+        return found
+    for batch in iter_raw_partition(lake, day, KERNEL_INPUTS):
+        arrays = arrays_from_raw(pl.from_arrow(batch))  # the replay's representation (an empty price: UNDEF)
+        found.add(arrays.ts_recv, arrays.price, arrays.size)
+    return found
+
+
+def replay_differences(lake: Lake, replayed: dict[dt.date, DayFingerprint]) -> list[str]:
+    """Per replayed trade date whose records are not raw_mbp10's partition: what differs ([] when all equal)."""
+    out = []
+    for day, seen in sorted(replayed.items()):
+        stored = stored_fingerprint(lake, day)
+        if (seen.records, seen.first_ns, seen.last_ns, seen.digest) != (
+            stored.records,
+            stored.first_ns,
+            stored.last_ns,
+            stored.digest,
+        ):
+            out.append(f"{day}: replayed {seen.describe()}; stored {stored.describe()}")
+    return out
+
+
 # --- the run ----------------------------------------------------------------------------------------
 
 
@@ -135,11 +201,26 @@ def compare_with_bar_backtest(paper: pl.DataFrame, bar_equity: pl.DataFrame) -> 
     # the env's position column is held THROUGH bar i (decided at i-1); the paper's is decided AT bar i
     shifted = both.with_columns(pl.col("bar_position").shift(-1)).drop_nulls()
     return {
-        "paper_pnl_usd": float(paper["equity_usd"][-1] - paper["equity_usd"][0]) if paper.height else 0.0,
+        "paper_pnl_usd": float(paper["pnl_usd"][-1] - paper["pnl_usd"][0]) if paper.height else 0.0,
         "bar_pnl_usd": float(bar_equity["pnl"].sum() - bar_equity["cost"].sum()),
         "bars_compared": shifted.height,
         "position_agreement": float((shifted["position"] == shifted["bar_position"]).mean() or 0.0),
     }
+
+
+def _feature_frame_columns(lake: Lake) -> list[str]:
+    """Every column of features_1m (raises FileNotFoundError, as features_between does, when there is none)."""
+    if not lake.exists(FEATURES_TABLE):
+        raise FileNotFoundError(f"no {FEATURES_TABLE} table under {lake.root}")
+    return lake.scan(FEATURES_TABLE).collect_schema().names()
+
+
+def _warmup_rows(lake: Lake, day: dt.date, lookback: int) -> pl.DataFrame | None:
+    """features_1m's last `lookback` rows before the trade date: the first observations of the day see them, as
+    the bar backtest's `history` does (None without a features_1m table)."""
+    if not lake.exists(FEATURES_TABLE):
+        return None
+    return lake.scan(FEATURES_TABLE).filter(pl.col("trade_date") < day).sort("ts").tail(lookback).collect()
 
 
 def _history(lake: Lake, day: dt.date, catalog: FeatureCatalog) -> pl.DataFrame:
@@ -322,16 +403,17 @@ def _trade(args: argparse.Namespace, lake: Lake, journal: OrderJournal) -> int:
             env_config=env_cfg,
             bars=LiveBars(symbol=_symbol(lake, day), stoikov_table=_stoikov(lake, day)),
             features=LiveFeatures(_history(lake, day, catalog), catalog, regimes),
-            venue=PaperVenue(capital_usd=capital, commission_per_side_usd=env_cfg.commission_per_side_usd),
+            venue=PaperVenue(capital_usd=capital, fill=FillConfig.from_env(env_cfg)),
             risk=risk,
             journal=journal,
             strategy=args.strategy,
             session_id=session,
             capital_usd=capital,
-            equity_start_usd=equity,
+            pnl_start_usd=equity,
             peak_start_usd=peak,
             journaled=journaled,
             resume_state=journal.risk_state(args.strategy) if resuming else None,
+            warmup_rows=_warmup_rows(lake, day, env_cfg.lookback),
             **drift,
         )
         current["began"] = time.perf_counter()
@@ -351,13 +433,17 @@ def _trade(args: argparse.Namespace, lake: Lake, journal: OrderJournal) -> int:
             raise
         trader.venue.close()
         _check_day_against_journal(journal, trader, traded[-1])
-        equity, peak = trader.equity_usd, trader.peak_usd
+        equity, peak = trader.pnl_usd, trader.peak_usd
         state = f"{trader.risk.state}" + (f" ({trader.risk.reason})" if trader.risk.reason else "")
-        print(f"{traded[-1]}: {len(trader.fills)} fills, equity ${equity:,.2f}, risk {state}, {took:.0f} s")
+        print(f"{traded[-1]}: {len(trader.fills)} fills, PnL since start ${equity:+,.2f}, risk {state}, {took:.0f} s")
 
+    source_is_stored = not (args.live or args.dbn)  # raw_mbp10's partitions: what the bars were built from
+    replayed: dict[dt.date, DayFingerprint] | None = None if source_is_stored else {}
     try:
         for arrays in source:
             day = _trade_date_of(int(arrays.ts_recv[0]))
+            if replayed is not None:
+                replayed.setdefault(day, DayFingerprint()).add(arrays.ts_recv, arrays.price, arrays.size)
             if not traded or day != traded[-1]:
                 if current:
                     finish_day()
@@ -372,7 +458,7 @@ def _trade(args: argparse.Namespace, lake: Lake, journal: OrderJournal) -> int:
             _fail_safe(current.pop("trader"), exc)
         raise
     paper = (
-        lake.scan(PAPER_BARS_TABLE)
+        scan_journal(lake, PAPER_BARS_TABLE)
         .filter((pl.col("strategy") == args.strategy) & pl.col("trade_date").is_in(traded))
         .collect()
         .sort("bar_ts")
@@ -380,7 +466,7 @@ def _trade(args: argparse.Namespace, lake: Lake, journal: OrderJournal) -> int:
     if paper.is_empty():
         print("no bar was traded")
         return 1
-    _report(paper, lake, model, env_cfg, capital, traded)
+    _report(paper, lake, model, env_cfg, capital, traded, replayed)
     return 0
 
 
@@ -397,22 +483,42 @@ def _fail_safe(trader: PaperTrader, error: Exception) -> None:
 
 
 def _report(
-    paper: pl.DataFrame, lake: Lake, model: Any, env_cfg: EnvConfig, capital: float, days: list[dt.date]
+    paper: pl.DataFrame,
+    lake: Lake,
+    model: Any,
+    env_cfg: EnvConfig,
+    capital: float,
+    days: list[dt.date],
+    replayed: dict[dt.date, DayFingerprint] | None = None,
 ) -> None:
-    """The session's numbers and, where features_1m holds the days, the bar backtest of the same bars."""
+    """The session's numbers and, where features_1m holds the days, the bar backtest of the same bars. A replay
+    of files or a live feed (`replayed`: its days' fingerprints) is compared only where its records are the
+    stored raw_mbp10 partitions the bars were built from (issue 28: a different file's day was compared with
+    the stored day's backtest)."""
     lat = {c: paper[c].drop_nans().drop_nulls() for c in ("latency_decision_ms", "latency_order_ms")}
     p = {c: [float(np.percentile(v, q)) if len(v) else float("nan") for q in (50, 99)] for c, v in lat.items()}
     print(
         f"latency p50/p99: record->decision {p['latency_decision_ms'][0]:.1f}/{p['latency_decision_ms'][1]:.1f} ms, "
         f"record->order {p['latency_order_ms'][0]:.1f}/{p['latency_order_ms'][1]:.1f} ms"
     )
-    try:
-        rows = features_between(lake, min(days).isoformat(), max(days).isoformat())
+    from phoenix_assets.defs.model.assets import evaluation_rows
+
+    try:  # with each bar's decision book (the one fill model) and the bars before the days (warm-up)
+        rows, history = evaluation_rows(
+            lake, min(days).isoformat(), max(days).isoformat(), list(_feature_frame_columns(lake)), env_cfg.lookback
+        )
     except FileNotFoundError:
         return
     if rows.height < 2:
         return
-    bar = run_backtest(model, rows, env_cfg, capital=capital, name="agent")
+    if replayed is not None and (differ := replay_differences(lake, {d: replayed[d] for d in days if d in replayed})):
+        print(
+            "not compared with the bar backtest: the replayed file is not the stored raw_mbp10 partition ("
+            + "; ".join(differ)
+            + "): ingest the file (raw_mbp10, then ofi_bars_1m and features_1m) to compare on its data"
+        )
+        return
+    bar = run_backtest(model, rows, env_cfg, capital=capital, name="agent", history=history)
     cmp = compare_with_bar_backtest(paper, bar.equity)
     orders = int((paper["position"].diff().fill_null(paper["position"][0]) != 0).sum())
     print(f"{'same days':<26}{'PnL $':>12}{'position changes':>18}")

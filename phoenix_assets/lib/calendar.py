@@ -93,3 +93,66 @@ def trade_date_of(ts_ns: int) -> dt.date | None:
 def in_continuous_session(ts_ns: np.ndarray, trade_date: dt.date) -> np.ndarray:
     """True where a UTC timestamp of this trade date's window falls in continuous trading (>= 17:00 CT)."""
     return np.asarray(ts_ns, dtype=np.int64) >= session_open_ns(trade_date)
+
+
+# --- the roll calendar (issue 24 item 9): one schedule for the env, the backtest and paper -----------------
+
+QUARTERLY_MONTHS = (3, 6, 9, 12)  # CME equity-index futures: H, M, U, Z
+
+
+def quarterly_expiration(year: int, month: int) -> dt.date:
+    """The third Friday of the month: the last trading day of a CME equity-index future (MNQ, NQ, ES) of that
+    contract month (CME rulebook, e.g. chapter 359A for E-mini Nasdaq-100: trading terminates at 08:30 CT)."""
+    first = dt.date(year, month, 1)
+    return first + dt.timedelta(days=(4 - first.weekday()) % 7 + 14)
+
+
+def roll_date(year: int, month: int, days_before_expiration: int = 0) -> dt.date:
+    """The trade date from which the next quarterly contract is traded instead of the one expiring in (year,
+    month): its expiration date (the expiring contract stops at 08:30 CT that morning, so its last full trade
+    date is the day before), or `days_before_expiration` calendar days earlier (CME's published equity roll date
+    is 8 days before expiration), moved to a trade date. Published in advance: the calendar, not the data,
+    says when a contract ends."""
+    day = quarterly_expiration(year, month) - dt.timedelta(days=days_before_expiration)
+    while not is_trade_date(day):
+        day += dt.timedelta(days=1)
+    return day
+
+
+def roll_dates(start: dt.date, end: dt.date, days_before_expiration: int = 0) -> list[dt.date]:
+    """The roll trade dates in [start, end] (inclusive), in order."""
+    out = []
+    for year in range(start.year, end.year + 1):
+        for month in QUARTERLY_MONTHS:
+            day = roll_date(year, month, days_before_expiration)
+            if start <= day <= end:
+                out.append(day)
+    return out
+
+
+def roll_eve(trade_dates: np.ndarray, days_before_expiration: int = 0) -> np.ndarray:
+    """Per trade date (numpy datetime64[D] or date objects): is it the last trade date of its contract, i.e. is
+    the next trade date a roll date. A position must be flat by that date's close (it is: the daily halt's
+    forced flat happens at the same moment; `phoenix_rl.env.trading_env.forced_flat`)."""
+    days = np.asarray(trade_dates, dtype="datetime64[D]")
+    if days.size == 0:
+        return np.zeros(0, dtype=bool)
+    lo, hi = days.min().astype(dt.date), days.max().astype(dt.date)
+    rolls = roll_dates(lo, hi + dt.timedelta(days=7), days_before_expiration)
+    eves = np.array([_previous_trade_date(r) for r in rolls], dtype="datetime64[D]")
+    return np.isin(days, eves)
+
+
+def front_contract(trade_date: dt.date, days_before_expiration: int = 0) -> tuple[int, int]:
+    """(year, month) of the quarterly contract the calendar trades on a trade date."""
+    year, month = trade_date.year, next(m for m in QUARTERLY_MONTHS if m >= trade_date.month)
+    if trade_date >= roll_date(year, month, days_before_expiration):
+        year, month = (year + 1, 3) if month == 12 else (year, month + 3)
+    return year, month
+
+
+def _previous_trade_date(day: dt.date) -> dt.date:
+    day -= dt.timedelta(days=1)
+    while not is_trade_date(day):
+        day -= dt.timedelta(days=1)
+    return day

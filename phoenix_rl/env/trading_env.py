@@ -3,22 +3,31 @@
 Timeline of one step (decision index i, bars are 1-minute, ts = bar start):
     observe   the feature rows of bars i-L+1..i (all known at the close of bar i) + agent state
     decide    a target position q in [-1, 1] x max_contracts (action)
-    fill      at the OPEN of bar i+1, never at the close of bar i (the FinRL look-ahead bug, STYLE.md);
-              every contract traded pays commission + slippage per side
-    mark      PnL to the close of bar i+1:  point_value * (p * (open_{i+1} - close_i) + q * (close_{i+1} - open_{i+1}))
-              (p = position held through bar i; the first term is the close->open gap of the old position)
+    fill      by the one fill model of backtest and paper (phoenix_rl.env.fills): a market order crossing the
+              spread of the book at the decision, f = its ask for a buy, its bid for a sell (the frame's
+              mid_close +- spread_ticks_close / 2 of bar i); without those columns f = the OPEN of bar i+1. Never
+              at bar i's close price (the FinRL look-ahead bug, STYLE.md). Every contract traded pays
+              commission + slippage per side on top.
+    mark      PnL to the close of bar i+1:  point_value * (p * (f - close_i) + q * (close_{i+1} - f))
+              (p = position held through bar i; = p * (close_{i+1} - close_i) + (q - p) * (close_{i+1} - f))
 Reward = reward_scale * (pnl - cost - shaping) in $, then `phoenix_rl.env.rewards.RewardShaper` (EnvConfig's
 win_bonus / loss_penalty on the bar a round trip closes, hold_penalty beyond hold_bars, or the differential
 Sharpe/Sortino of that per-bar reward with `differential_reward`); every shaping term is OFF by default.
 
 Sessions and forced flattening (only what is scheduled is known in advance)
     Scheduled: the CME halt (a trade date's session closes at 16:00 America/Chicago, `SESSION_CLOSE`) and a
-    roll (the instrument_id changes; continuous symbols roll on a published schedule). The position held
+    roll (the calendar's, below). The position held
     through the session's last scheduled bar (15:59 CT) is forced to 0: a decision at the close of a bar
     whose next bar by the clock is that last bar, or at the last bar itself, is overridden to flat, so it
-    fills at a bar open before the halt and no decision reaches over it. The same holds for the last bar
-    of an instrument before a roll, and the final bar of the data ends every position (the backtest end).
-    The flattening pays costs like any fill.
+    fills before the halt and no decision reaches over it; the final bar of the data ends every position
+    (the backtest end).
+    The flattening pays costs like any fill. Rolls come from the one roll calendar
+    (`phoenix_assets.lib.calendar.roll_date`: the quarterly expiration, a trade-date boundary), never from the
+    data, so the env and paper (which cannot see a roll coming in its feed) flatten at the same moment: the roll
+    eve's session close. A contract change the calendar did not announce (data off the calendar, or a hole over
+    the roll eve's close) is seen only once it happened: the old contract's position exits at its last close
+    (costs paid, no price gap between two contracts marked), and the first bar of the new contract is treated
+    as after a hole.
     Unscheduled: a data hole (a gap longer than `max_gap_minutes` that the schedule does not explain) is
     not known before it happens. A position open when the data stop is held through the hole and marked
     across it (the close->open gap term of the next bar); if a hole swallows the session's last minutes,
@@ -30,9 +39,10 @@ Sessions and forced flattening (only what is scheduled is known in advance)
 Observation (Dict)
     window  (L, n_features + 1) float32: the last L rows of the feature columns, null/NaN -> 0, clipped to
             +-obs_clip, plus a last column `warm` (1.0 when the row is warm, from `warm_column`, else when all
-            its features are non-null). Rows before the start of the data are zeros with warm 0. The window
-            may reach into earlier sessions: every row is point-in-time, and the warm flag says which rows
-            are incomplete.
+            its features are non-null). Rows before the frame's first bar come from `history` (the bars
+            before the window, as live trading sees them: `warmup_rows`); zeros with warm 0 where none is
+            given. The window may reach into earlier sessions: every row is point-in-time, and the warm flag
+            says which rows are incomplete.
     agent   (3,) float32: position / max_contracts, unrealised PnL of the open position at the close of
             bar i in units of point_value * max_contracts * upnl_scale_points (clipped), and bars held in
             the current position / time_scale_bars (clipped).
@@ -51,8 +61,10 @@ position open (the market goes on); only the end of the data forces flat.
 Costs (defaults, per contract per side): commission_per_side_usd 0.62 = broker commission + CME exchange
 and clearing fees + NFA fee for Micro E-mini Nasdaq-100, a typical all-in retail rate (e.g. Interactive
 Brokers' tiered schedule, 2024: ~$0.25 commission + ~$0.35 exchange + ~$0.02 regulatory); check your
-broker. Slippage 1 tick (0.25 index points = $0.50 on MNQ at point_value $2) per side: the spread is mostly
-1 tick and a market order crosses it, so ~half-spread plus a little impact per side.
+broker. Slippage 1 tick (0.25 index points = $0.50 on MNQ at point_value $2) per side, on top of the crossed
+spread where the frame carries the decision book (phoenix_rl.env.fills; before issue 24 the 1 tick stood for the
+half-spread too, from the next open). Paper charges the same (one fill model): measured paper - backtest gap
++0.015 tick/side on a demo test day (benchmarks/bench_fill_gap.py).
 All arrays are precomputed in __init__ (numpy); `step` does no polars work.
 """
 
@@ -66,7 +78,9 @@ import numpy as np
 import polars as pl
 from gymnasium import spaces
 
+from phoenix_assets.lib import calendar as cal
 from phoenix_rl.config import EnvConfig
+from phoenix_rl.env.fills import FillConfig, touch_prices
 from phoenix_rl.env.rewards import RewardShaper
 
 __all__ = [
@@ -77,6 +91,7 @@ __all__ = [
     "forced_flat",
     "observation_rows",
     "target_contracts",
+    "warmup_rows",
 ]
 
 AGENT_STATE_DIM = 3
@@ -111,21 +126,46 @@ def observation_rows(features: pl.DataFrame, cfg: EnvConfig) -> tuple[np.ndarray
     return np.column_stack([x, warm]).astype(np.float32), warm
 
 
+def warmup_rows(history: pl.DataFrame | None, first_ts_ns: int, width: int, cfg: EnvConfig) -> np.ndarray:
+    """The lookback - 1 window rows before a frame's first bar: the observation rows of the last bars of
+    `history` (the bars before the window, e.g. the validation window's tail before a test window, as live
+    trading sees them), zero rows (warm 0) only for what history does not cover. History must end before the
+    frame starts (a point-in-time guard)."""
+    pad = np.zeros((cfg.lookback - 1, width), dtype=np.float32)
+    if history is None or history.height == 0 or cfg.lookback == 1:
+        return pad
+    tail = history.sort("ts").tail(cfg.lookback - 1)
+    last = int(tail["ts"].cast(pl.Datetime("ns", "UTC")).cast(pl.Int64)[-1])
+    if last >= first_ts_ns:
+        raise ValueError(
+            f"MnqTradingEnv: history must end before the window's first bar (history's last ts {last} >= "
+            f"{first_ts_ns}): pass only the bars before the window"
+        )
+    rows, _ = observation_rows(tail, cfg)
+    pad[len(pad) - len(rows) :] = rows
+    return pad
+
+
 def forced_flat(
     features: pl.DataFrame, warm: np.ndarray, cfg: EnvConfig, *, data_ends: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """(flat_next, after_hole): is the decision at bar i forced flat (module doc), and does bar i follow a data
-    hole. Scheduled halts are known in advance, holes only afterwards; a roll is known from the data here (the
-    env's published schedule). `data_ends=False` is the live path: the newest bar is not the end of the data
-    and its instrument's next bar is unknown."""
+    hole. Scheduled halts and rolls are known in advance (the roll from the one roll calendar,
+    `phoenix_assets.lib.calendar.roll_eve`, never from the data: paper cannot see a roll coming in its feed),
+    holes only afterwards. `data_ends=False` is the live path: the newest bar is not the end of the data."""
     ts = features["ts"].cast(pl.Datetime("ns", "UTC")).cast(pl.Int64).to_numpy()
     iid = features["instrument_id"].to_numpy()
     last_before_halt = ts + 2 * _NS_PER_MINUTE >= session_close_ns(features["trade_date"])
-    roll_last = np.append(iid[1:] != iid[:-1], data_ends)  # bar i is its instrument's last bar (or the data's)
+    # a roll eve's session ends its contract: flat before its last scheduled bar (the halt's moment)
+    roll_eve = cal.roll_eve(features["trade_date"].cast(pl.Date).to_numpy())
+    data_last = np.zeros(len(ts), dtype=bool)
+    data_last[-1:] = data_ends
+    contract_change = np.concatenate([[False], iid[1:] != iid[:-1]])  # seen only once it happened
     gap = np.concatenate([[0], np.diff(ts)]) > cfg.max_gap_minutes * _NS_PER_MINUTE
-    after_hole = gap & ~np.concatenate([[True], last_before_halt[:-1] | roll_last[:-1]])
+    after_hole = (gap | contract_change) & ~np.concatenate([[True], last_before_halt[:-1]])
     # decision at i is forced flat when bar i+1 is the last before a halt/roll/the data end, or bar i is
-    flat_next = last_before_halt | roll_last | np.append(roll_last[1:], data_ends) | after_hole
+    flat_next = last_before_halt | (roll_eve & last_before_halt) | data_last | np.append(data_last[1:], data_ends)
+    flat_next = flat_next | after_hole
     if cfg.trade_only_warm:
         flat_next = flat_next | ~warm
     return flat_next, after_hole
@@ -159,7 +199,7 @@ class MnqTradingEnv(gym.Env):
 
     metadata = {"render_modes": []}  # noqa: RUF012 (gymnasium's class attribute)
 
-    def __init__(self, features: pl.DataFrame, config: EnvConfig) -> None:
+    def __init__(self, features: pl.DataFrame, config: EnvConfig, history: pl.DataFrame | None = None) -> None:
         super().__init__()
         self.config = cfg = config
         if not cfg.feature_columns:
@@ -187,9 +227,12 @@ class MnqTradingEnv(gym.Env):
         self.n_bars = n
 
         rows, self.warm = observation_rows(features, cfg)
-        pad = np.zeros((cfg.lookback - 1, rows.shape[1]), dtype=np.float32)
-        self._window_rows = np.concatenate([pad, rows])
+        self._window_rows = np.concatenate([warmup_rows(history, int(ts[0]), rows.shape[1], cfg), rows])
+        self.fill = FillConfig.from_env(cfg)
+        self.buy_price, self.sell_price = touch_prices(features, self.fill)
         self._flat_next, self.after_hole = forced_flat(features, self.warm, cfg)
+        iid = features["instrument_id"].to_numpy()
+        self._contract_change = np.append(iid[1:] != iid[:-1], False)  # bar i+1 trades another contract
 
         self.feature_index = {c: k for k, c in enumerate(cfg.feature_columns)}
         lim = np.float32(cfg.obs_clip)
@@ -261,7 +304,10 @@ class MnqTradingEnv(gym.Env):
         a = float(np.asarray(action, dtype=np.float64).reshape(-1)[0])
         target = 0.0 if self._flat_next[i] else self.target_contracts(a)
         p = self._pos
-        o1 = float(self.open[i + 1])
+        # the fill price (phoenix_rl.env.fills): the decision book's ask / bid, else the next open
+        o1 = float(self.buy_price[i] if target > p else self.sell_price[i] if target < p else self.open[i + 1])
+        if self._contract_change[i]:  # off the roll calendar (module doc): the old contract exits at its last close
+            target, o1 = 0.0, float(self.close[i])
         traded = abs(target - p)
         cost = traded * cfg.cost_per_contract_side
         pnl_carry = p * (o1 - float(self.close[i])) * cfg.point_value

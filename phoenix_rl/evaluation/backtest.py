@@ -1,7 +1,8 @@
 """Deterministic backtests of a policy and of baselines, through `MnqTradingEnv` itself.
 
 One execution/cost engine: the backtest steps the env in "whole" mode (bar 0 to the end of the data, no
-max_steps) and records what the env reports (fill at the next open, costs per side, mark to close, forced
+max_steps) and records what the env reports (fills by the one fill model of
+phoenix_rl.env.fills, costs per side, mark to close, forced
 flat before every halt / gap / roll and at the data end), so the agent and every baseline are charged
 identically. Only the bookkeeping (equity curve, round-trip table) lives here.
 
@@ -10,7 +11,8 @@ The baselines every agent is judged against run through this same engine (phoeni
 Round trip: a maximal run of non-zero positions of one sign. Its `pnl` is the marked-to-market PnL of the
 bars it was open (including the close->open gap of the bar it was exited at) minus its `costs`: every fill
 that opens, adds to, reduces or closes it; a flip's cost is split in proportion to the contracts closed and
-opened. entry_price / exit_price are volume-weighted raw fill prices (the bar opens; slippage is in costs).
+opened. entry_price / exit_price are volume-weighted raw fill prices (the crossed touch, or the bar opens where
+the frame carries no book; slippage and fees are in costs).
 """
 
 from __future__ import annotations
@@ -79,12 +81,15 @@ def run_backtest(
     *,
     capital: float = 10_000.0,
     name: str = "agent",
+    history: pl.DataFrame | None = None,
 ) -> BacktestResult:
     """Step `policy` through the whole frame once (deterministic for a deterministic policy). A SAC model with
-    the Mamba extractor acts through `phoenix_rl.agent.batched_policy` (its sequence pass batched over the bars)."""
+    the Mamba extractor acts through `phoenix_rl.agent.batched_policy` (its sequence pass batched over the bars).
+    `history`: the bars before the frame (e.g. the validation window's tail before a test window): the first
+    lookback - 1 observations see them, as live trading would, instead of zeros (`MnqTradingEnv`)."""
     from phoenix_rl.agent.batched_policy import batched_policy
 
-    env = MnqTradingEnv(features, config.replace(episode_mode="whole", max_steps=None))
+    env = MnqTradingEnv(features, config.replace(episode_mode="whole", max_steps=None), history=history)
     act = batched_policy(policy, env) or as_policy(policy)
     obs, _ = env.reset(seed=0)
     n = env.n_bars

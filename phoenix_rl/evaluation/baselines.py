@@ -79,7 +79,8 @@ class HysteresisRule:
 def rule_backtest(
     feature: str, entry: float, exit: float, features: pl.DataFrame, config: EnvConfig, capital: float
 ) -> BacktestResult:
-    """The rule through the agent's env, observing only its feature (costs and forced flats unchanged)."""
+    """The rule through the agent's env, observing only its feature (costs and forced flats unchanged; lookback 1,
+    so it needs no history)."""
     env = config.replace(feature_columns=(feature,), lookback=1, episode_mode="whole", max_steps=None)
     return run_backtest(HysteresisRule(0, entry, exit), features, env, capital=capital, name="tuned_ofi_rule")
 
@@ -184,9 +185,10 @@ def run_baselines(
     ofi_threshold: float = 1.0,
     ofi_feature: str = "ofi_1min_zscore",
     tuned_rule: TunedOfiRule | None = None,
+    history: pl.DataFrame | None = None,
 ) -> dict[str, BacktestResult]:
     """flat, buy_and_hold, random, (when `ofi_feature` is a feature column) ofi_threshold, and the
-    train-tuned OFI rule when given (it needs its own feature column in `features`)."""
+    train-tuned OFI rule when given (it needs its own feature column in `features`); `history` as `run_backtest`."""
     policies: dict[str, Policy] = {
         "flat": flat_policy,
         "buy_and_hold": buy_and_hold_policy,
@@ -194,7 +196,10 @@ def run_baselines(
     }
     if ofi_feature in config.feature_columns:
         policies["ofi_threshold"] = OfiThresholdPolicy(config.feature_columns.index(ofi_feature), ofi_threshold)
-    results = {name: run_backtest(p, features, config, capital=capital, name=name) for name, p in policies.items()}
+    results = {
+        name: run_backtest(p, features, config, capital=capital, name=name, history=history)
+        for name, p in policies.items()
+    }
     if tuned_rule is not None:
         results["tuned_ofi_rule"] = tuned_rule.backtest(features, config, capital)
     return results

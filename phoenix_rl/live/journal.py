@@ -8,9 +8,11 @@ it does not (the decision was never sent). Fills are merged keyed on the venue's
 twice (a reconnect replays executions) is stored once. Positions and realised PnL are derived from the fills.
 
 Two more tables make the track record the monitoring page, the daily report and the go-live gate read:
-`paper_bars` (one row per strategy and closed bar: the decision, the position, equity and drawdown marked at the
-bar close, the risk state, the latencies) merged keyed on (strategy, bar_ts), and `paper_risk_events` (every
-state change of `phoenix_rl.live.risk.RiskEngine` with its reason) merged keyed on (strategy, ts, state).
+`paper_bars` (one row per strategy and closed bar: the decision, the position, PnL and drawdown marked at the
+bar close, the risk state, the latencies; `pnl_usd` is the strategy's PnL since it started, named `equity_usd`
+before issue 28 and read under the new name from older journals) merged keyed on (strategy, bar_ts), and
+`paper_risk_events` (every state change of `phoenix_rl.live.risk.RiskEngine` with its reason) merged keyed on
+(strategy, ts, state).
 
 The journal is also the strategy's memory across processes: `risk_state` is its latest trading state (a kill
 switch stays pulled across days and restarts until `lift_halt` records a person lifting it), `day_record`
@@ -32,6 +34,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import deltalake
 import polars as pl
@@ -78,8 +81,8 @@ BAR_SCHEMA = pa.schema(
         ("target", pa.int64()),  # contracts the policy asked for (after forced-flat rules)
         ("position", pa.int64()),  # contracts held after this bar's order
         ("capital_usd", pa.float64()),  # the account's starting capital (returns and drawdown % divide by it)
-        ("equity_usd", pa.float64()),  # PnL since the strategy started: realised + unrealised - fees, at close
-        ("drawdown_usd", pa.float64()),  # peak equity so far - equity (>= 0)
+        ("pnl_usd", pa.float64()),  # PnL since the strategy started: realised + unrealised - fees, at close
+        ("drawdown_usd", pa.float64()),  # peak PnL so far - PnL (>= 0)
         ("risk_state", pa.string()),  # ACTIVE / REDUCING / HALTED after this bar
         ("risk_reason", pa.string()),  # why the state is not ACTIVE ("" when ACTIVE)
         ("order_reason", pa.string()),  # why the order was refused or changed ("" when sent as asked)
@@ -104,6 +107,9 @@ JOURNAL_SCHEMAS = {
     PAPER_BARS_TABLE: BAR_SCHEMA,
     PAPER_RISK_EVENTS_TABLE: RISK_EVENT_SCHEMA,
 }
+# columns renamed since a journal was first written: old name -> new name (`with_current_names` reads both)
+RENAMED_COLUMNS = {PAPER_BARS_TABLE: {"equity_usd": "pnl_usd"}}  # it always held PnL since the start (issue 28)
+FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
 # HALTED reasons that count as a risk catastrophe for the go-live gate (prefixes of RiskEngine reasons)
 CATASTROPHE_REASONS = ("daily loss", "drawdown", "kill switch")
 
@@ -180,13 +186,27 @@ class StrategyLocked(RuntimeError):
     """Another session of the strategy holds its lock (`strategy_lock`)."""
 
 
+def with_current_names(frame: FrameT, table: str) -> FrameT:
+    """A journal table read under the current column names: an older journal's column (e.g. paper_bars'
+    `equity_usd`, renamed `pnl_usd`) is renamed, or merged into the new one where a later session appended the
+    new column (its rows hold the new name, the older rows the old one)."""
+    names = frame.collect_schema().names()
+    for old, new in RENAMED_COLUMNS.get(table, {}).items():
+        if old in names and new in names:
+            frame = frame.with_columns(pl.coalesce(new, old).alias(new)).drop(old)  # type: ignore[assignment]
+        elif old in names:
+            frame = frame.rename({old: new})  # type: ignore[assignment]
+    return frame
+
+
 def scan_journal(lake: Lake, table: str) -> pl.LazyFrame:
     """A journal table with every column of its schema (null where an older journal lacks one, e.g.
-    `recorded_at`), or an empty frame of its schema when nothing was journaled yet."""
+    `recorded_at`; renamed columns read under their new name), or an empty frame of its schema when nothing was
+    journaled yet."""
     empty = pl.from_arrow(JOURNAL_SCHEMAS[table].empty_table())
     if not lake.exists(table):
         return empty.lazy()
-    scan = lake.scan(table)
+    scan = with_current_names(lake.scan(table), table)
     missing = [c for c in empty.columns if c not in scan.collect_schema().names()]
     return scan.with_columns(pl.lit(None, dtype=empty.schema[c]).alias(c) for c in missing)
 

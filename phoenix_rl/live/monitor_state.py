@@ -3,11 +3,11 @@
 `./phoenix paper` journals every closed bar of every strategy (`paper_bars`), every risk state change
 (`paper_risk_events`), its orders and fills (`paper_orders`, `paper_fills`; see `phoenix_rl.live.journal`). The page
 polls `monitor_state`, which turns those tables into one JSON-ready dict for one strategy: the numbers are the
-loop's own (equity and drawdown as marked at each bar close, latencies as measured), nothing is re-simulated.
+loop's own (PnL and drawdown as marked at each bar close, latencies as measured), nothing is re-simulated.
 
-Definitions (all per strategy, across its sessions: a restarted loop continues the same equity):
-- PnL is `equity_usd` of the latest bar (realised + unrealised - fees since the strategy started).
-- PnL today is that minus the equity at the last bar of an earlier trade date (0 before the first), the same
+Definitions (all per strategy, across its sessions: a restarted loop continues the same PnL):
+- PnL is `pnl_usd` of the latest bar (realised + unrealised - fees since the strategy started).
+- PnL today is that minus the PnL at the last bar of an earlier trade date (0 before the first), the same
   "since the trade date began" that `RiskEngine`'s daily loss limit uses.
 - Drawdown is the latest bar's `drawdown_usd`; max drawdown the largest over all bars; % of `capital_usd`.
 - Latency p50/p99 over the strategy's last `latency_bars` bars, linear interpolation between order statistics
@@ -28,6 +28,7 @@ import polars as pl
 
 from phoenix_assets.lib.io.lake import Lake
 from phoenix_assets.lib.schema import PAPER_BARS_TABLE, PAPER_FILLS_TABLE, PAPER_ORDERS_TABLE, PAPER_RISK_EVENTS_TABLE
+from phoenix_rl.live.journal import with_current_names
 
 DEFAULT_LATENCY_BARS = 500
 DEFAULT_MAX_POINTS = 500
@@ -53,7 +54,7 @@ def monitor_state(
     base: dict[str, Any] = {"status": "no_session", "message": NO_SESSION, "lake": lake.root, "strategy": strategy}
     if not lake.exists(PAPER_BARS_TABLE):
         return base | {"strategies": []}
-    all_bars = lake.scan(PAPER_BARS_TABLE)
+    all_bars = with_current_names(lake.scan(PAPER_BARS_TABLE), PAPER_BARS_TABLE)  # an older journal's equity_usd
     by_latest = (
         all_bars.group_by("strategy")
         .agg(pl.col("bar_ts").max())
@@ -76,10 +77,10 @@ def monitor_state(
     capital = last["capital_usd"]
     summary = bars.select(
         max_drawdown_usd=pl.col("drawdown_usd").max(),
-        equity_before_today=pl.col("equity_usd").filter(pl.col("trade_date") < today).last(),
+        pnl_before_today=pl.col("pnl_usd").filter(pl.col("trade_date") < today).last(),
         sessions=pl.col("session_id").n_unique(),
     ).row(0, named=True)
-    pnl_today = last["equity_usd"] - (summary["equity_before_today"] or 0.0)
+    pnl_today = last["pnl_usd"] - (summary["pnl_before_today"] or 0.0)
 
     return base | {
         "status": "ok",
@@ -97,8 +98,8 @@ def monitor_state(
         "position": last["position"],
         "order_reason": last["order_reason"],
         "capital_usd": _num(capital),
-        "equity_usd": _num(last["equity_usd"]),
-        "return_pct": _pct(last["equity_usd"], capital),
+        "pnl_usd": _num(last["pnl_usd"]),
+        "return_pct": _pct(last["pnl_usd"], capital),
         "pnl_today_usd": _num(pnl_today),
         "drawdown_usd": _num(last["drawdown_usd"]),
         "drawdown_pct": _pct(last["drawdown_usd"], capital),
@@ -136,8 +137,8 @@ def equity_series(bars: pl.DataFrame, max_points: int) -> dict[str, Any]:
     n = bars.height
     buckets = (max_points - 2) // 2
     size = max(1, math.ceil(n / buckets))
-    i, eq = pl.col("i"), pl.col("equity_usd")
-    kept = bars.select("bar_ts", "equity_usd")
+    i, eq = pl.col("i"), pl.col("pnl_usd")
+    kept = bars.select("bar_ts", "pnl_usd")
     if size > 1:
         kept = (
             kept.with_row_index("i")
@@ -153,7 +154,7 @@ def equity_series(bars: pl.DataFrame, max_points: int) -> dict[str, Any]:
         "bars": n,
         "points": kept.height,
         "ts_ms": kept["bar_ts"].dt.epoch("ms").to_list(),
-        "equity_usd": kept["equity_usd"].to_list(),
+        "pnl_usd": kept["pnl_usd"].to_list(),
     }
 
 

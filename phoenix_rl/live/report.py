@@ -1,8 +1,9 @@
 """Paper-trading daily report and go-live gate (issue 14): pure polars over the order journal's tables.
 
-Definitions (one strategy, one trade date D; `equity_usd` is the journal's PnL since the strategy started):
-    opening equity  equity_usd of the strategy's last paper_bars row before D (0 when D is its first day).
-    pnl_usd         last equity_usd of D - opening equity: the first bar's change is included, so the days'
+Definitions (one strategy, one trade date D; `pnl_usd` is the journal's PnL since the strategy started, named
+`equity_usd` in journals before issue 28; "equity" below is that PnL, as are the equity_*_usd report columns):
+    opening equity  pnl_usd of the strategy's last paper_bars row before D (0 when D is its first day).
+    pnl_usd         last pnl_usd of D - opening equity: the first bar's change is included, so the days'
                     pnl add up to the strategy's equity.
     daily_return    pnl_usd / capital_usd (simple return on the fixed account capital, not compounded).
     bar change      dE_t = E_t - E_{t-1} (E_{-1} = opening equity).
@@ -56,7 +57,7 @@ from phoenix_assets.lib.schema import (
     PAPER_RISK_EVENTS_TABLE,
 )
 from phoenix_rl.evaluation.metrics import sortino_ratio
-from phoenix_rl.live.journal import CATASTROPHE_REASONS, scan_journal
+from phoenix_rl.live.journal import CATASTROPHE_REASONS, scan_journal, with_current_names
 
 RISK_SEVERITY = {"ACTIVE": 0, "REDUCING": 1, "HALTED": 2}
 
@@ -131,13 +132,13 @@ def read_paper_day(lake: Lake, trade_date: dt.date, needed_by: str = PAPER_REPOR
             f"{needed_by} {trade_date}: {PAPER_BARS_TABLE} has no rows for trade date {trade_date} in "
             f"{lake.table_uri(PAPER_BARS_TABLE)}: run `./phoenix paper` on that trade date (or pick a date it traded)"
         )
-    bars = lake.read_partition(PAPER_BARS_TABLE, trade_date, order_by="bar_ts")
+    bars = with_current_names(lake.read_partition(PAPER_BARS_TABLE, trade_date, order_by="bar_ts"), PAPER_BARS_TABLE)
     prior = (
-        lake.scan(PAPER_BARS_TABLE)
+        with_current_names(lake.scan(PAPER_BARS_TABLE), PAPER_BARS_TABLE)
         .filter(pl.col("trade_date") < trade_date)
         .group_by("strategy")
         .agg(
-            prior_equity_usd=pl.col("equity_usd").sort_by("bar_ts").last(),
+            prior_equity_usd=pl.col("pnl_usd").sort_by("bar_ts").last(),
             prior_position=pl.col("position").sort_by("bar_ts").last(),
         )
         .collect()
@@ -167,8 +168,8 @@ def bar_changes(bars: pl.DataFrame, prior: pl.DataFrame) -> pl.DataFrame:
             prev_position=pl.col("position").shift(1).over("strategy").fill_null(pl.col("prior_position")).fill_null(0),
         )
         .with_columns(
-            equity_change=pl.col("equity_usd")
-            - pl.col("equity_usd").shift(1).over("strategy").fill_null(pl.col("equity_open_usd")),
+            equity_change=pl.col("pnl_usd")
+            - pl.col("pnl_usd").shift(1).over("strategy").fill_null(pl.col("equity_open_usd")),
             run=(pl.col("position").sign() != pl.col("prev_position").sign()).cast(pl.Int64).cum_sum().over("strategy"),
         )
     )
@@ -216,13 +217,11 @@ def daily_report(day: PaperDay) -> pl.DataFrame:
     base = changes.group_by("strategy").agg(
         capital_usd=pl.col("capital_usd").last(),
         equity_open_usd=pl.col("equity_open_usd").first(),
-        equity_close_usd=pl.col("equity_usd").last(),
-        equity_high_usd=pl.max_horizontal(pl.col("equity_open_usd").first(), pl.col("equity_usd").max()),
-        equity_low_usd=pl.col("equity_usd").min(),
+        equity_close_usd=pl.col("pnl_usd").last(),
+        equity_high_usd=pl.max_horizontal(pl.col("equity_open_usd").first(), pl.col("pnl_usd").max()),
+        equity_low_usd=pl.col("pnl_usd").min(),
         n_bars=pl.len(),
-        max_drawdown_usd=(
-            pl.max_horizontal(pl.col("equity_usd").cum_max(), pl.col("equity_open_usd")) - pl.col("equity_usd")
-        )
+        max_drawdown_usd=(pl.max_horizontal(pl.col("pnl_usd").cum_max(), pl.col("equity_open_usd")) - pl.col("pnl_usd"))
         .max()
         .clip(lower_bound=0.0),
         latency_decision_p50_ms=no_nan["latency_decision_ms"].quantile(0.5, "linear"),

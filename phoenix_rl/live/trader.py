@@ -13,7 +13,8 @@ Latency is wall-clock from the bar-closing record's arrival in `on_records` to t
 and to the order being handed to the venue (journal commit included): the two legs of record -> decision ->
 order. A replay runs faster than real time; the latencies are the loop's own, not the replay's clock.
 
-Equity is marked at each bar close from the venue's fills: (cash + position x close) x point value - fees.
+PnL (since the strategy started, `pnl_usd`) is marked at each bar close from the venue's fills: (cash + position x
+close) x point value - fees (the fill model's fees + slippage).
 
 Resuming a crashed session (`journaled`): the day is replayed from its first record, so bars and features are
 rebuilt exactly, but up to the point the journal speaks for (`JournaledDay.until_ns`) nothing is decided
@@ -82,7 +83,7 @@ class PaperTrader:
         strategy: str,
         session_id: str,
         capital_usd: float,
-        equity_start_usd: float = 0.0,
+        pnl_start_usd: float = 0.0,
         peak_start_usd: float = 0.0,
         flush_every_bars: int = 60,
         drift_reference: pl.DataFrame | None = None,
@@ -90,7 +91,11 @@ class PaperTrader:
         drift_psi_limit: float = 0.25,
         journaled: JournaledDay | None = None,
         resume_state: tuple[str, str] | None = None,
+        warmup_rows: pl.DataFrame | None = None,
     ) -> None:
+        """`warmup_rows`: the feature rows (features_1m) of the bars before the stream's first, e.g. the previous
+        trade date's tail: the first observations see them, as the backtest's `history` does (issue 24 item 12),
+        instead of zeros."""
         if risk.config.point_value != env_config.point_value:
             raise ValueError(
                 f"PaperTrader: the risk engine's point_value {risk.config.point_value} differs from the env's "
@@ -100,14 +105,16 @@ class PaperTrader:
         self.bars, self.features, self.venue, self.risk, self.journal = bars, features, venue, risk, journal
         self.strategy, self.session_id, self.capital = strategy, session_id, capital_usd
         self.flush_every = flush_every_bars
-        self.position = 0
+        self.positions: dict[int, int] = {}  # filled contracts per instrument (a roll changes the instrument)
+        self._closes: dict[int, float] = {}  # each instrument's newest bar close: its position is marked there
         self._entry = math.nan
         self._held = 0
         self._cash_points = 0.0  # -sum(quantity x price) of fills
         self._fees = 0.0
-        self._equity_start = equity_start_usd  # a later day's trader carries the strategy's equity so far
+        self._equity_start = pnl_start_usd  # a later day's trader carries the strategy's PnL so far
         self._peak = peak_start_usd
         self._tail = pl.DataFrame()  # the last lookback + 1 feature rows: enough for the window and the gap rule
+        self._warmup = None if warmup_rows is None or warmup_rows.is_empty() else warmup_rows.sort("ts")
         self._trade_date: dt.date | None = None
         self._instrument = 0  # of the newest bar: orders are for it
         self._last_ts = 0  # ts_recv of the newest record (the kill switch's and resume's time)
@@ -124,6 +131,7 @@ class PaperTrader:
         self._drift_every, self._drift_limit = drift_every_bars, drift_psi_limit
         self._today: list[pl.DataFrame] = []
         self._in_flight = 0  # contracts sent and not filled yet (a kill switch between send and fill)
+        self._in_flight_instrument = 0  # the contract `_in_flight` counts (the traded one)
         self.resent = 0  # journaled before a restart: sent to the simulated venue again, not journaled twice
         # a resumed crash: what the journal decided (module doc); None once the replay has caught up
         self._journaled = journaled if journaled is not None and not journaled.empty else None
@@ -204,8 +212,13 @@ class PaperTrader:
         self.flush()
 
     @property
-    def equity_usd(self) -> float:
-        """Equity marked at the last bar close (flat at the end of a day: realised)."""
+    def position(self) -> int:
+        """Contracts held in the instrument now traded (the newest bar's); other contracts' are in `positions`."""
+        return self.positions.get(self._instrument, 0)
+
+    @property
+    def pnl_usd(self) -> float:
+        """The strategy's PnL since it started, marked at the last bar close (flat at the end of a day: realised)."""
         return self._equity(self._last_close)
 
     @property
@@ -296,9 +309,13 @@ class PaperTrader:
     def _on_bar(self, bar: dict, rows: pl.DataFrame, received: int, now: int, final: bool) -> None:
         bar_ts: dt.datetime = bar["ts"]
         trade_date: dt.date = bar["trade_date"]
+        if self._instrument and int(bar["instrument_id"]) != self._instrument:
+            self._roll(now, bar_ts, int(bar["instrument_id"]))
         self._instrument = int(bar["instrument_id"])
+        self._in_flight_instrument = self._in_flight_instrument or self._instrument
         if bar["close"] is not None and math.isfinite(bar["close"]):  # the masked (crossed) pre-open has none
             self._last_close = float(bar["close"])
+            self._closes[self._instrument] = self._last_close
         close = self._last_close
         if self._trade_date != trade_date:  # the first bar too: the risk engine may come from an earlier day
             self.risk.reset_day(now, self._equity(close))
@@ -310,7 +327,14 @@ class PaperTrader:
         row = rows.filter(pl.col("ts") == bar_ts)
         action, target, reason = math.nan, 0, ""
         if row.height:
-            self._tail = pl.concat([self._tail, row]).tail(self.cfg.lookback + 1) if self._tail.height else row
+            if not self._tail.height and self._warmup is not None:  # the bars before the stream (docstring)
+                before = self._warmup.filter(pl.col("ts") < row["ts"][0]).tail(self.cfg.lookback)
+                self._tail = before.select([c for c in row.columns if c in before.columns])
+            self._tail = (
+                pl.concat([self._tail, row], how="diagonal_relaxed").tail(self.cfg.lookback + 1)
+                if self._tail.height
+                else row
+            )
             self._watch_drift(row, now)
             obs_rows, warm = observation_rows(self._tail, self.cfg)
             flat = bool(forced_flat(self._tail, warm, self.cfg, data_ends=final)[0][-1])
@@ -350,7 +374,7 @@ class PaperTrader:
                 "target": target,
                 "position": expected,
                 "capital_usd": self.capital,
-                "equity_usd": equity,
+                "pnl_usd": equity,
                 "drawdown_usd": self._peak - equity,
                 "risk_state": str(self.risk.state),
                 "risk_reason": self.risk.reason if self.risk.state != "ACTIVE" else "",
@@ -381,20 +405,42 @@ class PaperTrader:
 
     # --- orders and fills -------------------------------------------------------------------------------
 
-    def _send(self, now: int, bar_ts: dt.datetime, quantity: int, purpose: str, reason: str) -> None:
+    def _roll(self, now: int, bar_ts: dt.datetime, new: int) -> None:
+        """The feed moved to another contract. The roll calendar's forced flat (`forced_flat`, the session close
+        of the roll eve) leaves nothing in the old one; whatever is left (a data hole over that close, a feed
+        rolling off the calendar) gets a flattening order for the old contract, journaled with its reason
+        (Nautilus fills it against that contract's book: its next one where the feed still carries it, else
+        its last one, a stale price the journal's reason flags), and the new contract starts
+        from its own position: positions are counted per instrument."""
+        old = self._instrument
+        left = self.positions.get(old, 0) + (self._in_flight if self._in_flight_instrument == old else 0)
+        self._in_flight_instrument = new
+        self._in_flight = 0
+        if left:
+            reason = f"roll: flatten contract {old} before trading {new}"
+            self._send(now, bar_ts, -left, "roll", reason, instrument=old)
+            self._in_flight = 0  # in flight on the old contract: the new one's count starts at 0
+        self._entry, self._held = math.nan, 0
+
+    def _send(
+        self, now: int, bar_ts: dt.datetime, quantity: int, purpose: str, reason: str, instrument: int | None = None
+    ) -> None:
+        iid = self._instrument if instrument is None else instrument
         coid = client_order_id(self.strategy, bar_ts, purpose)
-        new = self._journal_order(coid, bar_ts, quantity, reason)
+        new = self._journal_order(coid, bar_ts, quantity, reason, iid)
         self.resent += not new  # a replay after a crash: the simulated venue needs the order again
         self._in_flight += int(quantity)  # before the send: a kill switch landing in between counts it
-        self.venue.submit(self._instrument, int(quantity), coid)
+        self.venue.submit(iid, int(quantity), coid)
 
-    def _journal_order(self, coid: str, bar_ts: dt.datetime, quantity: int, reason: str) -> bool:
+    def _journal_order(
+        self, coid: str, bar_ts: dt.datetime, quantity: int, reason: str, instrument: int | None = None
+    ) -> bool:
         return self.journal.record_order(
             {
                 "client_order_id": coid,
                 "strategy": self.strategy,
                 "bar_ts": bar_ts,
-                "instrument_id": self._instrument,
+                "instrument_id": self._instrument if instrument is None else instrument,
                 "quantity": int(quantity),
                 "reason": reason,
                 "created_ts": dt.datetime.now(dt.UTC),
@@ -434,15 +480,16 @@ class PaperTrader:
         """Fills change the position first, then are journaled; in the fail-safe (`error`) a fill that cannot be
         journaled is noted on the error instead."""
         for f in fills:
-            if self.position == 0 or (self.position > 0) != (f.quantity > 0):
-                self._entry = f.price if abs(f.quantity) > abs(self.position) else self._entry
-            elif self.position + f.quantity != 0:
-                self._entry = (self._entry * abs(self.position) + f.price * abs(f.quantity)) / abs(
-                    self.position + f.quantity
-                )
-            self.position += f.quantity
-            self._in_flight -= f.quantity
-            self._entry = math.nan if self.position == 0 else self._entry
+            held = self.positions.get(f.instrument_id, 0)
+            if f.instrument_id == self._instrument:  # the entry the policy sees: the traded contract's
+                if held == 0 or (held > 0) != (f.quantity > 0):
+                    self._entry = f.price if abs(f.quantity) > abs(held) else self._entry
+                elif held + f.quantity != 0:
+                    self._entry = (self._entry * abs(held) + f.price * abs(f.quantity)) / abs(held + f.quantity)
+                self._entry = math.nan if held + f.quantity == 0 else self._entry
+            self.positions[f.instrument_id] = held + f.quantity
+            if f.instrument_id == self._in_flight_instrument:
+                self._in_flight -= f.quantity
             self._cash_points -= f.quantity * f.price
             self._fees += f.commission_usd
             self.fills.append(f)
@@ -464,5 +511,11 @@ class PaperTrader:
                 error.add_note(f"fail-safe: fill {row['trade_id']} ({f.quantity:+d} @ {f.price}) not journaled: {exc}")
 
     def _equity(self, close: float) -> float:
-        marked = self.position * close if self.position else 0.0
+        """PnL since the start: each instrument's position marked at its own newest close (`close` for the
+        traded one), never one contract's position at another's price."""
+        marked = sum(
+            q * (close if iid == self._instrument else self._closes.get(iid, math.nan))
+            for iid, q in self.positions.items()
+            if q
+        )
         return self._equity_start + (self._cash_points + marked) * self.cfg.point_value - self._fees

@@ -4,9 +4,12 @@ A Nautilus `BacktestEngine` in streaming mode is the paper broker: every MBP-10 
 `OrderBookDepth10` (records without F_LAST are half-updated mid-event books; stamped ts_recv), the engine
 runs up to the newest record, and market orders submitted between two slices fill against the L2 book at the
 first tradeable book that arrives after them (book_type L2_MBP: the spread is crossed and levels are walked,
-so slippage is the book's own). Commission is charged per contract and side (`PerContractFeeModel`), the
-backtest's `commission_per_side_usd`. Orders pass Nautilus's RiskEngine (its order-rate throttle) after
-Phoenix's own `phoenix_rl.live.risk.RiskEngine` (the checks Nautilus leaves open).
+so the spread is the book's own). With the one fill model (`phoenix_rl.env.fills.FillConfig`, the bar backtest's
+convention) an order reaches the matching engine `latency_ns` after it is sent (`LatencyModel`) and fills at the
+first tradeable book from then on, and every contract pays fees + slippage ticks per side (`PerContractFeeModel`:
+the venue's commission is that whole charge, so its balance is the backtest's cost). Orders pass Nautilus's
+RiskEngine (its order-rate throttle) after Phoenix's own `phoenix_rl.live.risk.RiskEngine` (the checks Nautilus
+leaves open).
 
 One implementation for the live loop and the L2 backtest: `./phoenix paper` replays or streams records into
 `on_records`, and a replay of a held-out day through it is the event-driven backtest of the policy.
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from nautilus_trader.backtest.engine import BacktestEngine, BacktestEngineConfig
-from nautilus_trader.backtest.models import PerContractFeeModel
+from nautilus_trader.backtest.models import LatencyModel, PerContractFeeModel
 from nautilus_trader.config import LoggingConfig, RiskEngineConfig
 from nautilus_trader.model.currencies import USD
 from nautilus_trader.model.data import BookOrder, OrderBookDepth10
@@ -33,6 +36,7 @@ from nautilus_trader.trading.strategy import Strategy
 from phoenix_assets.lib.instrument import MNQ
 from phoenix_assets.lib.market.book_kernel import BookArrays
 from phoenix_assets.lib.schema import F_LAST, PRICE_SCALE, UNDEF_PRICE
+from phoenix_rl.env.fills import FillConfig
 
 __all__ = ["PaperVenue", "VenueFill", "depth10_from_arrays"]
 
@@ -120,10 +124,18 @@ class PaperVenue:
         instrument_ids: list[int] | None = None,
         *,
         capital_usd: float,
-        commission_per_side_usd: float,
+        commission_per_side_usd: float | None = None,
         max_orders_per_second: int = 100,
         strategy: str = "agent",
+        fill: FillConfig | None = None,
     ) -> None:
+        """`fill`: the one fill model (phoenix_rl.env.fills): its latency becomes Nautilus's `LatencyModel` and
+        its fees + slippage per contract and side the `PerContractFeeModel`, as the bar backtest charges them.
+        Without it, only `commission_per_side_usd` is charged and orders reach the venue with no latency."""
+        if fill is None and commission_per_side_usd is None:
+            raise ValueError("PaperVenue: give the fill model (fill=FillConfig.from_env(env_config)) or a commission")
+        per_side = fill.cost_per_contract_side if fill is not None else float(commission_per_side_usd or 0.0)
+        self.fill = fill
 
         self.engine = BacktestEngine(
             BacktestEngineConfig(
@@ -139,7 +151,8 @@ class PaperVenue:
             starting_balances=[Money(capital_usd, USD)],
             base_currency=USD,
             book_type=BookType.L2_MBP,
-            fee_model=PerContractFeeModel(Money(commission_per_side_usd, USD)),
+            fee_model=PerContractFeeModel(Money(per_side, USD)),
+            latency_model=None if fill is None else LatencyModel(base_latency_nanos=fill.latency_ns),
         )
         self._instruments: set[int] = set()
         for iid in sorted(set(instrument_ids or [])):

@@ -308,3 +308,51 @@ def test_ctrl_c_stops_the_stream_flat_and_journaled(lake_root: str, monkeypatch:
     fills = _scan(lake_root, "paper_fills", "c1")
     assert fills.height > 2 and fills["quantity"].sum() == 0
     assert OrderJournal(Lake(lake_root)).open_positions("c1") == {}
+
+
+def test_day_fingerprint_by_hand_and_against_a_slow_reference() -> None:
+    """The digest is the wrapping sum of mixed (ts_recv, price, size): order-free, chunk-free, one field moved
+    changes it."""
+    rng = np.random.default_rng(0)
+    ts = np.sort(rng.integers(1, 2**62, 500)).astype(np.uint64)
+    price, size = rng.integers(-(2**62), 2**62, 500), rng.integers(0, 100, 500).astype(np.uint32)
+    whole, chunked = paper.DayFingerprint(), paper.DayFingerprint()
+    whole.add(ts, price, size)
+    for k in range(0, 500, 77):
+        chunked.add(ts[k : k + 77], price[k : k + 77], size[k : k + 77])
+    mask = 2**64 - 1
+    slow = (
+        sum(
+            ((int(t) * int(paper._MIX[0])) & mask)
+            ^ ((int(p) % 2**64 * int(paper._MIX[1])) & mask)
+            ^ ((int(s) * int(paper._MIX[2])) & mask)
+            for t, p, s in zip(ts, price, size, strict=True)
+        )
+        & mask
+    )
+    assert whole == chunked and whole.digest == slow and whole.records == 500
+    assert (whole.first_ns, whole.last_ns) == (int(ts[0]), int(ts[-1]))
+    moved = paper.DayFingerprint()
+    moved.add(ts, price + np.eye(1, 500, 250, dtype=np.int64)[0], size)
+    assert moved.digest != whole.digest
+
+
+@pytest.mark.slow
+def test_a_replayed_file_that_is_not_the_stored_day_is_not_compared(
+    base_lake: Path, lake_root: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 28: a replayed DBN file of another market for a stored trade date was compared with the stored
+    day's bar backtest. The stored day's own file is compared; another file of that date is refused, saying why."""
+    from phoenix_assets.lib.synthetic.market import SyntheticMarketConfig, write_day
+
+    day = DAYS[3]
+    stored_file = base_lake / "landing" / f"glbx-mdp3-mnq-{day:%Y%m%d}.mbp-10.dbn.zst"
+    args = ["--lake", lake_root, "--start", str(day), "--end", str(day), *FAST]
+    assert paper.main([*args, "--strategy", "same", "--dbn", str(stored_file)]) == 0
+    out = capsys.readouterr().out
+    assert "positions agree on" in out and "not compared" not in out
+    other = write_day(day, tmp_path / "other", SyntheticMarketConfig(records_per_day=21_000, seed=99))
+    assert paper.main([*args, "--strategy", "other", "--dbn", str(other)]) == 0
+    out = capsys.readouterr().out
+    assert "not compared with the bar backtest: the replayed file is not the stored raw_mbp10 partition" in out
+    assert f"{day}: replayed 21," in out and "positions agree" not in out

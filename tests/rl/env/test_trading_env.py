@@ -125,11 +125,35 @@ def test_a_data_hole_is_not_known_before_it_happens() -> None:
     assert MnqTradingEnv(holed, cfg()).after_hole.tolist() == [False] * 4 + [True] + [False] * 3
 
 
-def test_forced_flat_before_a_roll() -> None:
-    f = tiny_frame(opens=[100.0] * 8, closes=[100.0] * 8)
+def test_forced_flat_before_a_calendar_roll() -> None:
+    """The roll calendar (third Friday: 2024-03-15) ends contract 1 with the roll eve 03-14's session; contract 2
+    trades from the roll date's first bar. The env flattens from the calendar, not from the data."""
+    d1, d2 = dt.date(2024, 3, 14), dt.date(2024, 3, 15)
+    f = tiny_frame(
+        opens=[100.0, 101.0, 102.0, 103.0, 280.0, 281.0, 282.0, 283.0],
+        closes=[100.5, 101.5, 102.5, 103.5, 280.5, 281.5, 282.5, 283.5],
+        minutes=[0, 1, 2, 3, 64, 65, 66, 67],
+        trade_dates=[d1] * 4 + [d2] * 4,
+        t0=dt.datetime(2024, 3, 14, 20, 56, tzinfo=dt.UTC),
+    )
     rolled = f.with_columns(instrument_id=pl.Series([1, 1, 1, 1, 2, 2, 2, 2]))
-    pos = {i["bar"]: i["position"] for i in run(MnqTradingEnv(rolled, cfg()), [1.0] * 10)}
-    assert pos == {1: 1.0, 2: 1.0, 3: 0.0, 4: 0.0, 5: 1.0, 6: 1.0, 7: 0.0}  # the roll is scheduled
+    infos = run(MnqTradingEnv(rolled, cfg()), [1.0] * 10)
+    pos = {i["bar"]: i["position"] for i in infos}
+    assert pos == {1: 1.0, 2: 1.0, 3: 0.0, 4: 0.0, 5: 1.0, 6: 1.0, 7: 0.0}
+    # no PnL across the two contracts' 180-point gap: (103 - 101) + (283 - 281) points
+    assert sum(i["pnl"] for i in infos) == pytest.approx((103.0 - 101.0) * 2 + (283.0 - 281.0) * 2)
+
+
+def test_a_contract_change_off_the_calendar_is_seen_only_once_it_happened() -> None:
+    """Mid-session (no roll on the calendar): the env cannot flatten ahead; the old contract's position exits at
+    its last close (costs, no gap between contracts), and the first decision on the new contract is flat."""
+    f = tiny_frame(opens=[100.0] * 4 + [280.0] * 4, closes=[100.0] * 4 + [280.0] * 4)
+    rolled = f.with_columns(instrument_id=pl.Series([1, 1, 1, 1, 2, 2, 2, 2]))
+    infos = run(MnqTradingEnv(rolled, cfg()), [1.0] * 10)
+    pos = {i["bar"]: i["position"] for i in infos}
+    assert pos == {1: 1.0, 2: 1.0, 3: 1.0, 4: 0.0, 5: 0.0, 6: 1.0, 7: 0.0}
+    assert infos[3]["fill_price"] == 100.0 and infos[3]["pnl"] == 0.0 and infos[3]["cost"] == pytest.approx(COST_SIDE)
+    assert sum(i["pnl"] for i in infos) == pytest.approx(0.0)
 
 
 def test_a_hole_that_swallows_the_close_carries_over_the_halt() -> None:

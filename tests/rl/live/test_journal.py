@@ -97,7 +97,7 @@ def _bar_row(minute: int, equity: float, strategy: str = "agent") -> dict:
     return {
         "session_id": "s1", "strategy": strategy, "bar_ts": bar, "trade_date": dt.date(2024, 3, 13),
         "instrument_id": 42005347, "close": 18000.0 + minute, "action": 0.5, "target": 1, "position": 1,
-        "capital_usd": 10_000.0, "equity_usd": equity, "drawdown_usd": 0.0, "risk_state": "ACTIVE",
+        "capital_usd": 10_000.0, "pnl_usd": equity, "drawdown_usd": 0.0, "risk_state": "ACTIVE",
         "risk_reason": "", "order_reason": "", "latency_decision_ms": 1.5, "latency_order_ms": 2.0,
     }  # fmt: skip
 
@@ -108,7 +108,7 @@ def test_bars_and_risk_events_merge_once_per_key(tmp_path: Path) -> None:
     assert journal.record_bars([_bar_row(0, 0.0), _bar_row(1, 5.0)]) == 2
     assert journal.record_bars([_bar_row(1, 5.0), _bar_row(2, 7.0), _bar_row(1, 5.0, "tuned_rule")]) == 2
     bars = journal.lake.scan("paper_bars").sort("strategy", "bar_ts").collect()
-    assert bars["equity_usd"].to_list() == [0.0, 5.0, 7.0, 5.0]
+    assert bars["pnl_usd"].to_list() == [0.0, 5.0, 7.0, 5.0]
     event = {"session_id": "s1", "strategy": "agent", "ts": BAR, "trade_date": dt.date(2024, 3, 13),
              "state": "HALTED", "reason": "kill switch by test"}  # fmt: skip
     assert journal.record_risk_events([event]) == 1
@@ -214,3 +214,28 @@ def test_the_risk_state_is_the_latest_journaled_and_a_person_lifts_it(tmp_path: 
     assert journal.risk_state("agent") == ("ACTIVE", "resumed by ops")
     assert journal.lift_halt("agent", "ops", "s3") is None
     assert journal.lake.scan("paper_risk_events").collect().height == 3
+
+
+def test_an_old_journals_equity_usd_reads_as_pnl_usd_and_merges_with_new_rows(tmp_path: Path) -> None:
+    """Issue 28: paper_bars' `equity_usd` always held PnL; it is `pnl_usd` now. A lake written before the rename
+    still loads (renamed), and a later session's rows append under the new name (the two merged on read)."""
+    import deltalake
+    import pyarrow as pa
+
+    from phoenix_rl.live.journal import BAR_SCHEMA, scan_journal
+    from phoenix_rl.live.monitor_state import monitor_state
+    from phoenix_rl.live.report import read_paper_day
+
+    lake = Lake(str(tmp_path))
+    old_schema = pa.schema([("equity_usd" if f.name == "pnl_usd" else f.name, f.type) for f in BAR_SCHEMA])
+    old_rows = [
+        {("equity_usd" if k == "pnl_usd" else k): v for k, v in _bar_row(m, e).items()} for m, e in ((0, 1.0), (1, 4.0))
+    ]
+    deltalake.write_deltalake(lake.table_uri("paper_bars"), pa.Table.from_pylist(old_rows, schema=old_schema))
+    assert scan_journal(lake, "paper_bars").collect()["pnl_usd"].to_list() == [1.0, 4.0]
+    journal = OrderJournal(lake)
+    assert journal.record_bars([_bar_row(2, 9.0)]) == 1  # a new session appends the new column
+    bars = scan_journal(lake, "paper_bars").sort("bar_ts").collect()
+    assert bars["pnl_usd"].to_list() == [1.0, 4.0, 9.0] and "equity_usd" not in bars.columns
+    assert read_paper_day(lake, dt.date(2024, 3, 13)).bars["pnl_usd"].to_list() == [1.0, 4.0, 9.0]
+    assert monitor_state(lake)["pnl_usd"] == 9.0

@@ -45,7 +45,7 @@ def _bar(k: int, **over: object) -> dict:
     row = {
         "session_id": "s2" if day2 else "s1", "strategy": "agent", "bar_ts": T0 + dt.timedelta(days=day2, minutes=k),
         "trade_date": DAY2 if day2 else DAY1, "instrument_id": 42005347, "close": 18000.0 + k, "action": 0.25,
-        "target": POSITION[k], "position": POSITION[k], "capital_usd": 10_000.0, "equity_usd": EQUITY[k],
+        "target": POSITION[k], "position": POSITION[k], "capital_usd": 10_000.0, "pnl_usd": EQUITY[k],
         "drawdown_usd": DRAWDOWN[k], "risk_state": "ACTIVE", "risk_reason": "", "order_reason": "",
         "latency_decision_ms": DECISION_MS[k], "latency_order_ms": ORDER_MS[k],
     }  # fmt: skip
@@ -66,7 +66,7 @@ def _journal(lake: Lake) -> OrderJournal:
     bars = [_bar(k) for k in range(6)]
     bars.append(_bar(6, risk_state="REDUCING", risk_reason=REDUCING_REASON, order_reason="reduce only"))
     journal.record_bars(bars)
-    journal.record_bars([_bar(0, strategy="tuned_rule", equity_usd=-3.0)])
+    journal.record_bars([_bar(0, strategy="tuned_rule", pnl_usd=-3.0)])
     journal.record_risk_events(
         [
             _event(4, "REDUCING", "feed gap of 31.0 s"),
@@ -105,7 +105,7 @@ def test_state_of_the_latest_strategy_by_hand(tmp_path: Path) -> None:
     assert state["session_id"] == "s2" and state["sessions"] == 2 and state["bars"] == 7
     assert state["last_bar_ts"] == "2024-03-14T14:36:00Z" and state["trade_date"] == "2024-03-14"
     assert (state["position"], state["target"], state["close"]) == (-1, -1, 18006.0)
-    assert state["equity_usd"] == 25.0 and state["return_pct"] == pytest.approx(0.25)
+    assert state["pnl_usd"] == 25.0 and state["return_pct"] == pytest.approx(0.25)
     assert state["pnl_today_usd"] == 25.0 - 30.0  # minus the equity at DAY1's last bar
     assert state["drawdown_usd"] == 25.0 and state["drawdown_pct"] == pytest.approx(0.25)
     assert state["max_drawdown_usd"] == 70.0 and state["max_drawdown_pct"] == pytest.approx(0.7)
@@ -127,16 +127,16 @@ def test_state_of_the_latest_strategy_by_hand(tmp_path: Path) -> None:
         ("2024-03-14T14:35:00Z", "ACTIVE", "resumed by test"),
     ]  # newest first, the agent's only
     series = state["equity_series"]
-    assert series["equity_usd"] == EQUITY and (series["bars"], series["points"]) == (7, 7)
+    assert series["pnl_usd"] == EQUITY and (series["bars"], series["points"]) == (7, 7)
     assert series["ts_ms"] == [int(_bar(k)["bar_ts"].timestamp() * 1000) for k in range(7)]
 
 
 def test_state_of_a_chosen_strategy_and_an_unknown_one(tmp_path: Path) -> None:
     lake = Lake(str(tmp_path))
     journal = OrderJournal(lake)
-    journal.record_bars([_bar(0, strategy="tuned_rule", equity_usd=-3.0, drawdown_usd=3.0, latency_order_ms=NAN)])
+    journal.record_bars([_bar(0, strategy="tuned_rule", pnl_usd=-3.0, drawdown_usd=3.0, latency_order_ms=NAN)])
     state = monitor_state(lake)  # bars only: no risk events, orders or fills tables yet
-    assert (state["strategy"], state["equity_usd"], state["pnl_today_usd"]) == ("tuned_rule", -3.0, -3.0)
+    assert (state["strategy"], state["pnl_usd"], state["pnl_today_usd"]) == ("tuned_rule", -3.0, -3.0)
     assert state["latency"]["order_ms"] == {"p50": None, "p99": None, "n": 0}  # no order ever sent
     assert state["orders"] == {"total": 0, "today": 0, "unfilled": 0} and state["risk_events"] == []
     _journal(lake)
@@ -157,21 +157,21 @@ def test_equity_series_keeps_each_buckets_extremes() -> None:
     bars = pl.DataFrame(
         {
             "bar_ts": [T0 + dt.timedelta(minutes=k) for k in range(n)],
-            "equity_usd": [math.sin(k / 50) * 100 + (-500.0 if k == 1234 else 0.0) for k in range(n)],
+            "pnl_usd": [math.sin(k / 50) * 100 + (-500.0 if k == 1234 else 0.0) for k in range(n)],
         }
     )
     series = equity_series(bars, max_points=50)
     assert series["bars"] == n and series["points"] == len(series["ts_ms"]) <= 50
     assert series["ts_ms"] == sorted(set(series["ts_ms"]))  # time order, no duplicates
-    kept = dict(zip(series["ts_ms"], series["equity_usd"], strict=True))
+    kept = dict(zip(series["ts_ms"], series["pnl_usd"], strict=True))
     ts_ms = [int(t.timestamp() * 1000) for t in bars["bar_ts"]]
-    for k in (0, n - 1, 1234, int(bars["equity_usd"].arg_max())):  # ends, the dip, the peak survive
-        assert kept[ts_ms[k]] == bars["equity_usd"][k]
+    for k in (0, n - 1, 1234, int(bars["pnl_usd"].arg_max())):  # ends, the dip, the peak survive
+        assert kept[ts_ms[k]] == bars["pnl_usd"][k]
     # slow reference: 24 buckets of ceil(2000/24) = 84 bars, each contributing its lowest and highest bar
     size = math.ceil(n / 24)
     expected = {0, n - 1}
     for start in range(0, n, size):
-        chunk = bars["equity_usd"][start : start + size].to_list()
+        chunk = bars["pnl_usd"][start : start + size].to_list()
         expected |= {start + chunk.index(min(chunk)), start + chunk.index(max(chunk))}
     assert sorted(kept) == [ts_ms[k] for k in sorted(expected)]
 
@@ -259,7 +259,7 @@ def _expect_page_shows(page: Any, state: dict) -> None:
     shown = {
         "strategy": state["strategy"],
         "session-id": state["session_id"],
-        "equity": _usd(state["equity_usd"]),
+        "equity": _usd(state["pnl_usd"]),
         "pnl-today": _usd(state["pnl_today_usd"]),
         "drawdown": _usd(state["drawdown_usd"]),
         "drawdown-pct": f"{state['drawdown_pct']:.2f}% of capital",
@@ -301,7 +301,7 @@ def test_page_in_chromium_shows_the_state_and_follows_the_loop(tmp_path: Path) -
             journal.record_bars([_bar(k) for k in range(3)])
             journal.record_risk_events([_event(0, "ACTIVE", "started")])
             first = monitor_state(lake)
-            assert first["risk_state"] == "ACTIVE" and first["equity_usd"] == 30.0
+            assert first["risk_state"] == "ACTIVE" and first["pnl_usd"] == 30.0
             _expect_page_shows(page, first)
             expect(page.get_by_test_id("latency-window")).to_have_text("p50/p99 over the last 3 bars (window 500)")
             expect(page.get_by_test_id("message")).to_be_hidden()

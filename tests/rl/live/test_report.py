@@ -51,7 +51,7 @@ def _bars(strategy: str, day: dt.date, capital: float, position: list, equity: l
                 "target": position[k],
                 "position": position[k],
                 "capital_usd": capital,
-                "equity_usd": equity[k],
+                "pnl_usd": equity[k],
                 "drawdown_usd": 0.0,
                 "order_reason": "",
                 **values,
@@ -255,14 +255,14 @@ def slow_report(lake: Lake, day: dt.date) -> dict[str, dict]:
         mine = [b for b in bars if b["strategy"] == strategy]
         before = [b for b in mine if b["trade_date"] < day]
         today = [b for b in mine if b["trade_date"] == day]
-        eq_prev = before[-1]["equity_usd"] if before else 0.0
+        eq_prev = before[-1]["pnl_usd"] if before else 0.0
         pos_prev = before[-1]["position"] if before else 0
         opening = eq_prev
         trips: list[float] = []
         open_trip: float | None = None  # pnl of the trip owning the bars so far (None: none owns any bar yet)
         peak, drawdown = opening, 0.0
         for b in today:
-            change = b["equity_usd"] - eq_prev
+            change = b["pnl_usd"] - eq_prev
             pos = b["position"]
             if pos_prev != 0:  # the bar belongs to the position held through it
                 open_trip = (open_trip or 0.0) + change
@@ -271,9 +271,9 @@ def slow_report(lake: Lake, day: dt.date) -> dict[str, dict]:
                     open_trip = None
             elif pos != 0:  # entry from flat: the fee belongs to the trip it opens
                 open_trip = change
-            eq_prev, pos_prev = b["equity_usd"], pos
-            peak = max(peak, b["equity_usd"])
-            drawdown = max(drawdown, peak - b["equity_usd"])
+            eq_prev, pos_prev = b["pnl_usd"], pos
+            peak = max(peak, b["pnl_usd"])
+            drawdown = max(drawdown, peak - b["pnl_usd"])
         if open_trip is not None:
             trips.append(open_trip)
         my_orders = [
@@ -293,8 +293,8 @@ def slow_report(lake: Lake, day: dt.date) -> dict[str, dict]:
         order_lat = [b["latency_order_ms"] for b in today if not math.isnan(b["latency_order_ms"])]
         out[strategy] = {
             "equity_open_usd": opening,
-            "pnl_usd": today[-1]["equity_usd"] - opening,
-            "daily_return": (today[-1]["equity_usd"] - opening) / today[-1]["capital_usd"],
+            "pnl_usd": today[-1]["pnl_usd"] - opening,
+            "daily_return": (today[-1]["pnl_usd"] - opening) / today[-1]["capital_usd"],
             "n_bars": len(today),
             "n_orders": len(my_orders),
             "n_fills": len(my_fills),
@@ -303,8 +303,8 @@ def slow_report(lake: Lake, day: dt.date) -> dict[str, dict]:
             "n_wins": sum(p > 0 for p in trips),
             "round_trip_pnl_usd": sum(trips),
             "max_drawdown_usd": drawdown,
-            "equity_high_usd": max([opening] + [b["equity_usd"] for b in today]),
-            "equity_low_usd": min(b["equity_usd"] for b in today),
+            "equity_high_usd": max([opening] + [b["pnl_usd"] for b in today]),
+            "equity_low_usd": min(b["pnl_usd"] for b in today),
             "latency_decision_p50_ms": float(np.percentile(dec, 50)),
             "latency_decision_p99_ms": float(np.percentile(dec, 99)),
             "latency_order_p50_ms": float(np.percentile(order_lat, 50)) if order_lat else None,

@@ -146,14 +146,14 @@ def test_equity_is_the_venue_accounts_and_the_l2_run_is_comparable_with_the_bar_
     lake, trader, cfg = replay["lake"], replay["trader"], replay["cfg"]
     paper = lake.scan("paper_bars").sort("bar_ts").collect()
     assert trader.position == 0 and paper["position"][-1] == 0
-    assert paper["equity_usd"][-1] == pytest.approx(replay["balance"] - 10_000.0, abs=0.01)
+    assert paper["pnl_usd"][-1] == pytest.approx(replay["balance"] - 10_000.0, abs=0.01)
     fills = lake.scan("paper_fills").collect()
     assert fills["commission_usd"].sum() == pytest.approx(fills["quantity"].abs().sum() * cfg.commission_per_side_usd)
     bar = run_backtest(RecordingRule(), replay["day"], cfg, capital=10_000.0)
     assert bar.trades.height > 10
     # same decisions, different fills: the bar backtest pays 1 tick per side from the bar open, the venue the book
     assert (
-        abs(paper["equity_usd"][-1] - float(bar.equity["equity"][-1] - 10_000.0))
+        abs(paper["pnl_usd"][-1] - float(bar.equity["equity"][-1] - 10_000.0))
         < 0.5 * abs(float(bar.equity["cost"].sum())) + 100.0
     )
     latency = paper["latency_decision_ms"]
