@@ -5,9 +5,12 @@ For each planted strength (default 0.5 and the 0.0 control), with the same seed 
   regimes -> features (the library functions the Dagster assets call) -> SAC + Mamba on the train window
   (`phoenix_rl.train.trainer.train`, the code the `mamba_sac_model` asset runs) -> deterministic backtests of the agent
   and the baselines (flat, buy-and-hold, random, OFI threshold) on the held-out test window, identical costs.
-Prints one table per strength, training steps/s and env steps/s. Not part of CI (minutes of CPU).
+Each strength is trained with every seed of `--seeds` (default 10: a training run is a random draw). Prints one
+table per strength and seed, then the verdicts from the test-window daily $ PnL on fixed capital: the agent vs flat
+and vs the train-tuned OFI rule with two-stage (seeds, then days) bootstrap CIs, Holm-corrected over all
+strengths' comparisons (phoenix_rl.research.statistics). Not part of CI (minutes of CPU per seed).
 
-    python benchmarks/evidence_run.py [--strengths 0.5 0.0] [--timesteps 30000] [--out runs/evidence]
+    python benchmarks/evidence_run.py [--strengths 0.5 0.0] [--seeds 1 2 ...] [--timesteps 30000] [--out runs/evidence]
 """
 
 from __future__ import annotations
@@ -104,7 +107,10 @@ def evaluate(strength: float, features: pl.DataFrame, out: Path, overrides: dict
     env = {**EVIDENCE_TRAINING["env"], **overrides.get("env", {})}  # --set env={...} changes only those keys
     cfg = TrainConfig.from_dict({**EVIDENCE_TRAINING, **windows, **overrides, "env": env})
     result = train(
-        cfg, features, out / f"s{strength}", on_metrics=lambda step, m: print(json.dumps({"step": step, **m}))
+        cfg,
+        features,
+        out / f"s{strength}" / f"seed{cfg.seed}",
+        on_metrics=lambda step, m: print(json.dumps({"step": step, **m})),
     )
     saved = json.loads(result.config_path.read_text())
     env_cfg = EnvConfig(**saved["env_config"])
@@ -115,8 +121,15 @@ def evaluate(strength: float, features: pl.DataFrame, out: Path, overrides: dict
     runs = {"agent": run_backtest(model, test, env_cfg, capital=cfg.capital)}
     rule = tune_ofi_rule(select_window(features, cfg.train_start, cfg.train_end), env_cfg, capital=cfg.capital)
     runs |= run_baselines(test, env_cfg, capital=cfg.capital, tuned_rule=rule)  # the rule tuned on TRAIN only
+    from phoenix_rl.evaluation.metrics import daily_pnl
+
     return {
         "strength": strength,
+        "seed": cfg.seed,
+        "daily_pnl_usd": {
+            name: {str(d): float(v) for d, v in daily_pnl(r.equity, cfg.capital).select("trade_date", "pnl_usd").rows()}
+            for name, r in runs.items()
+        },
         "train_steps_per_s": result.steps_per_s,
         "env_steps_per_s": env_steps_per_s(select_window(features, cfg.train_start, cfg.train_end), env_cfg),
         "config": dataclasses.asdict(cfg),
@@ -131,7 +144,10 @@ COLUMNS = ("total_return", "sortino", "max_drawdown_pct", "n_trades", "win_rate"
 def print_table(report: dict) -> None:
     from phoenix_rl.evaluation.metrics import format_metric
 
-    print(f"\nplanted strength {report['strength']}: test window {TEST[0]}..{TEST[1]} (held out), after costs")
+    print(
+        f"\nplanted strength {report['strength']}, seed {report['seed']}: test window {TEST[0]}..{TEST[1]} "
+        "(held out), after costs"
+    )
     print(f"{'strategy':<15}" + "".join(f"{c:>18}" for c in COLUMNS))
     for name, m in report["test"].items():
         print(f"{name:<15}" + "".join(f"{format_metric(m[c]):>18}" for c in COLUMNS))
@@ -145,22 +161,48 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--strengths", type=float, nargs="+", default=[0.5, 0.0])
     parser.add_argument("--timesteps", type=int, default=EVIDENCE_TRAINING["total_timesteps"])
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=list(range(1, 11)), help="training seeds (>= 10: training variance)"
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/evidence"))
     parser.add_argument("--set", nargs="*", default=[], help="extra TrainConfig overrides key=json")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    overrides = {"total_timesteps": args.timesteps, "seed": args.seed}
+    overrides = {"total_timesteps": args.timesteps}
     overrides |= {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     reports = []
     for strength in args.strengths:
         t0 = time.perf_counter()
         features = build_features(strength, args.out)
         print(f"features for strength {strength}: {features.height} rows in {time.perf_counter() - t0:.0f} s")
-        reports.append(evaluate(strength, features, args.out, overrides))
-    (args.out / "report.json").write_text(json.dumps(reports, indent=2, default=str))
+        reports += [evaluate(strength, features, args.out, overrides | {"seed": seed}) for seed in args.seeds]
+    verdicts = seed_verdicts(reports)
+    (args.out / "report.json").write_text(json.dumps({"runs": reports, "verdicts": verdicts}, indent=2, default=str))
     for report in reports:
         print_table(report)
+    for key, c in verdicts.items():
+        print(f"{key}: {c['mean']:+,.1f} $/day [{c['low']:+,.1f}, {c['high']:+,.1f}], {c['verdict']}")
+
+
+def seed_verdicts(reports: list[dict]) -> dict[str, dict]:
+    """Agent vs flat and vs the tuned rule per strength: seeds x test days of $ PnL, two-stage bootstrap, Holm."""
+    from phoenix_rl.research.statistics import holm_adjust, seed_day_bootstrap, versus_verdict
+
+    raw, trips = {}, {}
+    for strength in sorted({r["strength"] for r in reports}):
+        runs = [r for r in reports if r["strength"] == strength]
+        days = sorted(runs[0]["daily_pnl_usd"]["agent"])
+        agent = np.array([[r["daily_pnl_usd"]["agent"][d] for d in days] for r in runs])
+        rule = np.array([[r["daily_pnl_usd"]["tuned_ofi_rule"][d] for d in days] for r in runs])
+        trips[strength] = float(np.mean([r["test"]["agent"]["n_trades"] for r in runs]))
+        raw[f"strength {strength}: agent vs flat"] = seed_day_bootstrap(agent, None)
+        raw[f"strength {strength}: agent - tuned_ofi_rule"] = seed_day_bootstrap(agent, rule[:1])
+    out = holm_adjust(raw)
+    for key, c in out.items():
+        strength = float(key.split()[1].rstrip(":"))
+        other = "flat" if key.endswith("flat") else "tuned_ofi_rule"
+        c["verdict"] = versus_verdict(f"the agent at strength {strength}", other, c, trips[strength])
+    return out
 
 
 if __name__ == "__main__":

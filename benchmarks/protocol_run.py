@@ -6,8 +6,10 @@ For each planted strength (default 0.5, then the 0.0 control; same market seed a
      the 5 previous trade dates' seconds, as the asset does) -> the `ofi_bars_1m` Delta table of a fresh local
      lake, one `replace_partition` per trade date (the asset's write). Built days are skipped on a rerun.
   2. the real `ablation_report` asset materialized on that lake (Dagster, in process): arms x seeds x monthly
-     folds, HMM and features refit per fold, paired stationary-bootstrap CIs (vs phase2_no_ofi, vs flat, vs
-     the train-tuned OFI rule).
+     folds, HMM and features refit per fold; the protocol (market, dates, folds, arms, seeds, training, statistics)
+     hashed and registered in the lake's `research_protocols` before any training; every arm x seed x fold x test
+     day's $ PnL in `research_daily_pnl`; two-stage (seeds, then days) bootstrap CIs in $ a day on fixed capital
+     vs phase2_no_ofi, vs flat and vs the train-tuned OFI rule, Holm-corrected over all of them.
 Prints one table per strength and writes `benchmarks/results/protocol_run_cpu.json` and `.txt` (the tables,
 the config and the wall time of every stage: data, features per fold, each training, total). Not part of CI.
 
@@ -58,7 +60,7 @@ FOLDS: dict[str, Any] = {
     "val_months": 1,
     "test_months": 1,
     "n_folds": 3,
-    "seeds": [1, 2, 3],
+    "seeds": list(range(1, 11)),  # >= 10 seeds per arm: training variance is part of every CI
     "workers": 1,  # as measured (on one core, docs/research-protocol.md); --workers 2 on two free cores
 }
 ARMS = ["phase2_no_ofi", "phase2_ofi"]
@@ -125,26 +127,40 @@ def run_ablation(lake_root: str, config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _ci(c: dict[str, Any]) -> str:
-    return f"{c['mean']:+.5f} [{c['low']:+.5f}, {c['high']:+.5f}]"
+    return f"{c['mean']:+,.1f} [{c['low']:+,.1f}, {c['high']:+,.1f}]"
 
 
 def format_tables(strength: float, run: dict[str, Any]) -> str:
-    """The three comparisons of one strength as Markdown tables (mean daily return and its 95% CI)."""
+    """The three comparisons of one strength as Markdown tables ($ a day on fixed capital, 95% seed x day CI,
+    Holm-adjusted p over the report's whole family)."""
     rep = run["report"]
-    out = [f"### planted strength {strength}: {len(rep['folds'])} test months, seeds {rep['seeds']}", ""]
-    out += ["| arm - phase2_no_ofi | mean daily diff [CI] | days | verdict |", "|---|---|---:|---|"]
-    out += [f"| {a} | {_ci(c)} | {c['n_days']} | {c['verdict']} |" for a, c in rep["comparisons"].items()]
-    out += ["", "| strategy vs flat | mean daily return [CI] | OOS total return | verdict |", "|---|---|---:|---|"]
-    out += [f"| {a} | {_ci(c)} | {c['total_return']:+.2%} | {c['verdict']} |" for a, c in rep["vs_flat"].items()]
-    out += ["", "| arm - tuned_ofi_rule | mean daily diff [CI] | arm total | rule total | verdict |"]
+    head = f"### planted strength {strength}: {len(rep['folds'])} test months, seeds {rep['seeds']}"
+    if "protocol_hash" not in rep:  # written before issue 24: % of a drifting equity, seeds averaged first
+        return (
+            f"{head}\n\n(old accounting: see {RESULTS.name}/protocol_run_cpu_fixed_capital.txt, protocol_reanalysis.py)"
+        )
+    out = [f"{head}, protocol {rep['protocol_hash'][:12]}, family of {rep['family_size']} comparisons", ""]
+    out += ["| arm - phase2_no_ofi | mean $/day [CI] | Holm p | days | verdict |", "|---|---|---:|---:|---|"]
+    out += [
+        f"| {a} | {_ci(c)} | {c['p_adjusted']:.3g} | {c['n_days']} | {c['verdict']} |"
+        for a, c in rep["comparisons"].items()
+    ]
+    out += ["", "| strategy vs flat | mean $/day [CI] | Holm p | OOS total (fixed capital) | verdict |"]
     out += ["|---|---|---:|---:|---|"]
     out += [
-        f"| {a} | {_ci(c)} | {c['total_return']:+.2%} | {c['rule_total_return']:+.2%} | {c['verdict']} |"
+        f"| {a} | {_ci(c)} | {c['p_adjusted']:.3g} | {c['total_return']:+.2%} | {c['verdict']} |"
+        for a, c in rep["vs_flat"].items()
+    ]
+    out += ["", "| arm - tuned_ofi_rule | mean $/day [CI] | Holm p | arm total | rule total | verdict |"]
+    out += ["|---|---|---:|---:|---:|---|"]
+    out += [
+        f"| {a} | {_ci(c)} | {c['p_adjusted']:.3g} | {c['total_return']:+.2%} | {c['rule_total_return']:+.2%} | "
+        f"{c['verdict']} |"
         for a, c in rep["vs_tuned_rule"].items()
     ]
-    out += ["", "| arm | OOS total return by seed | round trips by seed |", "|---|---|---|"]
+    out += ["", "| arm | OOS $ PnL by seed (fixed capital) | round trips by seed |", "|---|---|---|"]
     for arm, seeds in rep["per_seed"].items():
-        totals = ", ".join(f"s{s} {m['total_return']:+.2%}" for s, m in seeds.items())
+        totals = ", ".join(f"s{s} {m['total_pnl_usd']:+,.0f}" for s, m in seeds.items())
         trips = ", ".join(f"s{s} {m['n_trades']:.0f}" for s, m in seeds.items())
         out.append(f"| {arm} | {totals} | {trips} |")
     runs = rep["seconds"]["runs"]
@@ -197,7 +213,8 @@ def main() -> None:
         return
     for strength in args.strengths:
         started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        report = run_ablation(data[strength]["lake"], config)
+        market = json.dumps(MARKET | {"ofi_strength": strength, "dates": [str(FIRST_DATE), str(LAST_DATE)]})
+        report = run_ablation(data[strength]["lake"], config | {"market": market})  # hashed with the protocol
         record["strengths"][str(strength)] = {
             "data": data[strength],
             "report": report,

@@ -22,6 +22,7 @@ import polars as pl
 from phoenix_assets.definitions import defs, resources
 from phoenix_assets.defs.ops.dagster_internals import InstanceRef
 from phoenix_assets.lib import calendar as cal
+from phoenix_assets.lib.schema import EQUITY_TABLE, TRADES_TABLE
 from phoenix_rl.evaluation.metrics import format_metric
 from phoenix_rl.windows import EvaluationWindows
 
@@ -208,7 +209,11 @@ def run_model(evaluation: EvaluationWindows, instance: dg.DagsterInstance, train
         latest = metrics.filter(pl.col("model_version") == metrics["model_version"].max())
         print(f"test window {evaluation.test[0]}..{evaluation.test[1]} (held out), $10K capital, after costs:")
         print("\n".join(metrics_table(latest)))
-        print(learning_verdict(dict(zip(latest["strategy"], latest["total_return"], strict=True))))
+        version = latest["model_version"][0]
+        window = (pl.col("model_version") == version) & (pl.col("window") == "test")
+        equity = lake.scan(EQUITY_TABLE).filter(window).collect()
+        trades = lake.scan(TRADES_TABLE).filter(window).collect()
+        print(learning_verdict(equity, trades, float(latest["capital"][0])))
         for mat in result.get_asset_materialization_events():
             png = mat.materialization.metadata.get("equity_png_test")
             if png is not None:
@@ -249,14 +254,18 @@ def metrics_table(metrics: pl.DataFrame) -> list[str]:
     return [line(header), line(["-" * w for w in widths]), *(line(cells) for cells in rows)]
 
 
-def learning_verdict(returns: dict[str, float]) -> str:
-    """One line: did the agent learn something that pays its costs on the held-out days, and how does it compare
-    with the rule tuned on the same train window (reported whichever way it goes)."""
-    agent = returns["agent"]
-    beats = [name for name in ("flat", "buy_and_hold", "random") if agent > returns[name]]
-    others = ", ".join(f"{name} {returns[name]:+.1%}" for name in sorted(returns) if name != "agent")
-    head = "the agent learned a tradeable edge" if agent > 0 and len(beats) == 3 else "the agent did NOT beat flat"
-    return f"{head}: agent {agent:+.1%} after costs on the held-out days ({others})"
+def learning_verdict(equity: pl.DataFrame, trades: pl.DataFrame, capital: float) -> str:
+    """One line from a test, not from a sign: `phoenix_rl.research.statistics.window_edge_verdict` on the test
+    window's daily $ PnL (agent vs flat and vs the OFI rule tuned on the same train window, paired by trade date)
+    and the agent's round trips, Holm-corrected; "no evidence" below MIN_DAYS days or MIN_TRADES round trips.
+    `equity`/`trades`: the backtest_equity / backtest_trades rows of one model's test window, all strategies."""
+    from phoenix_rl.research.statistics import window_edge_verdict
+
+    result = window_edge_verdict(equity, trades, capital)
+    return (
+        f"verdict: {result['verdict']}. Totals on ${capital:,.0f} fixed capital: agent "
+        f"{result['agent_total_return']:+.1%}, tuned OFI rule {result['rule_total_return']:+.1%}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -131,6 +131,8 @@ PAPER_RISK_EVENTS_TABLE = "paper_risk_events"
 PAPER_REPORT_TABLE = "paper_daily_report"
 PAPER_TRACK_RECORD_TABLE = "paper_track_record"
 HPO_TEST_LOOKS_TABLE = "hpo_test_looks"  # append-only: every scoring of an HPO study's test window
+RESEARCH_PROTOCOLS_TABLE = "research_protocols"  # one row per pre-registered protocol hash, written before training
+RESEARCH_DAILY_PNL_TABLE = "research_daily_pnl"  # $ PnL per protocol x arm x seed x fold x strategy x trade date
 
 # Versioned artifact folders under the lake root (`<dir>/<version>/...` and a `latest.json` pointer)
 HMM_MODEL_DIR = "artifacts/hmm_regime_model"

@@ -1,8 +1,14 @@
-"""Performance metrics of a backtest (equity curve + round-trip trades), on a fixed starting capital.
+"""Performance metrics of a backtest (equity curve + round-trip trades), in dollars on a fixed capital.
+
+The strategies trade a fixed 1 contract, so money is accounted in $ per contract on a fixed capital: a day's
+return is its $ PnL over the capital, not over that day's (drifting) equity, and totals add dollars, never
+compound returns (López de Prado 2018, AFML ch. 14). The same $ PnL is the same return on any day.
 
 Conventions (all results are finite floats, also with zero trades or a single day):
-    daily returns   r_d = E_d / E_{d-1} - 1, E_d = equity at the last bar of trade date d, E_0 = capital.
-                    Days are trade dates (CME sessions 17:00-16:00 CT), not calendar days.
+    daily $ PnL     P_d = E_d - E_{d-1} (net of costs), E_d = equity at the last bar of trade date d, E_0 =
+                    capital; `daily_pnl` also sums each day's costs. Days are trade dates (CME sessions
+                    17:00-16:00 CT), not calendar days.
+    daily returns   r_d = P_d / capital (fixed capital; the ratios below are unchanged by the capital chosen).
     Sharpe          mean(r) / std(r, ddof=1) * sqrt(252) (Sharpe 1994, "The Sharpe Ratio", ex-post, risk-free
                     rate 0; Lo 2002 for the sqrt(252) annualisation of i.i.d. daily returns). 0 with < 2 days.
     Sortino         mean(r) / DD * sqrt(252), DD = sqrt(mean(min(r_d, 0)^2)) over ALL days, target 0
@@ -16,7 +22,8 @@ Conventions (all results are finite floats, also with zero trades or a single da
     Ratios with a zero denominator (Sharpe with constant returns, Sortino with no down day, profit factor
                     with no losing trade) are +RATIO_CAP when the numerator is > 0, -RATIO_CAP when < 0 and
                     0.0 when it is 0 (instead of inf/NaN, so metadata and comparisons stay finite).
-    annualised      (E_end / capital) ** (252 / n_days) - 1 (geometric; -1 when equity <= 0).
+    total return    (E_end - capital) / capital = sum_d P_d / capital.
+    annualised      mean_d(r_d) * 252 (arithmetic: a fixed-size position does not compound).
     max drawdown %  max_t (1 - E_t / max_{s<=t} E_s) * 100 on the per-bar equity, peak starting at capital.
     win rate        share of round trips with pnl (net of costs) > 0; 0 with no trades.
     profit factor   sum of winning trades' net pnl / |sum of losing trades' net pnl| (cap rule above).
@@ -37,6 +44,7 @@ __all__ = [
     "RATIO_CAP",
     "TRADING_DAYS",
     "compute_metrics",
+    "daily_pnl",
     "daily_returns",
     "format_metric",
     "max_drawdown_pct",
@@ -63,13 +71,26 @@ def safe_ratio(num: float, den: float) -> float:
     return -RATIO_CAP if num < 0 else 0.0
 
 
-def daily_returns(equity: pl.DataFrame, capital: float) -> np.ndarray:
-    """Simple returns of end-of-trade-date equity, the first day measured from `capital`."""
+def daily_pnl(equity: pl.DataFrame, capital: float) -> pl.DataFrame:
+    """trade_date, pnl_usd (net of costs), cost_usd: each trade date's $ change of equity (the first from
+    `capital`) and its summed costs, per contract."""
     if equity.height == 0:
-        return np.zeros(0)
-    eod = equity.group_by("trade_date", maintain_order=True).agg(pl.col("equity").last()).sort("trade_date")
+        return pl.DataFrame(schema={"trade_date": pl.Date, "pnl_usd": pl.Float64, "cost_usd": pl.Float64})
+    has_cost = "cost" in equity.columns
+    eod = (
+        equity.group_by("trade_date", maintain_order=True)
+        .agg(pl.col("equity").last(), (pl.col("cost").sum() if has_cost else pl.lit(0.0)).alias("cost_usd"))
+        .sort("trade_date")
+    )
     e = np.concatenate([[capital], eod["equity"].to_numpy().astype(np.float64)])
-    return e[1:] / e[:-1] - 1.0
+    return pl.DataFrame(
+        {"trade_date": eod["trade_date"], "pnl_usd": np.diff(e), "cost_usd": eod["cost_usd"].cast(pl.Float64)}
+    )
+
+
+def daily_returns(equity: pl.DataFrame, capital: float) -> np.ndarray:
+    """Daily $ PnL over the fixed capital (module doc), the first day measured from `capital`."""
+    return daily_pnl(equity, capital)["pnl_usd"].to_numpy() / capital
 
 
 def sharpe_ratio(r: np.ndarray, periods: int = TRADING_DAYS) -> float:
@@ -123,7 +144,7 @@ def compute_metrics(
     r = daily_returns(equity, capital)
     n_days = len(r)
     total = end / capital - 1.0
-    annual = (end / capital) ** (TRADING_DAYS / n_days) - 1.0 if n_days and end > 0 else (-1.0 if end <= 0 else 0.0)
+    annual = float(np.mean(r)) * TRADING_DAYS if n_days else 0.0
     pnl = trades["pnl"].to_numpy().astype(np.float64) if trades.height else np.zeros(0)
     pos = equity["position"].to_numpy().astype(np.float64)
     enough = n_days >= max(min_days, 2)

@@ -8,8 +8,10 @@ so e dates separate train from validation and validation from test (`EvaluationW
 Per fold, `features_for(fold)` returns the feature rows with every fitted object (the HMM behind the regime
 columns, ...) refit on the fold's train window only; N seeds are trained on the train window; the seed with
 the best validation total return (defined on any window length, unlike Sharpe/Sortino) is backtested ONCE
-on the test window, beside the tuned OFI rule (tuned on the same train window) and flat. The test windows'
-daily returns are stitched across folds into one out-of-sample series per strategy.
+on the test window, beside the tuned OFI rule (tuned on the same train window) and flat. The test windows are
+stitched across folds in dollars on a fixed capital: each fold's test starts at the capital, the strategy trades
+1 contract, so the out-of-sample total is the sum of every test day's $ PnL over the capital (no compounding
+across folds or days) and the drawdown is taken per bar on the stitched $ equity (`stitch_fixed_capital`).
 
 The trainings of a walk-forward (or of several on the same folds: the ablation's arms x seeds,
 `run_walk_forwards`) run in a pool of `workers` processes, one torch thread each: two trainings at once on 2
@@ -34,7 +36,7 @@ import polars as pl
 from phoenix_rl.config import EnvConfig, TrainConfig
 from phoenix_rl.evaluation.backtest import BacktestResult, run_backtest
 from phoenix_rl.evaluation.baselines import TunedOfiRule, run_baselines, tune_ofi_rule
-from phoenix_rl.evaluation.metrics import compute_metrics
+from phoenix_rl.evaluation.metrics import compute_metrics, daily_pnl
 from phoenix_rl.train.pool import job_result, training_executor
 from phoenix_rl.train.ray_pool import RayExecutor
 from phoenix_rl.windows import EvaluationWindows
@@ -43,10 +45,11 @@ __all__ = [
     "Fold",
     "FoldResult",
     "WalkForwardResult",
-    "daily_return_frame",
+    "daily_pnl_frame",
     "monthly_folds",
     "run_walk_forward",
     "run_walk_forwards",
+    "stitch_fixed_capital",
 ]
 
 FeaturesFor = Callable[["Fold"], pl.DataFrame]
@@ -102,11 +105,31 @@ def monthly_folds(
     return folds
 
 
-def daily_return_frame(result: BacktestResult, capital: float) -> pl.DataFrame:
-    """trade_date, ret: simple return of each trade date's end-of-day equity (first day from `capital`)."""
-    eod = result.equity.group_by("trade_date", maintain_order=True).agg(pl.col("equity").last()).sort("trade_date")
-    e = np.concatenate([[capital], eod["equity"].to_numpy()])
-    return pl.DataFrame({"trade_date": eod["trade_date"], "ret": e[1:] / e[:-1] - 1.0})
+def daily_pnl_frame(result: BacktestResult, capital: float) -> pl.DataFrame:
+    """trade_date, pnl_usd (net of costs), cost_usd, round_trips (closed that trade date) of one backtest window,
+    in $ per contract (`phoenix_rl.evaluation.metrics.daily_pnl`)."""
+    days = daily_pnl(result.equity, capital)
+    exits = (
+        result.trades.select(pl.col("exit_ts").alias("ts"))
+        .join(result.equity.select("ts", "trade_date"), on="ts", how="left")
+        .group_by("trade_date")
+        .agg(pl.len().cast(pl.Int64).alias("round_trips"))
+    )
+    return days.join(exits, on="trade_date", how="left").with_columns(pl.col("round_trips").fill_null(0))
+
+
+def stitch_fixed_capital(windows: Sequence[BacktestResult], capital: float) -> pl.DataFrame:
+    """The per-bar equity of consecutive test windows on ONE fixed capital: each window's bar-to-bar $ changes
+    (its first bar from `capital`, where it restarted) added onto the previous windows' end. A constant $x a day
+    over n days of three folds ends at capital + n x, not at the product of the folds' growth factors."""
+    frames = []
+    for r in windows:
+        eq = r.equity.select("ts", "trade_date", "position", "cost", "traded", "equity")
+        frames.append(eq.with_columns(pl.col("equity").diff().fill_null(pl.col("equity") - capital).alias("delta")))
+    if not frames:
+        raise ValueError("stitch_fixed_capital: no test windows to stitch")
+    joined = pl.concat(frames).sort("ts")
+    return joined.with_columns((capital + pl.col("delta").cum_sum()).alias("equity")).drop("delta")
 
 
 @dataclass
@@ -123,27 +146,20 @@ class FoldResult:
 class WalkForwardResult:
     folds: list[FoldResult]
     capital: float
-    stitched: dict[str, pl.DataFrame] = field(default_factory=dict)  # strategy -> trade_date, ret (OOS)
+    # strategy -> fold, trade_date, pnl_usd, cost_usd, round_trips: the OOS test days in $ per contract
+    stitched: dict[str, pl.DataFrame] = field(default_factory=dict)
 
     def overall_metrics(self) -> dict[str, dict[str, float | None]]:
-        """Metrics of each strategy's stitched out-of-sample equity (compounded daily returns)."""
+        """Metrics of each strategy's out-of-sample test windows stitched per bar on the fixed capital
+        (`stitch_fixed_capital`): total = sum of $ PnL / capital, drawdown per bar, plus $ totals."""
         out = {}
-        for name, daily in self.stitched.items():
-            equity = self.capital * np.cumprod(1.0 + daily["ret"].to_numpy())
-            frame = pl.DataFrame(
-                {
-                    "trade_date": daily["trade_date"],
-                    "equity": equity,
-                    "position": np.zeros(len(equity)),
-                    "cost": np.zeros(len(equity)),
-                    "traded": np.zeros(len(equity)),
-                }
-            )
-            trades = pl.concat([f.test[name].trades for f in self.folds if name in f.test])
-            m = compute_metrics(frame, trades, self.capital)
-            m["total_cost"] = float(sum(f.test[name].metrics["total_cost"] or 0.0 for f in self.folds))
-            m["time_in_market"] = float(np.mean([f.test[name].metrics["time_in_market"] for f in self.folds]))
-            m["turnover_contracts"] = float(sum(f.test[name].metrics["turnover_contracts"] for f in self.folds))
+        for name in self.stitched:
+            windows = [f.test[name] for f in self.folds if name in f.test]
+            frame = stitch_fixed_capital(windows, self.capital)
+            m = compute_metrics(frame, pl.concat([w.trades for w in windows]), self.capital)
+            eq = frame["equity"].to_numpy()
+            m["total_pnl_usd"] = float(eq[-1] - self.capital)
+            m["max_drawdown_usd"] = float(np.max(np.maximum.accumulate(np.concatenate([[self.capital], eq]))[1:] - eq))
             out[name] = m
         return out
 
@@ -160,6 +176,8 @@ class WalkForwardResult:
                         "strategy": name,
                         "chosen_seed": f.chosen_seed,
                         "total_return": r.metrics["total_return"],
+                        "pnl_usd": float(r.equity["equity"][-1] - self.capital) if r.equity.height else 0.0,
+                        "total_cost": r.metrics["total_cost"],
                         "max_drawdown_pct": r.metrics["max_drawdown_pct"],
                         "n_trades": r.metrics["n_trades"],
                     }
@@ -179,14 +197,19 @@ def _train_job(cfg: TrainConfig, frame: pl.DataFrame, out_dir: Path) -> tuple[An
 
 
 def _test_job(
-    model_path: Path, test_rows: pl.DataFrame, env_cfg: EnvConfig, capital: float, rule: TunedOfiRule
+    model_path: Path,
+    test_rows: pl.DataFrame,
+    env_cfg: EnvConfig,
+    capital: float,
+    rule: TunedOfiRule,
+    history: pl.DataFrame | None = None,
 ) -> tuple[dict[str, BacktestResult], float]:
     from stable_baselines3 import SAC
 
     t0 = time.perf_counter()
     model = SAC.load(model_path, device="cpu")
-    test = {"agent": run_backtest(model, test_rows, env_cfg, capital=capital)}
-    test |= run_baselines(test_rows, env_cfg, capital=capital, tuned_rule=rule)
+    test = {"agent": run_backtest(model, test_rows, env_cfg, capital=capital, history=history)}
+    test |= run_baselines(test_rows, env_cfg, capital=capital, tuned_rule=rule, history=history)
     return test, time.perf_counter() - t0
 
 
@@ -265,7 +288,11 @@ def run_walk_forwards(
                     rules[key] = tune_ofi_rule(train_rows, env_cfg, capital=base.capital)
                 seconds["test"] = time.perf_counter() - t0  # rule tuning (unless cached); + the backtests, below
                 test_rows = select_window(frames[fold.index], str(w.test[0]), str(w.test[1]))
-                job = pool.submit(_test_job, models[chosen].model_path, test_rows, env_cfg, base.capital, rules[key])
+                # warm-up from the real bars before the test window (the validation tail), as live trading sees them
+                history = frames[fold.index].filter(pl.col("trade_date") < w.test[0]).sort("ts").tail(env_cfg.lookback)
+                job = pool.submit(
+                    _test_job, models[chosen].model_path, test_rows, env_cfg, base.capital, rules[key], history
+                )
                 pending[name, fold.index] = (job, scores, chosen, rules[key], seconds)
         results: dict[str, WalkForwardResult] = {}
         for name, (base, _) in runs.items():
@@ -283,7 +310,13 @@ def run_walk_forwards(
                 fold_results.append(FoldResult(fold, scores, chosen, test, rule.summary(), seconds))
             names = set.intersection(*(set(f.test) for f in fold_results))
             stitched = {
-                n: pl.concat([daily_return_frame(f.test[n], base.capital) for f in fold_results]) for n in sorted(names)
+                n: pl.concat(
+                    [
+                        daily_pnl_frame(f.test[n], base.capital).with_columns(fold=pl.lit(f.fold.index, pl.Int64))
+                        for f in fold_results
+                    ]
+                ).select("fold", "trade_date", "pnl_usd", "cost_usd", "round_trips")
+                for n in sorted(names)
             }
             results[name] = WalkForwardResult(fold_results, base.capital, stitched)
     return results

@@ -157,6 +157,11 @@ def hpo_study(context: dg.AssetExecutionContext, config: HpoStudyConfig, lake: L
         "validation objective (search)": float(best.value),
         "validation objective (retrained)": test["val_value_retrained"],
         "test total return (scored once)": test["test_metrics"]["total_return"],
+        "test $ PnL / costs per contract": (
+            f"{sum(test.get('test_daily_pnl_usd', [])):+,.2f} / {sum(test.get('test_daily_cost_usd', [])):,.2f}"
+            if "test_daily_pnl_usd" in test
+            else "n/a (scored before daily $ were recorded)"
+        ),
         "test window looks (this study, ever)": looks,
         "deflated Sharpe ratio": stats["dsr"] if stats["dsr"] is not None else stats["dsr_note"],
         "PBO (CSCV)": stats["pbo"] if stats["pbo"] is not None else stats["pbo_note"],
@@ -175,6 +180,9 @@ def hpo_study(context: dg.AssetExecutionContext, config: HpoStudyConfig, lake: L
         "validation_objective": float(best.value),
         "test_metrics": dg.MetadataValue.json(json.loads(json.dumps(test["test_metrics"]))),
         "test_scored_trial": test["trial"],
+        "test_daily_pnl_usd": dg.MetadataValue.json(
+            dict(zip(test["test_trade_dates"], test.get("test_daily_pnl_usd", []), strict=False))
+        ),
         "test_window_looks": dg.MetadataValue.int(looks),
         "dsr": stats["dsr"] if stats["dsr"] is not None else "n/a",
         "dsr_note": stats["dsr_note"],

@@ -20,12 +20,13 @@ from optuna.trial import TrialState
 
 from phoenix_rl.config import TrainConfig
 from phoenix_rl.evaluation.backtest import run_backtest
+from phoenix_rl.evaluation.metrics import daily_pnl
 from phoenix_rl.research.hpo import objective
 from phoenix_rl.research.hpo.objective import Log, make_objective, train_only, validation_returns
 from phoenix_rl.research.hpo.settings import StudySettings, check_settings, load_settings
 from phoenix_rl.research.hpo.storage import STORAGE_ENV, optuna_storage, storage_url
 from phoenix_rl.research.search_space import trial_config
-from phoenix_rl.research.statistics import deflated_sharpe_ratio, pbo_cscv, sharpe_columns
+from phoenix_rl.research.statistics import deflated_sharpe_ratio, pbo_cscv, sharpe_columns, total_columns
 from phoenix_rl.train.trainer import select_window
 
 TEST_ATTR = "test_result"
@@ -141,10 +142,11 @@ def run_study_workers(
     return optuna.load_study(study_name=study_name, storage=storage)
 
 
-def _returns_matrix(study: optuna.Study) -> tuple[np.ndarray, list[int]]:
-    """T validation days x N trials (complete and pruned, each with its last evaluation)."""
+def _returns_matrix(study: optuna.Study, states: tuple[TrialState, ...] = FINISHED) -> tuple[np.ndarray, list[int]]:
+    """T validation days x N trials in `states` (complete and pruned by default, each with its last evaluation):
+    daily $ PnL over the fixed capital (phoenix_rl.evaluation.metrics.daily_returns)."""
     cols, numbers, days = [], [], None
-    for t in study.get_trials(deepcopy=False, states=FINISHED):
+    for t in study.get_trials(deepcopy=False, states=states):
         r, d = t.user_attrs.get("val_daily_returns"), t.user_attrs.get("val_trade_dates")
         if r is None:
             continue
@@ -161,9 +163,12 @@ def study_statistics(study: optuna.Study, n_splits: int = 16) -> dict[str, Any]:
     """Trial counts, and the selection-bias statistics of the best trial's validation returns:
 
     deflated Sharpe ratio (statistics.deflated_sharpe_ratio: per-day Sharpe ratios of ALL finished trials,
-    pruned included, N = their number plus the failed trials, raw kurtosis) and PBO by CSCV over the T days x
-    N trials matrix, with the largest even number of splits <= min(n_splits, T). A statistic that is undefined
-    here (fewer than 3 days, constant returns, fewer than 2 trials) is None with the reason in `<name>_note`.
+    pruned included, N = their number plus the failed trials, raw kurtosis) and PBO by CSCV with the study's
+    own selection: its candidates (the COMPLETE trials, the only ones `best_trial` can pick) ranked by its own
+    metric (total return on the fixed capital = the sum of the fixed-capital daily returns, `total_columns`),
+    over the T days x N complete trials matrix with the largest even number of splits <= min(n_splits, T). A
+    statistic that is undefined here (fewer than 3 days, constant returns, fewer than 2 trials) is None with
+    the reason in `<name>_note`.
     """
     states = [t.state for t in study.get_trials(deepcopy=False)]
     out: dict[str, Any] = {
@@ -194,11 +199,17 @@ def study_statistics(study: optuna.Study, n_splits: int = 16) -> dict[str, Any]:
         out["dsr_detail"] = {k: float(v) for k, v in dsr.items()}
     except (ValueError, KeyError) as exc:
         out["dsr_note"] = f"n/a: {exc}"
-    splits = min(n_splits, matrix.shape[0]) // 2 * 2
+    candidates, _ = _returns_matrix(study, (TrialState.COMPLETE,))
+    splits = min(n_splits, candidates.shape[0]) // 2 * 2
     try:
-        pbo = pbo_cscv(matrix, n_splits=splits)
+        pbo = pbo_cscv(candidates, n_splits=splits, metric=total_columns)
         out["pbo"] = float(pbo["pbo"])
-        out["pbo_detail"] = {"n_splits": splits, "n_combinations": pbo["n_combinations"]}
+        out["pbo_detail"] = {
+            "n_splits": splits,
+            "n_combinations": pbo["n_combinations"],
+            "n_candidates": candidates.shape[1],
+            "metric": "validation total return on fixed capital (the study's objective), complete trials",
+        }
     except ValueError as exc:
         out["pbo_note"] = f"n/a: {exc}"
     return out
@@ -242,6 +253,7 @@ def score_best_on_test(
         val = run_backtest(model, val_rows, env_cfg, capital=cfg.capital)
         test = run_backtest(model, test_rows, env_cfg, capital=cfg.capital)
     test_returns, test_days = validation_returns(test, cfg.capital)
+    test_pnl = daily_pnl(test.equity, cfg.capital)  # $ per contract: what fixed-capital totals add up
     record = {
         "trial": best.number,
         "params": best.params,
@@ -251,6 +263,8 @@ def score_best_on_test(
         "test_metrics": test.metrics,
         "test_daily_returns": test_returns,
         "test_trade_dates": test_days,
+        "test_daily_pnl_usd": [float(x) for x in test_pnl["pnl_usd"]],
+        "test_daily_cost_usd": [float(x) for x in test_pnl["cost_usd"]],
     }
     study.set_user_attr(TEST_ATTR, record)
     if log is not None:

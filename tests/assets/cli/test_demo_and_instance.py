@@ -10,11 +10,12 @@ import warnings
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import polars as pl
 import pytest
 
 from phoenix_assets.cli import paper
-from phoenix_assets.cli.demo import DEMO_END, DEMO_START, demo_windows, metrics_table, run_demo
+from phoenix_assets.cli.demo import DEMO_END, DEMO_START, demo_windows, learning_verdict, metrics_table, run_demo
 from phoenix_assets.definitions import resources
 from phoenix_assets.defs.ingest.synthetic import SyntheticMarketRunConfig
 from phoenix_assets.defs.model.assets import PIPES_WARNINGS
@@ -87,13 +88,13 @@ def test_demo_runs_end_to_end_and_its_agent_learns_the_planted_edge(
     trades = dict(zip(test["strategy"], test["n_trades"], strict=True))
     assert returns["agent"] > 0.01 and trades["agent"] >= 10, (returns, trades)  # trades, and pays its costs
     assert returns["agent"] > max(returns["random"], returns["buy_and_hold"]), returns
-    assert "the agent learned a tradeable edge" in printed
+    assert "verdict: evidence of a tradeable edge" in printed  # from the test (days, round trips, Holm)
     _paper_trade_a_test_day(lake, instance, capsys)
 
 
 def _assert_the_report_is_clean(out: str, err: str, caught: list[tuple[type[Warning], str]]) -> None:
     """The test-window table fits an 80-column terminal, in % and $; Dagster's Pipes warnings stay out of it."""
-    table = out.split("(held out), $10K capital, after costs:\n")[1].split("\nthe agent ")[0].splitlines()
+    table = out.split("(held out), $10K capital, after costs:\n")[1].split("\nverdict: ")[0].splitlines()
     assert table[0].split() == ["strategy", "return_%", "sortino", "max_dd_%", "n_trades", "in_mkt_%", "cost_$"]
     assert {line.split()[0] for line in table[2:]} >= {"agent", "flat", "buy_and_hold", "random"}, table
     too_wide = [line for line in table if len(line) > 80]
@@ -104,6 +105,43 @@ def _assert_the_report_is_clean(out: str, err: str, caught: list[tuple[type[Warn
         assert not [m for c, m in caught if issubclass(c, category) and re.match(pattern, m, re.I)], pattern
         text = pattern.replace("\\", "")  # the regex's literal text
         assert text not in out and text not in err, text
+
+
+def _window(daily: dict[str, list[float]], trade_pnl: list[float], bars: int = 3) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """backtest_equity / backtest_trades rows of a test window: each strategy earns daily[strategy][d] $ on day d
+    over `bars` bars; the agent closes the round trips `trade_pnl`."""
+    rows = []
+    for strategy, pnl in daily.items():
+        equity = 10_000.0
+        for d, day_pnl in enumerate(pnl):
+            date = dt.date(2024, 3, 1) + dt.timedelta(days=d)
+            for b in range(bars):
+                equity += day_pnl / bars
+                ts = dt.datetime(date.year, date.month, date.day, 14, b, tzinfo=dt.UTC)
+                rows.append({"strategy": strategy, "ts": ts, "trade_date": date, "equity": equity, "cost": 1.0})
+    trades = pl.DataFrame(
+        {"strategy": ["agent"] * len(trade_pnl), "pnl": trade_pnl}, schema_overrides={"pnl": pl.Float64}
+    )
+    return pl.DataFrame(rows), trades
+
+
+def test_the_verdict_says_no_evidence_on_five_round_trips_and_claims_an_edge_only_when_tested() -> None:
+    # the reviewer's no-edge market: one position a session, 5 round trips, +1.4 % on 5 days
+    equity, trades = _window({"agent": [60, -20, 45, 30, 25], "tuned_ofi_rule": [0] * 5}, [60, -20, 45, 30, 25])
+    line = learning_verdict(equity, trades, 10_000.0)
+    assert line.startswith("verdict: no evidence of a tradeable edge: too little data (5 round trip(s), need >= 30)")
+    assert line.endswith("agent +1.4%, tuned OFI rule +0.0%")
+    # many trades that net nothing: no evidence either
+    rng = np.random.default_rng(1)
+    noise = {"agent": list(rng.normal(0, 200, 20)), "tuned_ofi_rule": list(rng.normal(0, 200, 20))}
+    equity, trades = _window(noise, list(rng.normal(0, 30, 400)))
+    assert learning_verdict(equity, trades, 10_000.0).startswith("verdict: no evidence of a tradeable edge: agent $")
+    # a clearly positive long series with many round trips: an edge, and how it compares with the rule
+    edge = {"agent": list(rng.normal(700, 150, 40)), "tuned_ofi_rule": list(rng.normal(700, 150, 40))}
+    equity, trades = _window(edge, list(rng.normal(10, 25, 1_500)))
+    line = learning_verdict(equity, trades, 10_000.0)
+    assert line.startswith("verdict: evidence of a tradeable edge: agent $+"), line
+    assert "no evidence that the agent differs from the tuned OFI rule" in line
 
 
 def test_the_report_table_fits_80_columns_in_percent_and_dollars() -> None:
@@ -150,13 +188,13 @@ def _paper_trade_a_test_day(lake: Lake, instance: dg.DagsterInstance, capsys: py
         [paper_daily_report], partition_key=day.isoformat(), instance=instance, resources=resources()
     )
     row = lake.scan("paper_daily_report").collect().row(0, named=True)
-    assert row["pnl_usd"] == pytest.approx(bars["equity_usd"][-1], abs=0.01) and report.success
+    assert row["pnl_usd"] == pytest.approx(bars["pnl_usd"][-1], abs=0.01) and report.success
     record = dg.materialize([paper_track_record], instance=instance, resources=resources(), raise_on_error=False)
     (gate,) = record.get_asset_check_evaluations()
     assert not gate.passed and "only 1 trade dates of paper trading" in str(gate.description)
     state = monitor_state(lake)
     assert state["status"] == "ok" and state["position"] == 0
-    assert state["equity_usd"] == pytest.approx(bars["equity_usd"][-1])
+    assert state["pnl_usd"] == pytest.approx(bars["pnl_usd"][-1])
 
 
 def test_demo_windows_hold_out_the_last_five_days() -> None:

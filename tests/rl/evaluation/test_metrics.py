@@ -13,6 +13,7 @@ from phoenix_rl.evaluation.metrics import (
     MIN_DAYS_FOR_RATIOS,
     RATIO_CAP,
     compute_metrics,
+    daily_pnl,
     daily_returns,
     format_metric,
     max_drawdown_pct,
@@ -35,24 +36,32 @@ def trades_frame(pnl: list[float]) -> pl.DataFrame:
 
 
 def test_daily_sharpe_sortino_by_hand() -> None:
-    # end-of-day equity 10100 (+1%), 9999 (-1%), 10198.98 (+2%) from 10,000
+    # end-of-day equity 10100, 9999, 10198.98 from 10,000: $ +100, -101, +199.98 on a fixed $10k
     eq = equity_frame(
         [D1, D1, D2, D2, D3], [10_050.0, 10_100.0, 10_000.0, 9_999.0, 10_198.98], [1, 0, 1, 0, 0], [0] * 5
     )
     r = daily_returns(eq, 10_000.0)
-    np.testing.assert_allclose(r, [0.01, -0.01, 0.02], atol=1e-12)
-    mean = (0.01 - 0.01 + 0.02) / 3
-    sd = math.sqrt(((0.01 - mean) ** 2 + (-0.01 - mean) ** 2 + (0.02 - mean) ** 2) / 2)
-    downside = math.sqrt((0.0 + 0.01**2 + 0.0) / 3)  # all days count, target 0
-    assert sharpe_ratio(r) == pytest.approx(mean / sd * math.sqrt(252))  # 6.928
-    assert sortino_ratio(r) == pytest.approx(mean / downside * math.sqrt(252))  # 18.33
-    assert sortino_ratio(r) == pytest.approx(18.3303, abs=1e-4)
+    np.testing.assert_allclose(r, [0.01, -0.0101, 0.019998], atol=1e-12)  # on the capital, not the day's equity
+    mean = (0.01 - 0.0101 + 0.019998) / 3
+    sd = math.sqrt(((0.01 - mean) ** 2 + (-0.0101 - mean) ** 2 + (0.019998 - mean) ** 2) / 2)
+    downside = math.sqrt((0.0 + 0.0101**2 + 0.0) / 3)  # all days count, target 0
+    assert sharpe_ratio(r) == pytest.approx(mean / sd * math.sqrt(252))
+    assert sortino_ratio(r) == pytest.approx(mean / downside * math.sqrt(252))
+    assert sortino_ratio(r) == pytest.approx(0.0066326667 / 0.0058312378 * math.sqrt(252), rel=1e-6)
     m = compute_metrics(eq, trades_frame([]), 10_000.0, min_days=3)
     assert m["sharpe"] == pytest.approx(sharpe_ratio(r)) and m["sortino"] == pytest.approx(sortino_ratio(r))
     assert m["total_return"] == pytest.approx(0.019898)
-    assert m["annualised_return"] == pytest.approx(1.019898 ** (252 / 3) - 1)
+    assert m["annualised_return"] == pytest.approx(0.019898 / 3 * 252)  # arithmetic: 1 contract does not compound
     assert m["time_in_market"] == pytest.approx(2 / 5)
     assert m["turnover_contracts"] == 4.0
+
+
+def test_daily_pnl_is_dollars_per_day_with_costs() -> None:
+    eq = equity_frame([D1, D1, D2, D3], [10_050.0, 10_100.0, 9_999.0, 10_198.98], [1, 0, 1, 0], [1.0, 2.0, 0.5, 0.0])
+    d = daily_pnl(eq, 10_000.0)
+    assert d["trade_date"].to_list() == [D1, D2, D3]
+    np.testing.assert_allclose(d["pnl_usd"].to_numpy(), [100.0, -101.0, 199.98], atol=1e-9)
+    np.testing.assert_allclose(d["cost_usd"].to_numpy(), [3.0, 0.5, 0.0])
 
 
 def test_max_drawdown_by_hand() -> None:
@@ -91,9 +100,9 @@ def test_everything_finite_with_zero_trades() -> None:
 
 
 def _days(returns: list[float]) -> pl.DataFrame:
-    """One bar per trade date whose equity compounds `returns` from 10,000."""
+    """One bar per trade date whose equity moves by `returns` x 10,000 $ a day (fixed capital)."""
     dates = [dt.date(2024, 1, 1) + dt.timedelta(days=i) for i in range(len(returns))]
-    equity = list(10_000.0 * np.cumprod(1.0 + np.array(returns)))
+    equity = list(10_000.0 * (1.0 + np.cumsum(returns)))
     return equity_frame(dates, equity, [0.0] * len(returns), [0.0] * len(returns))
 
 

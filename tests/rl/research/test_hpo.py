@@ -34,7 +34,7 @@ from phoenix_rl.research.hpo import objective as hpo_objective
 from phoenix_rl.research.hpo import storage as hpo_storage
 from phoenix_rl.research.hpo.study import main as hpo_main
 from phoenix_rl.research.search_space import NET_ARCHS, SearchSpace, sample_params, trial_config
-from phoenix_rl.research.statistics import deflated_sharpe_ratio, pbo_cscv, sharpe_columns
+from phoenix_rl.research.statistics import deflated_sharpe_ratio, pbo_cscv, sharpe_columns, total_columns
 from phoenix_rl.testing import synthetic_features
 from tests.conftest import REPO
 
@@ -175,7 +175,7 @@ def test_statistics_count_pruned_trials() -> None:
         study.add_trial(
             optuna.trial.create_trial(
                 state=state,
-                value=float(np.prod(1 + returns[:, k]) - 1) if state == TrialState.COMPLETE else None,
+                value=float(returns[:, k].sum()) if state == TrialState.COMPLETE else None,  # fixed capital
                 params={"x": float(k)},
                 distributions={"x": optuna.distributions.FloatDistribution(0, 10)},
                 user_attrs=attrs,
@@ -189,8 +189,10 @@ def test_statistics_count_pruned_trials() -> None:
     expected = deflated_sharpe_ratio(returns[:, best], sharpe_columns(returns[:, :5]), 6)
     assert stats["dsr_n_trials"] == 6 and stats["dsr"] == pytest.approx(expected["dsr"]) and 0 <= stats["dsr"] <= 1
     assert stats["dsr"] < deflated_sharpe_ratio(returns[:, best], sharpe_columns(returns[:, :5]), 5)["dsr"]
-    assert stats["pbo"] == pytest.approx(pbo_cscv(returns[:, :5], n_splits=8)["pbo"])
-    assert stats["pbo_detail"] == {"n_splits": 8, "n_combinations": 70}
+    # issue 24 item 5: PBO ranks the study's candidates (complete trials) by the study's metric (total return)
+    assert stats["pbo"] == pytest.approx(pbo_cscv(returns[:, :3], n_splits=8, metric=total_columns)["pbo"])
+    assert stats["pbo_detail"]["n_splits"] == 8 and stats["pbo_detail"]["n_candidates"] == 3
+    assert stats["pbo_detail"]["n_combinations"] == 70
 
 
 # --- studies (tiny trainings) ----------------------------------------------------------------------------------
@@ -220,7 +222,8 @@ def test_study_resumes_reports_dsr_pbo_and_scores_test_once(
     assert 0.0 <= stats["dsr"] <= 1.0, stats
     assert stats["dsr_detail"]["n_trials"] == 4 and stats["dsr_detail"]["kurtosis"] > 0
     assert 0.0 <= stats["pbo"] <= 1.0, stats
-    assert stats["pbo_detail"] == {"n_splits": 6, "n_combinations": 20}
+    assert (stats["pbo_detail"]["n_splits"], stats["pbo_detail"]["n_combinations"]) == (6, 20)
+    assert stats["pbo_detail"]["n_candidates"] == stats["n_complete"]  # the study's candidates: complete trials
 
     plots = hpo.study_plots(study)
     assert plots["optimization_history"].startswith(b"\x89PNG")
@@ -229,6 +232,9 @@ def test_study_resumes_reports_dsr_pbo_and_scores_test_once(
     record = hpo.score_best_on_test(study, settings, features, out_dir=out)
     assert record["trial"] == study.best_trial.number
     assert record["test_trade_dates"] == ["2024-03-14", "2024-03-15"]
+    # $ per contract on the fixed capital: the days add up to the total return
+    assert sum(record["test_daily_pnl_usd"]) / 10_000.0 == pytest.approx(record["test_metrics"]["total_return"])
+    assert sum(record["test_daily_cost_usd"]) == pytest.approx(record["test_metrics"]["total_cost"])
     assert math.isfinite(record["test_metrics"]["total_return"]) and (out / "model.zip").exists()
     assert record["val_value_retrained"] == pytest.approx(study.best_value, abs=1e-9)  # the retrain reproduces it
 

@@ -11,13 +11,21 @@ import pytest
 from arch.bootstrap import optimal_block_length
 from scipy import stats
 
+from phoenix_rl.research.protocol import canonical_json, protocol_hash
 from phoenix_rl.research.statistics import (
     EULER_GAMMA,
+    MIN_TRADES,
     deflated_sharpe_ratio,
+    edge_verdict,
+    fixed_capital_total,
+    holm_adjust,
     mean_ci,
+    min_bootstrap_reps,
     paired_bootstrap_ci,
     pbo_cscv,
     probabilistic_sharpe_ratio,
+    seed_day_bootstrap,
+    total_columns,
 )
 
 
@@ -190,7 +198,8 @@ def test_paired_ci_matches_slow_stationary_bootstrap():
 
 
 def test_mean_ci_hand_constant_and_iid_width():
-    assert mean_ci([0.5] * 6) == {"mean": 0.5, "low": 0.5, "high": 0.5, "block_length": 1.0, "n_days": 6}
+    constant = mean_ci([0.5] * 6)
+    assert (constant["mean"], constant["low"], constant["high"], constant["n_days"]) == (0.5, 0.5, 0.5, 6)
     x = np.random.default_rng(5).normal(0.1, 1, 500)
     out = mean_ci(x)
     assert out["low"] < out["mean"] < out["high"]
@@ -208,3 +217,131 @@ def test_bootstrap_errors():
     b = pd.Series(np.arange(6.0), index=pd.date_range("2024-03-12", periods=6))
     with pytest.raises(ValueError, match="different indexes"):
         paired_bootstrap_ci(a, b)
+
+
+# --- fixed capital, seeds x days, multiplicity, verdicts, pre-registration (issue 24) -----------------------------
+
+
+def test_fixed_capital_total_by_hand():
+    # $730 a day for 63 days (three test months that each restart at $10k) on $10k: 45,990 / 10,000
+    assert fixed_capital_total([730.0] * 63, 10_000.0) == pytest.approx(4.599)
+    compounded = float(np.prod([1 + 730 * 21 / 10_000] * 3) - 1)  # the months' growth multiplied: 12.95
+    assert fixed_capital_total([730.0] * 63, 10_000.0) < compounded / 2
+    np.testing.assert_allclose(total_columns(np.array([[1.0, -2.0], [3.0, 5.0]])), [4.0, 3.0])
+    with pytest.raises(ValueError, match="capital must be > 0"):
+        fixed_capital_total([1.0], 0.0)
+
+
+def slow_two_stage_ci(a: np.ndarray, b: np.ndarray, block: float, reps: int, seed: int) -> tuple[float, float]:
+    """Seeds with replacement per arm, then one Politis-Romano day resample shared by both: loops only."""
+    rng = np.random.default_rng(seed)
+    n, means = a.shape[1], []
+    for _ in range(reps):
+        sa = [int(rng.integers(a.shape[0])) for _ in range(a.shape[0])]
+        sb = [int(rng.integers(b.shape[0])) for _ in range(b.shape[0])]
+        i, days = int(rng.integers(n)), []
+        for k in range(n):
+            if k and rng.random() < 1 / block:
+                i = int(rng.integers(n))
+            days.append(i % n)
+            i += 1
+        va = sum(a[s, d] for s in sa for d in days) / (len(sa) * n)
+        vb = sum(b[s, d] for s in sb for d in days) / (len(sb) * n)
+        means.append(va - vb)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def test_seed_resampling_widens_the_ci_when_seeds_disagree_and_equals_days_only_when_they_agree():
+    rng = np.random.default_rng(7)
+    days = rng.normal(100.0, 300.0, 60)  # $ a day: the market's noise, shared by every seed
+    equal = np.tile(days, (10, 1))
+    alone = mean_ci(days, reps=1000, seed=3)
+    same = seed_day_bootstrap(equal, None, reps=1000, seed=3)
+    assert (same["low"], same["high"]) == pytest.approx((alone["low"], alone["high"]), rel=1e-12)  # same day draws
+    assert same["p_value"] == alone["p_value"]
+    assert same["n_seeds"] == [10] and alone["n_seeds"] == [1]
+    # seeds that disagree: each training run adds its own level (sd $150 a day) to the same days
+    spread = days + rng.normal(0.0, 150.0, (10, 1))
+    wide = seed_day_bootstrap(spread, None, reps=1000, seed=3)
+    days_only = mean_ci(spread.mean(axis=0), reps=1000, seed=3)  # the old way: average the seeds first
+    assert wide["mean"] == pytest.approx(days_only["mean"])
+    assert wide["high"] - wide["low"] > 1.3 * (days_only["high"] - days_only["low"])
+    # paired, each arm its own seeds, against a slow loop implementation
+    other = days[None, :] + rng.normal(-50.0, 100.0, (4, 1))
+    fast = seed_day_bootstrap(spread, other, reps=1000, seed=0)
+    low, high = slow_two_stage_ci(spread, other, fast["block_length"], 1000, seed=11)
+    width = high - low
+    assert fast["n_seeds"] == [10, 4] and fast["n_days"] == 60
+    assert fast["low"] == pytest.approx(low, abs=0.12 * width) and fast["high"] == pytest.approx(high, abs=0.12 * width)
+    assert fast == seed_day_bootstrap(spread, other, reps=1000, seed=0)  # seeded -> reproducible
+    with pytest.raises(ValueError, match="join them on trade_date"):
+        seed_day_bootstrap(spread, other[:, :-1])
+
+
+def test_holm_against_a_hand_case():
+    # p = 0.01, 0.04, 0.03, 0.20 at alpha 0.05. Sorted: 0.01 x 4 = 0.04 (reject), 0.03 x 3 = 0.09 (stop: keep
+    # it and everything after); adjusted p are the running maxima: 0.04, 0.09, 0.09, 0.20
+    family = {k: {"p_value": p, "mean": 1.0} for k, p in zip("abcd", (0.01, 0.04, 0.03, 0.20), strict=True)}
+    out = holm_adjust(family, alpha=0.05)
+    assert {k: round(v["p_adjusted"], 12) for k, v in out.items()} == {"a": 0.04, "b": 0.09, "c": 0.09, "d": 0.2}
+    assert {k: v["reject"] for k, v in out.items()} == {"a": True, "b": False, "c": False, "d": False}
+    assert all(v["family_size"] == 4 for v in out.values())
+    # each alone at 0.05 would have rejected three of the four
+    assert sum(v["p_value"] < 0.05 for v in family.values()) == 3
+    assert holm_adjust({}) == {}
+    # the bootstrap's smallest p is 2 / (reps + 1): with 6 tests at 0.05 it takes 239 replications to reject
+    assert min_bootstrap_reps(6, 0.05) == 239 and 6 * 2 / (239 + 1) <= 0.05 < 6 * 2 / (238 + 1)
+
+
+def test_p_value_inverts_the_percentile_interval():
+    rng = np.random.default_rng(2)
+    for shift in (0.0, 0.3, 1.0):
+        x = rng.normal(shift, 1.0, 40)
+        out = mean_ci(x, reps=2000, seed=1)
+        excludes = out["low"] > 0 or out["high"] < 0
+        assert excludes == (out["p_value"] < 0.05) or abs(out["p_value"] - 0.05) < 0.01
+
+
+def test_edge_verdict_says_no_evidence_on_five_round_trips_and_on_noise():
+    # the reviewer's case: one position a session on 5 held-out days, +1.4 % after costs
+    few = edge_verdict([60.0, -20.0, 45.0, 30.0, 25.0], [60.0, -20.0, 45.0, 30.0, 25.0], [0.0] * 5)
+    assert not few["edge"] and few["verdict"].startswith("no evidence of a tradeable edge: too little data")
+    assert f"5 round trip(s), need >= {MIN_TRADES}" in few["verdict"]
+    rng = np.random.default_rng(5)
+    noise = edge_verdict(rng.normal(-5.0, 150.0, 20), rng.normal(-0.5, 20.0, 200), rng.normal(0.0, 150.0, 20))
+    assert not noise["edge"] and noise["verdict"].startswith("no evidence of a tradeable edge: agent $")
+    assert noise["tests"]["daily_vs_flat"]["family_size"] == 3
+
+
+def test_edge_verdict_claims_an_edge_on_a_clearly_positive_long_series():
+    rng = np.random.default_rng(6)
+    daily = rng.normal(700.0, 250.0, 63)
+    trades = rng.normal(12.0, 40.0, 2_000)
+    rule = daily + rng.normal(300.0, 200.0, 63)  # the tuned rule makes more: the agent does not beat it
+    out = edge_verdict(daily, trades, rule)
+    assert out["edge"] and out["verdict"].startswith("evidence of a tradeable edge: agent $+")
+    assert "the agent is worse than the tuned OFI rule" in out["verdict"]
+    assert out["tests"]["daily_vs_flat"]["p_adjusted"] < 0.05 and out["tests"]["per_trade_vs_0"]["reject"]
+    with pytest.raises(ValueError, match="align on trade_date"):
+        edge_verdict(daily, trades, rule[:-1])
+
+
+def test_protocol_hash_is_stable_under_key_order_and_changes_with_any_field():
+    import datetime as dt
+
+    config = {"market": {"seed": 11, "strength": 0.5}, "seeds": list(range(1, 11)), "alpha": 0.05,
+              "windows": {"test": [dt.date(2024, 3, 1), dt.date(2024, 3, 29)]}}  # fmt: skip
+    shuffled = {"windows": config["windows"], "alpha": 0.05, "seeds": config["seeds"],
+                "market": {"strength": 0.5, "seed": 11}}  # fmt: skip
+    digest = protocol_hash(config)
+    assert digest == protocol_hash(shuffled) and len(digest) == 64
+    assert canonical_json(config) == canonical_json(shuffled)
+    assert '"test":["2024-03-01","2024-03-29"]' in canonical_json(config)
+    changed = [
+        config | {"alpha": 0.1},
+        config | {"seeds": list(range(1, 10))},
+        config | {"market": {"seed": 11, "strength": 0.0}},
+        config | {"windows": {"test": [dt.date(2024, 3, 1), dt.date(2024, 3, 28)]}},
+        config | {"extra": None},
+    ]
+    assert len({digest, *(protocol_hash(c) for c in changed)}) == 1 + len(changed)

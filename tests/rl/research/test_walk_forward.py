@@ -11,7 +11,18 @@ import pytest
 
 from feature_specs import load_feature_set
 from phoenix_rl.config import EnvConfig, TrainConfig
-from phoenix_rl.research.walk_forward import Fold, WalkForwardResult, monthly_folds, run_walk_forward, run_walk_forwards
+from phoenix_rl.evaluation.backtest import BacktestResult
+from phoenix_rl.evaluation.metrics import compute_metrics
+from phoenix_rl.research.walk_forward import (
+    Fold,
+    FoldResult,
+    WalkForwardResult,
+    daily_pnl_frame,
+    monthly_folds,
+    run_walk_forward,
+    run_walk_forwards,
+    stitch_fixed_capital,
+)
 from phoenix_rl.testing import synthetic_features
 
 D = dt.date.fromisoformat
@@ -156,3 +167,62 @@ def test_workers_below_one_are_refused_before_any_work(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="workers must be >= 1, got 0"):
         run_walk_forward(no_features, folds, TINY, [1], tmp_path, workers=0, log=lambda _: None)
+
+
+# --- fixed-capital accounting across fold resets (issue 24 items 1 and 7) --------------------------------------------
+
+
+def _constant_window(first: dt.date, n_days: int, dollars_a_day: float, capital: float) -> BacktestResult:
+    """A test window that restarts at `capital` and earns `dollars_a_day` each trade date, 2 bars a day; the
+    first bar of each day dips $200 below the previous close (intraday only: every close is a new high)."""
+    rows = []
+    e = capital
+    for k in range(n_days):
+        d = first + dt.timedelta(days=k)
+        ts = dt.datetime(d.year, d.month, d.day, 15, tzinfo=dt.UTC)
+        rows.append({"ts": ts, "trade_date": d, "equity": e - 200.0})
+        e += dollars_a_day
+        rows.append({"ts": ts + dt.timedelta(minutes=1), "trade_date": d, "equity": e})
+    eq = pl.DataFrame(rows).with_columns(
+        pl.col("ts").cast(pl.Datetime("ns", "UTC")), position=1.0, cost=0.5, traded=0.0
+    )
+    trades = pl.DataFrame({"exit_ts": [rows[-1]["ts"]], "pnl": [dollars_a_day * n_days]}).with_columns(
+        pl.col("exit_ts").cast(pl.Datetime("ns", "UTC"))
+    )
+    return BacktestResult("agent", eq, trades, compute_metrics(eq, trades, capital))
+
+
+def test_fixed_capital_totals_across_three_fold_resets_by_hand() -> None:
+    capital, x, n = 10_000.0, 730.0, 21  # $730 a day, three test months of 21 days, each restarting at $10k
+    firsts = [D("2024-03-01"), D("2024-04-01"), D("2024-05-01")]
+    windows = [_constant_window(f, n, x, capital) for f in firsts]
+    folds = [
+        FoldResult(Fold(k, None), {}, 1, {"agent": w}, {})  # type: ignore[arg-type]
+        for k, w in enumerate(windows)
+    ]
+    stitched = {"agent": pl.concat([daily_pnl_frame(w, capital) for w in windows])}
+    result = WalkForwardResult(folds, capital, stitched)
+    m = result.overall_metrics()["agent"]
+    assert m["total_return"] == pytest.approx(3 * n * x / capital)  # 4.599: +460 %, by hand
+    compounded = (1 + n * x / capital) ** 3 - 1  # what multiplying the folds' growth gave: 12.95, +1295 %
+    assert m["total_return"] != pytest.approx(compounded)
+    assert m["total_pnl_usd"] == pytest.approx(3 * n * x)
+    # the slow, obvious reference: add up every test day's dollars
+    total = 0.0
+    for w in windows:
+        prev = capital
+        for e in w.equity.group_by("trade_date", maintain_order=True).agg(pl.col("equity").last())["equity"]:
+            total += e - prev
+            prev = e
+    assert total / capital == pytest.approx(m["total_return"])
+    assert stitched["agent"]["pnl_usd"].to_list() == pytest.approx([x] * 3 * n)
+    assert stitched["agent"]["cost_usd"].to_list() == pytest.approx([1.0] * 3 * n)
+    # drawdown per bar: each day's first bar dips $200 below the last high; end-of-day equity would show 0 %
+    assert m["max_drawdown_usd"] == pytest.approx(200.0)  # every day's first bar: $200 below the last close (peak)
+    first_dip = 200.0 / capital * 100
+    assert m["max_drawdown_pct"] == pytest.approx(first_dip)  # the largest % fall: the first bar, peak = capital
+    eod = result.folds[0].test["agent"].equity.group_by("trade_date").agg(pl.col("equity").last())["equity"]
+    assert (eod.to_numpy() >= capital).all()  # an end-of-day curve only rises: it showed 0 % drawdown
+    frame = stitch_fixed_capital(windows, capital)
+    assert frame.height == 3 * 2 * n and frame["equity"][-1] == pytest.approx(capital + 3 * n * x)
+    assert frame["ts"].is_sorted()

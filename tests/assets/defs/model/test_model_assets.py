@@ -87,7 +87,11 @@ def test_train_backtest_evaluate(features_lake_root: str) -> None:
     assert "n/a" in emeta["metrics"].value and emeta["min_days_for_ratios"].value == 20
     assert Path(emeta["equity_png_test"].value).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the figure, as a file
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert set(checks) == {"agent_not_stuck_flat", "metrics_finite", "point_in_time_windows", "trained_model_is_finite"}
+    assert set(checks) == {
+        "agent_not_stuck_flat", "agent_edge_on_test", "metrics_finite", "point_in_time_windows",
+        "trained_model_is_finite",
+    }  # fmt: skip
+    assert not checks["agent_edge_on_test"].passed  # one test day: below the verdict's power, "no evidence"
     assert checks["metrics_finite"].passed and checks["point_in_time_windows"].passed
     assert checks["trained_model_is_finite"].passed  # 64 steps, learning_starts 32: 32 gradient steps, all finite
     assert saved["training_health"]["gradient_steps"] == 32 and saved["training_health"]["non_finite_losses"] == {}
