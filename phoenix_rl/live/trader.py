@@ -217,6 +217,29 @@ class PaperTrader:
         return self.positions.get(self._instrument, 0)
 
     @property
+    def instrument(self) -> int:
+        """The instrument now traded (the newest bar's); 0 before the first bar."""
+        return self._instrument
+
+    @property
+    def in_flight(self) -> int:
+        """Contracts sent and not filled yet."""
+        return self._in_flight
+
+    def orders_sent(self, contracts: int) -> None:
+        """An execution layer (the TradingNode runner) sent `contracts` on the strategy's behalf (e.g. a kill
+        switch's closing orders): they count as in flight until they fill."""
+        self._in_flight += contracts
+
+    def orders_void(self, contracts: int) -> None:
+        """`contracts` in flight will never fill (rejected, cancelled, dropped before sending)."""
+        self._in_flight -= contracts
+
+    def journal_risk_events(self) -> None:
+        """Journal the risk engine's state changes now (one commit), e.g. a fault recorded by the node runner."""
+        self._journal_events()
+
+    @property
     def pnl_usd(self) -> float:
         """The strategy's PnL since it started, marked at the last bar close (flat at the end of a day: realised)."""
         return self._equity(self._last_close)

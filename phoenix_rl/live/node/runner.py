@@ -330,11 +330,11 @@ class LiveSession:
         for fault in self.venue.strategy.drain_faults():
             self._apply(now, fault)
         self._check_position(now)
-        self.trader._journal_events()
+        self.trader.journal_risk_events()
 
     def _apply(self, now: int, fault: BrokerFault) -> None:
         if fault.unfilled:
-            self.trader._in_flight -= fault.unfilled
+            self.trader.orders_void(fault.unfilled)
         if fault.kind in {"rejected", "denied"}:
             self._record(now, fault, "order void; exits only", TradingState.REDUCING)
         elif fault.kind == "canceled":
@@ -350,7 +350,7 @@ class LiveSession:
         """The venue's net position must be the journal's (the trader's fills): else HALTED through the kill
         switch (Phoenix's own position flattened), the difference named; what Phoenix did not trade is left to a
         person (the journal cannot say whose it is)."""
-        iid = self.trader._instrument
+        iid = self.trader.instrument
         if not iid or not self.venue.connected:
             return
         venue_pos, phoenix_pos = self.venue.net_position(iid), self.trader.position
@@ -365,16 +365,16 @@ class LiveSession:
         the strategy's positions closed (`close_all_positions`); the closing orders are journaled before the
         node's loop hands them to the venue (module doc)."""
         now = self.venue.now_ns
-        self.risk.kill_switch(now, self.trader.position + self.trader._in_flight, who)
-        self.trader._journal_events()
+        self.risk.kill_switch(now, self.trader.position + self.trader.in_flight, who)
+        self.trader.journal_risk_events()
         for _, quantity, _, _ in self.venue.drop_pending():
-            self.trader._in_flight -= quantity  # journaled, never sent: they will not fill
+            self.trader.orders_void(quantity)  # journaled, never sent: they will not fill
         for nid in self.venue.instruments():
             self.venue.strategy.cancel_all_orders(nid)
         self.venue.step()
         for fault in self.venue.strategy.drain_faults():
             if fault.unfilled:
-                self.trader._in_flight -= fault.unfilled
+                self.trader.orders_void(fault.unfilled)
         for nid in self.venue.instruments():
             self.venue.strategy.close_all_positions(nid, tags=["phoenix-kill"])
         when = dt.datetime.fromtimestamp(now / 1e9, tz=dt.UTC)
@@ -390,7 +390,7 @@ class LiveSession:
                     "created_ts": dt.datetime.now(dt.UTC),
                 }
             )
-            self.trader._in_flight += quantity
+            self.trader.orders_sent(quantity)
         self.venue.step()
 
     def on_disconnect(self) -> None:
@@ -399,7 +399,7 @@ class LiveSession:
         self._disconnected_at = self.venue.now_ns
         fault = BrokerFault("disconnected", "", "exec client disconnected")
         self._record(self.venue.now_ns, fault, "orders held", TradingState.REDUCING)
-        self.trader._journal_events()
+        self.trader.journal_risk_events()
 
     def on_reconnect(self, reconcile: Callable[[], list[str]] | None = None) -> None:
         """The exec client is back: Nautilus's reconciliation (`reconcile`, the venue's reports), then the held
@@ -410,7 +410,7 @@ class LiveSession:
         self._record(self.venue.now_ns, BrokerFault("reconnected", "", "; ".join(differences) or "no difference"),
                      "reconciled", TradingState.REDUCING if differences else self.risk.state)  # fmt: skip
         self._check_position(self.venue.now_ns)
-        self.trader._journal_events()
+        self.trader.journal_risk_events()
 
     def _record(self, now: int, fault: BrokerFault, reaction: str, state: TradingState | None) -> None:
         # a microsecond apart (the journal's resolution): faults found in one slice keep a row each (the risk

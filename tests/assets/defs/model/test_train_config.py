@@ -53,6 +53,8 @@ NON_DEFAULT: dict[str, Any] = {
         "tick_size": 0.5,
         "commission_per_side_usd": 1.1,
         "slippage_ticks_per_side": 0.5,
+        "fill_latency_ms": 50.0,
+        "fill_at": "open",
         "reward_scale": 0.1,
         "turnover_penalty_usd": 0.25,
         "drawdown_penalty": 0.5,
