@@ -106,32 +106,21 @@ def _source(args: argparse.Namespace, lake: Any, tc: dict) -> Any:
 
 
 def _node_venue(settings: LiveSettings, strategy: str, capital: float, env_cfg: EnvConfig, log_level: str) -> NodeVenue:
+    fill = FillConfig.from_env(env_cfg)
+    exec_clients: dict[str, Any] = {}
     if settings.venue == "ib":
         from phoenix_rl.live.node import ib
 
         assert settings.ib is not None
         clients, factories = ib.exec_client(settings.ib)
-        node, phoenix = build_node(
-            settings,
-            strategy=strategy,
-            capital_usd=capital,
-            fill=FillConfig.from_env(env_cfg),
-            exec_clients=clients,
-            exec_factories=factories,
-            log_level=log_level,
-        )
+        exec_clients = {"exec_clients": clients, "exec_factories": factories}
+    node, phoenix = build_node(
+        settings, strategy=strategy, capital_usd=capital, fill=fill, log_level=log_level, **exec_clients
+    )
+    if settings.venue == "ib":
         # IB's own market moves its orders: the node gets no books; the one contract is the provider's
-        venue = NodeVenue(node, phoenix, instrument_of=lambda _iid: _ib_instrument(node), feed_books=False, venue="CME")
-    else:
-        node, phoenix = build_node(
-            settings,
-            strategy=strategy,
-            capital_usd=capital,
-            fill=FillConfig.from_env(env_cfg),
-            log_level=log_level,
-        )
-        venue = NodeVenue(node, phoenix, latency_ns=FillConfig.from_env(env_cfg).latency_ns)
-    return venue
+        return NodeVenue(node, phoenix, instrument_of=lambda _iid: _ib_instrument(node), feed_books=False, venue="CME")
+    return NodeVenue(node, phoenix, latency_ns=fill.latency_ns)
 
 
 def _ib_instrument(node: Any) -> Any:

@@ -46,6 +46,20 @@ LIVE_MINUTES = 150  # the live day's first 2.5 hours of continuous trading: the 
 RISK = RiskConfig(max_position=1, max_data_age_s=120.0, max_feed_gap_s=900.0)
 
 
+def die_on_send(venue: object, n: int) -> None:
+    """SIGKILL this process as the `n`th order is handed to `venue` (after the journal wrote it, before the send):
+    the crash a restart must recover from without a duplicate or a lost order."""
+    submit, sent = venue.submit, []  # type: ignore[attr-defined]
+
+    def submit_or_die(*args: object) -> None:
+        sent.append(args)
+        if len(sent) == n:
+            os.kill(os.getpid(), signal.SIGKILL)
+        submit(*args)
+
+    venue.submit = submit_or_die  # type: ignore[attr-defined]
+
+
 def _records(path: Path) -> BookArrays:
     store = databento.DBNStore.from_file(path)
     return arrays_from_dbn(np.concatenate(list(store.to_ndarray(count=1 << 16))))
@@ -268,15 +282,7 @@ def run_session(
             "drift_every_bars": 15,
         }
     if crash_on_send is not None:
-        submit, sent = venue.submit, []
-
-        def submit_or_die(*args: object) -> None:
-            sent.append(args)
-            if len(sent) == crash_on_send:
-                os.kill(os.getpid(), signal.SIGKILL)
-            submit(*args)
-
-        venue.submit = submit_or_die  # type: ignore[method-assign]
+        die_on_send(venue, crash_on_send)
     held: dict[str, PaperTrader] = {}
     if kill_on_send is not None:  # the kill switch's signal lands between an order's send and its fill
         send, count = venue.submit, []

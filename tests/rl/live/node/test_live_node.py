@@ -39,7 +39,7 @@ from phoenix_rl.live.node.wal import WalJournal
 from phoenix_rl.live.risk import RiskConfig
 from phoenix_rl.live.trader import PaperTrader
 from tests.conftest import REPO
-from tests.rl.live.test_trader import LIVE_DAY, _previous_day, follow_ofi
+from tests.rl.live.test_trader import LIVE_DAY, _previous_day, die_on_send, follow_ofi
 
 pytestmark = pytest.mark.slow  # a day's first hour through the node: ~10-20 s each
 
@@ -95,15 +95,7 @@ def run_day(
     else:
         venue = PaperVenue(capital_usd=10_000.0, fill=fill)
     if crash_on_send is not None:
-        submit, sent = venue.submit, []
-
-        def submit_or_die(*args: object) -> None:
-            sent.append(args)
-            if len(sent) == crash_on_send:
-                os.kill(os.getpid(), signal.SIGKILL)
-            submit(*args)
-
-        venue.submit = submit_or_die  # type: ignore[method-assign]
+        die_on_send(venue, crash_on_send)
     trader = PaperTrader(
         policy=follow_ofi,
         env_config=cfg,
