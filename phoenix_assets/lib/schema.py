@@ -119,6 +119,7 @@ RAW_TABLE = "raw_mbp10"
 RAW_ORDER = "record_index"  # sort by this to read a partition in feed order
 SECONDS_TABLE = "book_snapshots_1s"
 BARS_TABLE = "ofi_bars_1m"
+DECISION_BOOK_COLUMNS = ("mid_close", "spread_ticks_close")  # ofi_bars_1m: the end-of-minute book a decision meets
 REGIMES_TABLE = "hmm_regimes"
 FEATURES_TABLE = "features_1m"
 TRADES_TABLE = "backtest_trades"

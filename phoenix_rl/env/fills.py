@@ -16,7 +16,8 @@ Who implements it
               bar i: `mid_close`, `spread_ticks_close`), not the book `latency` later, so the bar fill is that
               book's touch (`touch_prices`). With latency 0 the two differ by the one record that closes the bar;
               with latency > 0 by the mid's move over the latency (measured: benchmarks/bench_fill_gap.py). A frame
-              without the two book columns (features_1m alone) falls back to the next bar's open.
+              without the two book columns falls back to the next bar's open; every reader of training, HPO and
+              backtest rows joins them (`phoenix_assets.lib.io.artifacts.trading_rows`, the walk-forward's folds).
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from phoenix_assets.lib.schema import DECISION_BOOK_COLUMNS
 from phoenix_rl.config import EnvConfig
 
 __all__ = ["BOOK_COLUMNS", "FillConfig", "touch_prices"]
 
 NS_PER_MINUTE = 60_000_000_000
-BOOK_COLUMNS = ("mid_close", "spread_ticks_close")  # ofi_bars_1m: the end-of-minute (decision) book
+BOOK_COLUMNS = DECISION_BOOK_COLUMNS  # ofi_bars_1m: the end-of-minute (decision) book
 
 
 @dataclass(frozen=True)

@@ -38,16 +38,15 @@ from phoenix_assets.defs.model.sagemaker import SageMakerResource
 from phoenix_assets.defs.resources import REPO_ROOT, LakeResource
 from phoenix_assets.lib.check_outcome import CheckOutcome
 from phoenix_assets.lib.io.artifacts import (
-    features_between,
     latest_sac_model,
     load_latest_model,
     regime_model_fit_window,
+    trading_rows,
 )
 from phoenix_assets.lib.io.lake import Lake
 from phoenix_assets.lib.market.microstructure import to_delta_arrow
 from phoenix_assets.lib.process_lifetime import PARENT_PID_ENV
 from phoenix_assets.lib.schema import (
-    BARS_TABLE,
     EQUITY_TABLE,
     FEATURES_TABLE,
     METRICS_TABLE,
@@ -237,7 +236,7 @@ def mamba_sac_model(
     hmm_window = refuse_regimes_fitted_on_judged_data(the_lake, evaluation, "mamba_sac_model")
     first = min(s for s, _ in windows.values())
     last = max(e for _, e in windows.values())
-    rows = features_between(the_lake, first, last, _feature_columns(the_lake, config.feature_set))
+    rows = trading_rows(the_lake, first, last, _feature_columns(the_lake, config.feature_set))
     hashes = rows["feature_spec_hash"].unique().drop_nulls().to_list() if "feature_spec_hash" in rows.columns else []
     if len(hashes) > 1:
         raise ValueError(
@@ -331,9 +330,7 @@ def evaluation_rows(
     """(rows, history) of a backtest window: its features_1m rows with the decision book of each bar from
     ofi_bars_1m (`mid_close`, `spread_ticks_close`: the one fill model crosses that spread, phoenix_rl.env.fills),
     and the `lookback` bars before the window (the previous window's tail) that warm its first observations."""
-    from phoenix_rl.env.fills import BOOK_COLUMNS
-
-    rows = features_between(lake, start, end, columns)
+    rows = trading_rows(lake, start, end, columns)
     before = (
         lake.scan(FEATURES_TABLE)
         .filter(pl.col("trade_date") < dt.date.fromisoformat(start))
@@ -342,18 +339,6 @@ def evaluation_rows(
         .tail(lookback)
         .collect()
     )
-    if lake.exists(BARS_TABLE) and rows.height:
-        book = (
-            lake.scan(BARS_TABLE)
-            .filter(pl.col("trade_date").is_between(dt.date.fromisoformat(start), dt.date.fromisoformat(end)))
-            .select(
-                pl.col("ts").cast(rows.schema["ts"]),
-                pl.col("instrument_id").cast(rows.schema["instrument_id"]),
-                *BOOK_COLUMNS,
-            )
-            .collect()
-        )
-        rows = rows.join(book, on=["ts", "instrument_id"], how="left").sort("ts")
     return rows, before
 
 
@@ -396,7 +381,7 @@ def backtests(context: dg.AssetExecutionContext, config: BacktestConfig, lake: L
     columns = _feature_columns(the_lake, tc["feature_set"])
     names = the_lake.scan(FEATURES_TABLE).collect_schema().names()
     rule_inputs = [c for c in ofi_rule_features(names) if c not in columns]
-    train_rows = features_between(the_lake, tc["train_start"], tc["train_end"], [*columns, *rule_inputs])
+    train_rows = trading_rows(the_lake, tc["train_start"], tc["train_end"], [*columns, *rule_inputs])
     rule = tune_ofi_rule(train_rows, env_cfg, capital=capital)  # the TRAIN window only, like the model
     context.log.info(f"tuned_ofi_rule on {rule.tuned_on}: {rule.feature} entry {rule.entry} exit {rule.exit}")
     columns += [rule.feature] if rule.feature not in columns else []

@@ -29,7 +29,7 @@ from phoenix_assets.defs.model.assets import (
 )
 from phoenix_assets.defs.model.config import EnvSettings
 from phoenix_assets.defs.resources import LakeResource
-from phoenix_assets.lib.io.artifacts import features_between
+from phoenix_assets.lib.io.artifacts import trading_rows
 from phoenix_assets.lib.io.lake import Lake
 from phoenix_assets.lib.schema import HPO_DIR, HPO_TEST_LOOKS_TABLE
 from phoenix_rl.config import TrainConfig
@@ -119,7 +119,7 @@ def hpo_study(context: dg.AssetExecutionContext, config: HpoStudyConfig, lake: L
     assert first is not None and last is not None  # StudySettings checked the windows
     evaluation = EvaluationWindows.from_mapping(windows, base.embargo_days)  # type: ignore[arg-type]
     refuse_regimes_fitted_on_judged_data(the_lake, evaluation, "hpo_study")  # before the first trial
-    features = features_between(the_lake, first, last, _feature_columns(the_lake, base.feature_set))
+    features = trading_rows(the_lake, first, last, _feature_columns(the_lake, base.feature_set))
     _, storage_label = hpo.optuna_storage(config.study_name, lake_root=the_lake.root)
     context.log.info(f"study {config.study_name} on {storage_label}: {features.height} feature rows {first}..{last}")
     study = hpo.run_study_workers(

@@ -31,6 +31,7 @@ from phoenix_assets.defs.model.config import MambaSacConfig
 from phoenix_assets.defs.resources import LakeResource
 from phoenix_assets.lib.features.compute import compute_features, warmup_start
 from phoenix_assets.lib.features.hmm_regimes import filter_regimes, fit_regime_model
+from phoenix_assets.lib.io.artifacts import with_decision_book
 from phoenix_assets.lib.io.lake import Lake
 from phoenix_assets.lib.schema import BARS_TABLE, RESEARCH_DAILY_PNL_TABLE, RESEARCH_PROTOCOLS_TABLE
 from phoenix_rl.config import TrainConfig
@@ -118,7 +119,8 @@ def fold_features(lake: Lake, fold: Fold) -> pl.DataFrame:
     bars = lake.scan(BARS_TABLE).filter(pl.col("trade_date").is_between(first, w.test[1])).collect()
     model = fit_regime_model(bars, catalog.hmm, w.train[0], w.train[1], spec_hash=catalog.content_hash)
     feats = compute_features(bars, catalog, filter_regimes(model, bars, catalog.hmm))
-    return feats.filter(pl.col("trade_date").is_between(w.train[0], w.test[1])).sort("ts")
+    fold_rows = feats.filter(pl.col("trade_date").is_between(w.train[0], w.test[1])).sort("ts")
+    return with_decision_book(fold_rows, bars)  # the one fill model crosses the decision book
 
 
 def _folds(lake: Lake, config: FoldsConfig) -> list[Fold]:

@@ -16,7 +16,13 @@ import polars as pl
 
 from phoenix_assets.lib.features.hmm_regimes import RegimeModel
 from phoenix_assets.lib.io.lake import Lake
-from phoenix_assets.lib.schema import FEATURES_TABLE, HMM_MODEL_DIR, SAC_MODEL_DIR
+from phoenix_assets.lib.schema import (
+    BARS_TABLE,
+    DECISION_BOOK_COLUMNS,
+    FEATURES_TABLE,
+    HMM_MODEL_DIR,
+    SAC_MODEL_DIR,
+)
 
 __all__ = [
     "features_between",
@@ -24,6 +30,8 @@ __all__ = [
     "latest_sac_model",
     "load_latest_model",
     "regime_model_fit_window",
+    "trading_rows",
+    "with_decision_book",
 ]
 
 
@@ -71,3 +79,30 @@ def features_between(lake: Lake, start: str, end: str, columns: list[str] | None
     if columns is not None:
         frame = frame.select(columns)
     return frame.collect().sort("ts")
+
+
+def with_decision_book(rows: pl.DataFrame, bars: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
+    """`rows` with each bar's decision book from `ofi_bars_1m` (`DECISION_BOOK_COLUMNS`, joined on ts and
+    instrument): the one fill model (phoenix_rl.env.fills) crosses that spread in training, HPO and backtests
+    alike; without it the env falls back to the next bar's open."""
+    if not rows.height or all(c in rows.columns for c in DECISION_BOOK_COLUMNS):
+        return rows
+    dates = rows["trade_date"]
+    book = (
+        bars.lazy()
+        .filter(pl.col("trade_date").is_between(dates.min(), dates.max()))
+        .select(
+            pl.col("ts").cast(rows.schema["ts"]),
+            pl.col("instrument_id").cast(rows.schema["instrument_id"]),
+            *DECISION_BOOK_COLUMNS,
+        )
+        .collect()
+    )
+    return rows.join(book, on=["ts", "instrument_id"], how="left").sort("ts")
+
+
+def trading_rows(lake: Lake, start: str, end: str, columns: list[str] | None = None) -> pl.DataFrame:
+    """features_1m rows of [start, end] with their decision book (`with_decision_book`): what a training, a
+    study or a backtest trades on. Without an ofi_bars_1m table the rows are features alone."""
+    rows = features_between(lake, start, end, columns)
+    return with_decision_book(rows, lake.scan(BARS_TABLE)) if lake.exists(BARS_TABLE) else rows

@@ -4,7 +4,6 @@ the command line `python -m phoenix_rl.research.hpo`."""
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import io
 import json
 import tempfile
@@ -304,15 +303,12 @@ def study_plots(study: optuna.Study) -> dict[str, bytes]:
 def _read_features(args: argparse.Namespace, base: TrainConfig) -> pl.DataFrame:
     if args.features:
         return pl.read_parquet(args.features)
-    from phoenix_assets.lib.io.lake import Lake  # the lake reader (no Dagster import)
+    from phoenix_assets.lib.io.artifacts import trading_rows  # the lake reader (no Dagster import)
+    from phoenix_assets.lib.io.lake import Lake
 
-    frame = Lake(args.lake).scan("features_1m")
     starts = [s for s, _ in base.windows().values() if s]
     ends = [e for _, e in base.windows().values() if e]
-    frame = frame.filter(
-        pl.col("trade_date").is_between(dt.date.fromisoformat(min(starts)), dt.date.fromisoformat(max(ends)))
-    )
-    return frame.collect().sort("ts")
+    return trading_rows(Lake(args.lake), min(starts), max(ends))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ import pytest
 from phoenix_assets.defs.research.walk_forward import (
     ablation_report,
     ablation_verdict,
+    fold_features,
     register_protocol,
     versus_verdict,
     walk_forward,
@@ -24,6 +25,7 @@ from phoenix_assets.lib import calendar as cal
 from phoenix_assets.lib.io.lake import Lake
 from phoenix_assets.lib.market.microstructure import to_delta_arrow
 from phoenix_assets.lib.schema import BARS_TABLE, RESEARCH_DAILY_PNL_TABLE, RESEARCH_PROTOCOLS_TABLE
+from phoenix_rl.research.walk_forward import monthly_folds
 from tests.assets.lib.features.test_features import synthetic_bars
 from tests.conftest import TINY_MODEL_CONFIG
 
@@ -52,6 +54,22 @@ def _run(asset: dg.AssetsDefinition, root: str, config: dict) -> dg.ExecuteInPro
             [asset], resources={"lake": LakeResource(uri=root)}, instance=instance,
             run_config={"ops": {asset.key.path[-1]: {"config": config}}},
         )  # fmt: skip
+
+
+def test_fold_features_carry_the_decision_book_the_fill_model_crosses(bars_lake: str) -> None:
+    """Training and test rows of a fold hold each bar's end-of-minute book (not the next open's fallback)."""
+    lake = Lake(bars_lake)
+    dates = lake.scan(BARS_TABLE).select("trade_date").unique().collect()["trade_date"].sort().to_list()
+    fold = monthly_folds(dates, train_months=1, val_months=1, test_months=1, n_folds=1)[0]
+    rows = fold_features(lake, fold)
+    book = lake.scan(BARS_TABLE).select(
+        pl.col("ts").cast(rows.schema["ts"]), "instrument_id", "mid_close", "spread_ticks_close"
+    ).collect()
+    joined = rows.select("ts", "instrument_id", "mid_close", "spread_ticks_close").join(
+        book, on=["ts", "instrument_id"], how="left", suffix="_bars"
+    )
+    assert rows.height > 0 and joined["mid_close"].drop_nulls().len() > 0.9 * rows.height
+    assert joined.filter(pl.col("mid_close").ne_missing(pl.col("mid_close_bars"))).height == 0
 
 
 @pytest.mark.slow
