@@ -380,16 +380,17 @@ def ablation_report(
     context: dg.AssetExecutionContext, config: AblationConfig, lake: LakeResource
 ) -> dg.MaterializeResult:
     unknown = [a for a in config.arms if a not in ARMS]
-    if unknown or REFERENCE_ARM not in config.arms:
-        raise ValueError(
-            f"ablation_report: arms must be among {list(ARMS)} and include {REFERENCE_ARM} (got {config.arms})"
-        )
+    if unknown or not config.arms:
+        raise ValueError(f"ablation_report: arms must be among {list(ARMS)} (got {config.arms})")
+    has_reference = REFERENCE_ARM in config.arms  # without it: vs flat and vs the tuned rule only (a cheaper run)
+    if not has_reference:
+        context.log.warning(f"ablation_report: no {REFERENCE_ARM} arm, so no ablation comparison (vs flat, vs rule)")
     if len(config.seeds) < 10:
         context.log.warning(
             f"ablation_report: {len(config.seeds)} seed(s) per arm; evidence runs use >= 10 (training variance)"
         )
     n_arms = len(config.arms)
-    family_size = (n_arms - 1) + (n_arms + 1) + n_arms  # vs the reference, vs flat (+ the rule), vs the rule
+    family_size = (n_arms - 1 if has_reference else 0) + (n_arms + 1) + n_arms  # vs reference, flat (+ rule), rule
     if config.bootstrap_reps < statistics.min_bootstrap_reps(family_size, config.alpha):
         raise ValueError(
             f"ablation_report: bootstrap_reps={config.bootstrap_reps} can reject nothing in a Holm family of "
@@ -434,8 +435,8 @@ def ablation_report(
         rule[arm] = {s: r.stitched["tuned_ofi_rule"] for s, r in by_seed.items()}  # tuned on each fold's train
         context.log.info(f"arm {arm}: OOS $ PnL by seed {[m['total_pnl_usd'] for m in per_seed[arm].values()]}")
     pnl_version = write_daily_pnl(the_lake, digest, pnl_rows)
-    capital = float(bases[REFERENCE_ARM].capital)
-    dates = agent[REFERENCE_ARM][config.seeds[0]]["trade_date"].to_list()
+    capital = float(bases[config.arms[0]].capital)
+    dates = agent[config.arms[0]][config.seeds[0]]["trade_date"].to_list()
     matrix = {arm: _seed_matrix(agent[arm], dates) for arm in config.arms}
     rule_matrix = {arm: _seed_matrix(rule[arm], dates) for arm in config.arms}
     trips = {arm: float(np.mean([m["n_trades"] or 0.0 for m in per_seed[arm].values()])) for arm in config.arms}
@@ -448,7 +449,7 @@ def ablation_report(
     # (warm flags): vs flat it is reported from the first arm
     raw: dict[tuple[str, str], dict[str, Any]] = {}
     for arm in config.arms:
-        if arm != REFERENCE_ARM:
+        if has_reference and arm != REFERENCE_ARM:
             raw["reference", arm] = statistics.seed_day_bootstrap(matrix[arm], matrix[REFERENCE_ARM], **ci_args)
     series = {arm: matrix[arm] for arm in config.arms} | {"tuned_ofi_rule": rule_matrix[config.arms[0]]}
     for name, m in series.items():
@@ -482,7 +483,8 @@ def ablation_report(
         if kind == "rule"
     }
     ofi = comparisons.get("phase2_ofi")
-    verdict = ofi["verdict"] if ofi else "phase2_ofi not among the arms: no OFI verdict"
+    missing = "phase2_ofi" if "phase2_ofi" not in config.arms else REFERENCE_ARM
+    verdict = ofi["verdict"] if ofi else f"{missing} not among the arms: no OFI ablation verdict"
     distribution = {
         arm: {
             k: {"mean": float(np.mean(v)), "min": float(np.min(v)), "max": float(np.max(v))}

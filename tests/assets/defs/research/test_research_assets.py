@@ -185,6 +185,22 @@ def test_too_few_bootstrap_reps_for_the_family_are_refused_before_training(tmp_p
         _run(ablation_report, str(tmp_path / "no_lake"), config)
 
 
+@pytest.mark.slow
+def test_an_ablation_without_the_reference_arm_reports_vs_flat_and_vs_the_rule(bars_lake: str) -> None:
+    """One arm (the evidence run's cheaper protocol): no ablation comparison, a Holm family of 2 + 1."""
+    result = _run(ablation_report, bars_lake, FOLDS | {"arms": ["phase2_ofi"], "bootstrap_reps": 400})
+    meta = result.asset_materializations_for_node("ablation_report")[0].metadata
+    assert meta["verdict_ofi"].value == "phase2_no_ofi not among the arms: no OFI ablation verdict"
+    saved = json.loads(Lake(bars_lake).read_artifact("artifacts/ablation_report/latest.json"))
+    assert saved["comparisons"] == {} and saved["family_size"] == 3
+    assert set(saved["vs_flat"]) == {"phase2_ofi", "tuned_ofi_rule"} and set(saved["vs_tuned_rule"]) == {"phase2_ofi"}
+
+
+def test_unknown_arms_are_refused_before_training(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match=r"arms must be among .* \(got \['phase9'\]\)"):
+        _run(ablation_report, str(tmp_path / "no_lake"), FOLDS | {"arms": ["phase9"]})
+
+
 def test_missing_bars_are_named(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="no ofi_bars_1m table under"):
         _run(walk_forward, str(tmp_path / "empty"), FOLDS)
