@@ -9,7 +9,8 @@ its own: imports, great-expectations included, count, as they do in the Dagster 
 - raw_mbp10 + checks: `ingest_partition(before_commit=gate, on_batch=gate.observe)`, the asset's path;
   every check's verdict is printed, and all must pass.
 
-The table gives wall seconds, records/s, CPU seconds (both threads), peak RSS, and the ratios
+The table gives wall seconds, records/s, CPU seconds (the process, and each of the three stages' threads),
+peak RSS, the Parquet files' size, and the ratios
 ingest/decode ceiling and RSS(largest)/RSS(smallest). Days are written once (same config as issue 26:
 ofi_strength 0.5, 300 s half-life, 2024-03-14) and cached under `--cache`. Run it with the cores free:
 on a shared machine the wall times measure the neighbours too (the CPU seconds less so).
@@ -90,13 +91,23 @@ def _ingest(path: Path, chunk: int) -> dict[str, object]:
             if hasattr(gate, "close"):
                 gate.close()
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        parquet_mb = sum(f.stat().st_size for f in Path(tmp).rglob("*.parquet")) / 1e6
     return {
         "records": stats.rows,
         "wall_s": wall,
         "cpu_s": cpu,
+        "stage_cpu_s": dict(getattr(stats, "thread_cpu", {})),  # older checkouts: not measured
+        "parquet_mb": parquet_mb,
         "rss_after_imports_mb": rss_imports,
         "checks": {name: [o.passed, o.description] for name, o in outcomes.items()},
     }
+
+
+def _stages(cpu: dict[str, float]) -> str:
+    """`decode/checks/write` CPU seconds, or n/a (a checkout that does not measure them)."""
+    if not cpu:
+        return "n/a"
+    return "/".join(f"{cpu[k]:.1f}" if k in cpu else "-" for k in ("decode", "checks", "write"))
 
 
 def child(mode: str, path: Path, chunk: int, code: Path | None) -> tuple[dict, float]:
@@ -136,7 +147,8 @@ def main() -> None:
         + (f", code from {args.code}" if args.code else ""),
         "",
         f"{'records':>11} {'file MB':>8} {'decode zst/s':>13} {'decode dbn/s':>13} {'ingest s':>9} {'ingest/s':>10} "
-        f"{'CPU s':>7} {'of ceiling':>10} {'peak RSS MB':>12} {'imports MB':>11}",
+        f"{'CPU s':>7} {'decode/checks/write CPU s':>26} {'of ceiling':>10} {'peak RSS MB':>12} {'imports MB':>11} "
+        f"{'Parquet MB':>11}",
     ]
     print("\n".join(lines), flush=True)
     rows = []
@@ -151,7 +163,8 @@ def main() -> None:
         line = (
             f"{ing['records']:>11,} {path.stat().st_size / 1e6:>8.0f} {ceiling:>13,.0f} "
             f"{dbn['records'] / dbn['wall_s']:>13,.0f} {ing['wall_s']:>9.1f} {rate:>10,.0f} {ing['cpu_s']:>7.1f} "
-            f"{rate / ceiling:>10.2f} {rss:>12,.0f} {ing['rss_after_imports_mb']:>11,.0f}"
+            f"{_stages(ing.get('stage_cpu_s', {})):>26} {rate / ceiling:>10.2f} {rss:>12,.0f} "
+            f"{ing['rss_after_imports_mb']:>11,.0f} {ing.get('parquet_mb', 0.0):>11.1f}"
         )
         print(line, flush=True)
         lines.append(line)
@@ -170,7 +183,9 @@ def main() -> None:
         "",
         f"checks run before the commit (all passed unless listed above): {checks}",
         "decode zst/s, dbn/s: DBNStore.to_ndarray(count=chunk) alone (the ceiling); ingest/s: wall clock of the",
-        "whole ingest + checks + commit; CPU s: both threads; peak RSS: the child's ru_maxrss (imports included).",
+        "whole ingest + checks + commit; CPU s: the whole process; decode/checks/write CPU s: each stage's thread",
+        "(time.thread_time; write = the caller's thread while the day streams); peak RSS: the child's ru_maxrss",
+        "(imports included); Parquet MB: the staged files.",
     ]
     print("\n".join(lines[table_end:]))
     if not args.no_write:

@@ -205,3 +205,30 @@ def test_record_hash_sees_every_field_and_nulls() -> None:
         assert g1[0] != g1[1], column
     words, _ = q._column_words(pa.array(["T", "TT", "", "T"]))
     assert words[0] == words[3] and len(set(words[:3])) == 3
+
+
+@pytest.mark.parametrize("bits", [1, 3, 6])
+def test_bucket_partition_equals_a_stable_argsort(bits: int) -> None:
+    """The O(n) counting sort of the spill moves the same bytes to the same places as numpy's stable argsort."""
+    rng = np.random.default_rng(bits)
+    n = 5_001
+    rows = np.empty(n, dtype=q._HASHED)
+    rows["h1"], rows["h2"] = rng.integers(0, 2**64, n, dtype=np.uint64), rng.integers(0, 2**64, n, dtype=np.uint64)
+    rows["first"], rows["trade"] = np.arange(n), rng.integers(0, 2, n)
+    rows["h1"][:50] = rows["h1"][50:100]  # equal keys keep their order
+    bucket = (rows["h1"] >> np.uint64(64 - bits)).astype(np.int64)
+    want = rows[np.argsort(bucket, kind="stable")]
+    got = np.empty_like(rows)
+    bounds = q._partition_by_bucket(q._as_bytes(rows), rows["h1"], bits, q._as_bytes(got))
+    assert got.tobytes() == want.tobytes()
+    assert (bounds == np.searchsorted(np.sort(bucket), np.arange((1 << bits) + 1))).all()
+
+
+def test_repeated_hashes_equal_the_sorted_reference() -> None:
+    rng = np.random.default_rng(11)
+    h1 = rng.integers(0, 2**64, 20_000, dtype=np.uint64)
+    h1[rng.integers(0, h1.size, 300)] = h1[rng.integers(0, h1.size, 300)]
+    h1[:64] = np.uint64(7) << np.uint64(20)  # one value many times, and colliding low bits below
+    h1[64:128] = (np.arange(64, dtype=np.uint64) << np.uint64(40)) | np.uint64(5)
+    values, counts = np.unique(h1, return_counts=True)
+    assert (q._repeated(h1) == np.isin(h1, values[counts > 1])).all()
