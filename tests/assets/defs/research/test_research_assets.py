@@ -62,9 +62,11 @@ def test_fold_features_carry_the_decision_book_the_fill_model_crosses(bars_lake:
     dates = lake.scan(BARS_TABLE).select("trade_date").unique().collect()["trade_date"].sort().to_list()
     fold = monthly_folds(dates, train_months=1, val_months=1, test_months=1, n_folds=1)[0]
     rows = fold_features(lake, fold)
-    book = lake.scan(BARS_TABLE).select(
-        pl.col("ts").cast(rows.schema["ts"]), "instrument_id", "mid_close", "spread_ticks_close"
-    ).collect()
+    book = (
+        lake.scan(BARS_TABLE)
+        .select(pl.col("ts").cast(rows.schema["ts"]), "instrument_id", "mid_close", "spread_ticks_close")
+        .collect()
+    )
     joined = rows.select("ts", "instrument_id", "mid_close", "spread_ticks_close").join(
         book, on=["ts", "instrument_id"], how="left", suffix="_bars"
     )
