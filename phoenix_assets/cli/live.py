@@ -175,11 +175,16 @@ def _trade(args: argparse.Namespace, settings: LiveSettings, lake: Any, journal:
             peak_start_usd=peak,
         )
         current.update(session=LiveSession(trader, venue, settings, journal), began=time.perf_counter())
+        if settings.venue == "ib":  # IB's connectivity lost / restored -> the session's disconnect / reconnect
+            from phoenix_rl.live.node import ib
+
+            current["link"] = ib.IBConnection(venue.node, venue.strategy)
         traded.append(day)
 
     def finish_day() -> None:
         nonlocal pnl, peak
         session: LiveSession = current.pop("session")
+        current.pop("link", None)
         try:
             session.close()
         finally:
@@ -202,6 +207,8 @@ def _trade(args: argparse.Namespace, settings: LiveSettings, lake: Any, journal:
                     finish_day()
                 start_day(day, np.unique(arrays.instrument_id).tolist())
             current["session"].on_records(arrays)
+            if "link" in current:
+                current["link"].poll(current["session"])
             if stop["now"]:
                 break
         if current:

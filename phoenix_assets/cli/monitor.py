@@ -77,7 +77,7 @@ a{color:#58a6ff}
 <div id="message" data-testid="message"></div>
 <main>
 <div class="grid">
-  <div class="card"><div class="label">PnL</div><div class="value" id="equity" data-testid="equity">-</div>
+  <div class="card"><div class="label">PnL</div><div class="value" id="pnl" data-testid="pnl">-</div>
     <div class="muted" id="return-pct" data-testid="return-pct"></div></div>
   <div class="card"><div class="label">PnL today</div>
     <div class="value" id="pnl-today" data-testid="pnl-today">-</div></div>
@@ -101,13 +101,13 @@ a{color:#58a6ff}
   <td id="latency-order-p99" data-testid="latency-order-p99">-</td>
   <td id="latency-order-n" data-testid="latency-order-n">-</td></tr>
 </table></section>
-<section><h2>PnL since start ($) <span class="muted" id="equity-points" data-testid="equity-points"></span></h2>
-<svg id="equity-chart" data-testid="equity-chart" viewBox="0 0 1000 260" preserveAspectRatio="none">
-  <line id="equity-zero" x1="0" x2="1000" y1="130" y2="130" stroke="#484f58" stroke-dasharray="4 4"/>
-  <polyline id="equity-line" data-testid="equity-line" fill="none" stroke="#58a6ff" stroke-width="1.5"
+<section><h2>PnL since start ($) <span class="muted" id="pnl-points" data-testid="pnl-points"></span></h2>
+<svg id="pnl-chart" data-testid="pnl-chart" viewBox="0 0 1000 260" preserveAspectRatio="none">
+  <line id="pnl-zero" x1="0" x2="1000" y1="130" y2="130" stroke="#484f58" stroke-dasharray="4 4"/>
+  <polyline id="pnl-line" data-testid="pnl-line" fill="none" stroke="#58a6ff" stroke-width="1.5"
     vector-effect="non-scaling-stroke" points=""/>
-  <text id="equity-max" x="6" y="16" fill="#8b949e" font-size="13"></text>
-  <text id="equity-min" x="6" y="252" fill="#8b949e" font-size="13"></text>
+  <text id="pnl-max" x="6" y="16" fill="#8b949e" font-size="13"></text>
+  <text id="pnl-min" x="6" y="252" fill="#8b949e" font-size="13"></text>
 </svg></section>
 <section><h2>Orders and fills</h2><div data-testid="orders-fills">
 orders <b id="orders" data-testid="orders">-</b> (today <span id="orders-today" data-testid="orders-today">-</span>,
@@ -138,20 +138,20 @@ function signed(id, x) {
   $(id).className = "value" + (x > 0 ? " pos" : x < 0 ? " neg" : "");
 }
 function chart(series) {
-  const line = $("equity-line"), n = series ? series.pnl_usd.length : 0;
+  const line = $("pnl-line"), n = series ? series.pnl_usd.length : 0;
   line.dataset.points = String(n);
   if (!n) {
-    line.setAttribute("points", ""); $("equity-max").textContent = ""; $("equity-min").textContent = ""; return;
+    line.setAttribute("points", ""); $("pnl-max").textContent = ""; $("pnl-min").textContent = ""; return;
   }
   const t = series.ts_ms, e = series.pnl_usd;
   const lo = Math.min(0, ...e), hi = Math.max(0, ...e), span = hi - lo || 1;
   const t0 = t[0], tspan = (t[n - 1] - t0) || 1;
   const y = (v) => (250 - 240 * (v - lo) / span).toFixed(1);
   line.setAttribute("points", e.map((v, i) => ((1000 * (t[i] - t0)) / tspan).toFixed(1) + "," + y(v)).join(" "));
-  $("equity-zero").setAttribute("y1", y(0)); $("equity-zero").setAttribute("y2", y(0));
-  $("equity-max").textContent = money(hi); $("equity-min").textContent = money(lo);
+  $("pnl-zero").setAttribute("y1", y(0)); $("pnl-zero").setAttribute("y2", y(0));
+  $("pnl-max").textContent = money(hi); $("pnl-min").textContent = money(lo);
   const when = (x) => new Date(x).toISOString().slice(0, 16).replace("T", " ");
-  put("equity-points", series.points + " points of " + series.bars + " bars, " + when(t0) + " to " +
+  put("pnl-points", series.points + " points of " + series.bars + " bars, " + when(t0) + " to " +
     when(t[n - 1]) + " UTC (bar start)");
 }
 function render(s) {
@@ -166,7 +166,7 @@ function render(s) {
   });
   if (s.status !== "ok") { put("strategy", s.strategy || "-"); chart(null); return; }
   put("strategy", s.strategy); put("session-id", s.session_id); put("last-bar", s.last_bar_ts);
-  signed("equity", s.pnl_usd); put("return-pct", pct(s.return_pct), s.return_pct);
+  signed("pnl", s.pnl_usd); put("return-pct", pct(s.return_pct), s.return_pct);
   signed("pnl-today", s.pnl_today_usd);
   put("drawdown", money(s.drawdown_usd), s.drawdown_usd); put("drawdown-pct", pct(s.drawdown_pct), s.drawdown_pct);
   put("max-drawdown", money(s.max_drawdown_usd), s.max_drawdown_usd);
@@ -194,7 +194,7 @@ function render(s) {
     }
     tr.children[1].className = "state-" + ev.state; body.append(tr);
   }
-  chart(s.equity_series);
+  chart(s.pnl_series);
 }
 async function poll() {
   try {

@@ -8,8 +8,8 @@ replayed trade dates (the default) or on `databento.Live`, and compare a replay 
 
 Every source goes, record by record in feed order, through `phoenix_rl.live.trader.PaperTrader` (the batch path's
 kernel and feature code, the policy at each bar close, `phoenix_rl.live.risk`, the order journal, the venue), one
-trader per trade date (equity carries over). The track record lands in the lake (`paper_bars`, `paper_orders`,
-`paper_fills`, `paper_risk_events`) where `./phoenix monitor` shows it and `paper_daily_report` / the
+trader per trade date (the PnL since the start carries over). The track record lands in the lake (`paper_bars`,
+`paper_orders`, `paper_fills`, `paper_risk_events`) where `./phoenix monitor` shows it and `paper_daily_report` / the
 `go_live_gate` check judge it. A day the strategy already traded (a bar, an order, a fill or a risk event
 journaled) is refused unless `--resume`: after a crash the day is replayed with the journal's decisions up
 to the crash, then traded on (`phoenix_rl.live.trader`). One session per strategy and lake at a time.

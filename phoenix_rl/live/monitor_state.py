@@ -12,8 +12,8 @@ Definitions (all per strategy, across its sessions: a restarted loop continues t
 - Drawdown is the latest bar's `drawdown_usd`; max drawdown the largest over all bars; % of `capital_usd`.
 - Latency p50/p99 over the strategy's last `latency_bars` bars, linear interpolation between order statistics
   (numpy's default), bars without a measurement (NaN: no decision, or no order sent) left out.
-- The equity series keeps, of each of at most `(max_points - 2) // 2` consecutive buckets of bars, the lowest
-  and highest equity (plus the first and last bar), so a drawdown never disappears from the downsampled chart.
+- The PnL series keeps, of each of at most `(max_points - 2) // 2` consecutive buckets of bars, the lowest
+  and highest PnL (plus the first and last bar), so a drawdown never disappears from the downsampled chart.
 
 No dagster import: the monitor process and the tests call it directly.
 """
@@ -110,7 +110,7 @@ def monitor_state(
         "latency": latency_summary(bars, latency_bars),
         **_order_counts(lake, strategy, bars.select("bar_ts", "trade_date"), today),
         "risk_events": _risk_events(lake, strategy, risk_events),
-        "equity_series": equity_series(bars, max_points),
+        "pnl_series": pnl_series(bars, max_points),
     }
 
 
@@ -132,8 +132,9 @@ def latency_summary(bars: pl.DataFrame, window_bars: int) -> dict[str, Any]:
     return out
 
 
-def equity_series(bars: pl.DataFrame, max_points: int) -> dict[str, Any]:
-    """Equity at each bar (bar_ts as epoch ms) downsampled to <= max_points, keeping each bucket's extremes."""
+def pnl_series(bars: pl.DataFrame, max_points: int) -> dict[str, Any]:
+    """PnL since the start at each bar (bar_ts as epoch ms) downsampled to <= max_points, keeping each bucket's
+    extremes."""
     n = bars.height
     buckets = (max_points - 2) // 2
     size = max(1, math.ceil(n / buckets))

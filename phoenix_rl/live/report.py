@@ -1,12 +1,13 @@
 """Paper-trading daily report and go-live gate (issue 14): pure polars over the order journal's tables.
 
-Definitions (one strategy, one trade date D; `pnl_usd` is the journal's PnL since the strategy started, named
-`equity_usd` in journals before issue 28; "equity" below is that PnL, as are the equity_*_usd report columns):
-    opening equity  pnl_usd of the strategy's last paper_bars row before D (0 when D is its first day).
-    pnl_usd         last pnl_usd of D - opening equity: the first bar's change is included, so the days'
-                    pnl add up to the strategy's equity.
+Definitions (one strategy, one trade date D; P_t is the journal's `pnl_usd`, the strategy's PnL since it started,
+named `equity_usd` in journals before issue 28; the report's pnl_open/close/high/low_usd are that same PnL, named
+equity_*_usd before issue 28: `scan_report` reads an older table, `migrate_report_table` rewrites it):
+    opening PnL     pnl_usd of the strategy's last paper_bars row before D (0 when D is its first day).
+    pnl_usd         last pnl_usd of D - opening PnL: the first bar's change is included, so the days' pnl add
+                    up to the strategy's PnL since it started.
     daily_return    pnl_usd / capital_usd (simple return on the fixed account capital, not compounded).
-    bar change      dE_t = E_t - E_{t-1} (E_{-1} = opening equity).
+    bar change      dP_t = P_t - P_{t-1} (P_{-1} = opening PnL).
     round trip      a maximal run of bars whose position (after the bar's order) is non-zero and of one sign.
                     Its pnl is the sum of the bar changes it owns: every bar's change belongs to the position
                     held through that bar (the previous bar's position), and an entry bar from flat (whose change
@@ -17,7 +18,7 @@ Definitions (one strategy, one trade date D; `pnl_usd` is the journal's PnL sinc
                     bar, a position still open at D's last bar counts as a round trip of D marked at that close
                     (and as a new one on D+1; the journal's forced-flat rules make this rare).
                     A win is a trip with pnl > 0 (net of fees, as phoenix_rl.evaluation.metrics.win_rate).
-    max drawdown    intraday: max_t (peak_t - E_t), peak_t = max(opening equity, E_0..E_t), in $.
+    max drawdown    intraday: max_t (peak_t - P_t), peak_t = max(opening PnL, P_0..P_t), in $.
     latencies       p50/p99 of latency_decision_ms and latency_order_ms over the day's bars (linear
                     interpolation, as numpy.percentile; NaN = no order is left out; null when none).
     risk            events = paper_risk_events rows of D; worst state over events and bars (ACTIVE < REDUCING <
@@ -31,9 +32,9 @@ Track record over a strategy's last `days` trade dates in paper_daily_report:
                     deviation over all days, target 0; +RATIO_CAP with no down day and a positive mean).
                     The gate judges the issue's 10 days with the formula itself, where compute_metrics would
                     report n/a under MIN_DAYS_FOR_RATIOS (20) for ranking models.
-    max drawdown    peak-to-trough of the per-bar equity over the period, peak starting at the first day's
-                    opening equity, in $ and in % of capital. Exact from the daily rows: on day d it is
-                    max(intraday drawdown_d, peak before d - lowest equity of d).
+    max drawdown    peak-to-trough of the per-bar PnL over the period, peak starting at the first day's
+                    opening PnL, in $ and in % of capital. Exact from the daily rows: on day d it is
+                    max(intraday drawdown_d, peak before d - lowest PnL of d).
     win rate        wins / round trips over the period (0 without a round trip).
 """
 
@@ -43,6 +44,7 @@ import datetime as dt
 import math
 from dataclasses import dataclass, field
 
+import deltalake
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -66,10 +68,10 @@ REPORT_SCHEMA = pa.schema(
         ("trade_date", pa.date32()),
         ("strategy", pa.string()),
         ("capital_usd", pa.float64()),
-        ("equity_open_usd", pa.float64()),  # last equity before the day (0 on the first day)
-        ("equity_close_usd", pa.float64()),
-        ("equity_high_usd", pa.float64()),  # max(opening equity, the day's bar equities)
-        ("equity_low_usd", pa.float64()),  # min of the day's bar equities
+        ("pnl_open_usd", pa.float64()),  # PnL since the start at the last bar before the day (0 on the first day)
+        ("pnl_close_usd", pa.float64()),  # PnL since the start at the day's last bar
+        ("pnl_high_usd", pa.float64()),  # max(opening PnL, the day's bar PnLs)
+        ("pnl_low_usd", pa.float64()),  # min of the day's bar PnLs
         ("pnl_usd", pa.float64()),
         ("daily_return", pa.float64()),
         ("n_bars", pa.int64()),
@@ -119,7 +121,7 @@ class PaperDay:
 
     trade_date: dt.date
     bars: pl.DataFrame
-    prior: pl.DataFrame  # strategy, prior_equity_usd, prior_position
+    prior: pl.DataFrame  # strategy, prior_pnl_usd, prior_position
     orders: pl.DataFrame
     fills: pl.DataFrame
     risk_events: pl.DataFrame
@@ -138,7 +140,7 @@ def read_paper_day(lake: Lake, trade_date: dt.date, needed_by: str = PAPER_REPOR
         .filter(pl.col("trade_date") < trade_date)
         .group_by("strategy")
         .agg(
-            prior_equity_usd=pl.col("pnl_usd").sort_by("bar_ts").last(),
+            prior_pnl_usd=pl.col("pnl_usd").sort_by("bar_ts").last(),
             prior_position=pl.col("position").sort_by("bar_ts").last(),
         )
         .collect()
@@ -158,18 +160,18 @@ def read_paper_day(lake: Lake, trade_date: dt.date, needed_by: str = PAPER_REPOR
 
 
 def bar_changes(bars: pl.DataFrame, prior: pl.DataFrame) -> pl.DataFrame:
-    """The day's bars per strategy in time order with opening equity, dE and the round trip owning each bar
+    """The day's bars per strategy in time order with opening PnL, dP (`pnl_change`) and the round trip owning each bar
     (`trip`: null on a flat bar owned by none; 0 is the position carried in from the day before)."""
     b = (
         bars.sort("strategy", "bar_ts")
         .join(prior, on="strategy", how="left")
         .with_columns(
-            equity_open_usd=pl.col("prior_equity_usd").fill_null(0.0),
+            pnl_open_usd=pl.col("prior_pnl_usd").fill_null(0.0),
             prev_position=pl.col("position").shift(1).over("strategy").fill_null(pl.col("prior_position")).fill_null(0),
         )
         .with_columns(
-            equity_change=pl.col("pnl_usd")
-            - pl.col("pnl_usd").shift(1).over("strategy").fill_null(pl.col("equity_open_usd")),
+            pnl_change=pl.col("pnl_usd")
+            - pl.col("pnl_usd").shift(1).over("strategy").fill_null(pl.col("pnl_open_usd")),
             run=(pl.col("position").sign() != pl.col("prev_position").sign()).cast(pl.Int64).cum_sum().over("strategy"),
         )
     )
@@ -195,7 +197,7 @@ def round_trips(changes: pl.DataFrame) -> pl.DataFrame:
             .first()
             .sign(),
             n_bars=pl.len(),
-            pnl_usd=pl.col("equity_change").sum(),
+            pnl_usd=pl.col("pnl_change").sum(),
         )
         .sort("strategy", "trip")
     )
@@ -216,12 +218,12 @@ def daily_report(day: PaperDay) -> pl.DataFrame:
     no_nan = {c: pl.col(c).fill_nan(None) for c in ("latency_decision_ms", "latency_order_ms")}
     base = changes.group_by("strategy").agg(
         capital_usd=pl.col("capital_usd").last(),
-        equity_open_usd=pl.col("equity_open_usd").first(),
-        equity_close_usd=pl.col("pnl_usd").last(),
-        equity_high_usd=pl.max_horizontal(pl.col("equity_open_usd").first(), pl.col("pnl_usd").max()),
-        equity_low_usd=pl.col("pnl_usd").min(),
+        pnl_open_usd=pl.col("pnl_open_usd").first(),
+        pnl_close_usd=pl.col("pnl_usd").last(),
+        pnl_high_usd=pl.max_horizontal(pl.col("pnl_open_usd").first(), pl.col("pnl_usd").max()),
+        pnl_low_usd=pl.col("pnl_usd").min(),
         n_bars=pl.len(),
-        max_drawdown_usd=(pl.max_horizontal(pl.col("pnl_usd").cum_max(), pl.col("equity_open_usd")) - pl.col("pnl_usd"))
+        max_drawdown_usd=(pl.max_horizontal(pl.col("pnl_usd").cum_max(), pl.col("pnl_open_usd")) - pl.col("pnl_usd"))
         .max()
         .clip(lower_bound=0.0),
         latency_decision_p50_ms=no_nan["latency_decision_ms"].quantile(0.5, "linear"),
@@ -263,7 +265,7 @@ def daily_report(day: PaperDay) -> pl.DataFrame:
         .with_columns(
             pl.col("n_orders", "n_fills", "n_round_trips", "n_wins", "n_risk_events").fill_null(0),
             pl.col("fees_usd", "round_trip_pnl_usd").fill_null(0.0),
-            pnl_usd=pl.col("equity_close_usd") - pl.col("equity_open_usd"),
+            pnl_usd=pl.col("pnl_close_usd") - pl.col("pnl_open_usd"),
             worst_risk_state=pl.max_horizontal("bar_severity", pl.col("event_severity").fill_null(0)).replace_strict(
                 severity_name, return_dtype=pl.String
             ),
@@ -287,13 +289,54 @@ def report_arrow(report: pl.DataFrame) -> pa.Table:
     )
 
 
+# report columns renamed in issue 28 (they always held PnL since the strategy started, never account equity)
+RENAMED_REPORT_COLUMNS = {
+    "equity_open_usd": "pnl_open_usd",
+    "equity_close_usd": "pnl_close_usd",
+    "equity_high_usd": "pnl_high_usd",
+    "equity_low_usd": "pnl_low_usd",
+}
+
+
+def scan_report(lake: Lake) -> pl.LazyFrame:
+    """paper_daily_report under the current column names, whether or not `migrate_report_table` has run on it
+    (a reader such as paper_track_record may run before the next paper_daily_report does)."""
+    scan = lake.scan(PAPER_REPORT_TABLE)
+    names = scan.collect_schema().names()
+    return scan.rename({old: new for old, new in RENAMED_REPORT_COLUMNS.items() if old in names})
+
+
+def migrate_report_table(lake: Lake) -> bool:
+    """Rewrite a paper_daily_report written before issue 28 under the new column names, in one Delta commit (a
+    table overwrite with its schema). Needed before the next partition is written: a partition replaced under the
+    new schema makes Delta read the older partitions' equity_*_usd files as null pnl_*_usd columns. The table is
+    one row per strategy and day, so the rewrite is small; True when it ran."""
+    if not lake.exists(PAPER_REPORT_TABLE):
+        return False
+    names = lake.scan(PAPER_REPORT_TABLE).collect_schema().names()
+    if not any(old in names for old in RENAMED_REPORT_COLUMNS):
+        return False
+    rows = scan_report(lake).collect()
+    missing = [pl.lit(None).alias(c) for c in REPORT_SCHEMA.names if c not in rows.columns]
+    table = report_arrow(rows.with_columns(missing).select(REPORT_SCHEMA.names))
+    deltalake.write_deltalake(
+        lake.table_uri(PAPER_REPORT_TABLE),
+        table,
+        mode="overwrite",
+        schema_mode="overwrite",
+        partition_by=["trade_date"],
+        storage_options=lake.options(),
+    )
+    return True
+
+
 def period_drawdown_usd(days: pl.DataFrame) -> float:
-    """Peak-to-trough of the per-bar equity over consecutive report rows of one strategy (module doc)."""
+    """Peak-to-trough of the per-bar PnL over consecutive report rows of one strategy (module doc)."""
     rows = days.sort("trade_date")
     if rows.is_empty():
         return 0.0
-    peak, worst = float(rows["equity_open_usd"][0]), 0.0
-    for intraday, low, high in rows.select("max_drawdown_usd", "equity_low_usd", "equity_high_usd").iter_rows():
+    peak, worst = float(rows["pnl_open_usd"][0]), 0.0
+    for intraday, low, high in rows.select("max_drawdown_usd", "pnl_low_usd", "pnl_high_usd").iter_rows():
         worst = max(worst, intraday, peak - low)  # a handful of days: a loop over rows, not bars
         peak = max(peak, high)
     return worst

@@ -194,12 +194,13 @@ class PaperTrader:
             self._in_flight += quantity
             self.venue.submit(self._instrument, quantity, coid)
         if self._last_book is not None:
-            self._on_fills(self.venue.on_records(self._last_book), error=error)
+            self._on_fills(self.venue.on_records(self._book_after_latency()), error=error)
         if self.position:
             error.add_note(f"fail-safe: {self.position} contracts could not be flattened (no book to fill at)")
 
     def close(self) -> None:
-        """End of the stream: the open bar closes, the position is flattened at the last book, all is flushed."""
+        """End of the stream: the open bar closes, the position is flattened at the last book (its prices, the
+        venue's latency after it: `_book_after_latency`), all is flushed."""
         if self._failed:
             return
         received = time.perf_counter_ns()
@@ -207,9 +208,19 @@ class PaperTrader:
         if bars.height:
             self._on_bars(bars, received, self._last_ts, final=True)
         if self._last_book is not None:  # the last decision's order fills at the last book seen
-            self._on_fills(self.venue.on_records(self._last_book))
+            self._on_fills(self.venue.on_records(self._book_after_latency()))
         self._caught_up()  # a journal that spoke for the whole day: the checks still run
         self.flush()
+
+    def _book_after_latency(self) -> BookArrays:
+        """The last book seen, stamped `venue.latency_ns` later: the end of the stream has no later book, and an
+        order sent at the last one reaches the venue only then (the fill model's latency). Fed once more, it
+        fills every order still in flight at the last prices, at decision + latency, so a day always ends
+        flat with its fills journaled; with latency 0 it is the last book again."""
+        book = self._last_book
+        assert book is not None
+        later = book.ts_recv.dtype.type(max(int(self.venue.latency_ns), 0))  # the array's own type: int64 + uint64
+        return book._replace(ts_recv=book.ts_recv + later)  # would be float64 in numpy
 
     @property
     def position(self) -> int:
@@ -498,6 +509,10 @@ class PaperTrader:
         if self._resume_state is not None:
             self.risk.restore(*self._resume_state)
         self._journaled = None
+
+    def on_fills(self, fills: list[VenueFill]) -> None:
+        """Fills a venue reported between record slices (the live node's step while it reacts to faults)."""
+        self._on_fills(fills)
 
     def _on_fills(self, fills: list[VenueFill], error: BaseException | None = None) -> None:
         """Fills change the position first, then are journaled; in the fail-safe (`error`) a fill that cannot be

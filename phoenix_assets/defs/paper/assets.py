@@ -37,7 +37,8 @@ GATE_CHECKS: CheckTable = {
     check_specs=check_specs(PAPER_REPORT_TABLE, REPORT_CHECKS, trade_date_partitions),
     description=(
         "One row per paper-trading strategy and trade date from paper_bars, paper_orders, paper_fills and "
-        "paper_risk_events: PnL and return on capital, bars, orders, fills, fees, round trips and wins, intraday "
+        "paper_risk_events: PnL and return on capital (the day's and, as pnl_open/close/high/low_usd, the PnL since "
+        "the strategy started), bars, orders, fills, fees, round trips and wins, intraday "
         "max drawdown, decision/order latency p50/p99, risk events, worst risk state, catastrophe and its reason."
     ),
 )
@@ -47,6 +48,10 @@ def paper_daily_report(context: dg.AssetExecutionContext, lake: LakeResource) ->
     day = pr.read_paper_day(the_lake, trade_date, needed_by="paper_daily_report")
     report = pr.daily_report(day)
     table = pr.report_arrow(report)
+    if pr.migrate_report_table(the_lake):  # a table of the equity_*_usd names (before issue 28): renamed first
+        context.log.info(
+            f"{PAPER_REPORT_TABLE}: columns equity_*_usd renamed pnl_*_usd (they held PnL since the start)"
+        )
     version = the_lake.replace_partition(PAPER_REPORT_TABLE, table.schema, table.to_batches(), "trade_date", trade_date)
     unfilled = day.orders.join(day.fills, on="client_order_id", how="anti")["client_order_id"].to_list()
     context.log.info(f"{trade_date}: {report.height} strategies, {day.bars.height} {PAPER_BARS_TABLE} rows")
@@ -130,7 +135,7 @@ def paper_track_record(
             f"paper_track_record: no {PAPER_REPORT_TABLE} table in {the_lake.table_uri(PAPER_REPORT_TABLE)}: "
             "materialize paper_daily_report for the trade dates paper trading ran"
         )
-    report = the_lake.scan(PAPER_REPORT_TABLE).collect()
+    report = pr.scan_report(the_lake).collect()
     record = pr.track_record(report, config.days)
     versions = {}
     for strategy in record["strategy"].to_list():

@@ -49,7 +49,9 @@ class LiveBars:
             self._pending.append(seconds)
 
     def _bars_before(self, minute_ns: int | None) -> pl.DataFrame:
-        if not self._pending:
+        # no pending second before the minute: nothing closes (the common case of a live feed's single records,
+        # which would otherwise concatenate the open minute's seconds at every record)
+        if not self._pending or (minute_ns is not None and int(self._pending[0]["ts"].min()) >= minute_ns):
             return pl.DataFrame()
         pending = {k: np.concatenate([p[k] for p in self._pending]) for k in SECOND_COLUMNS}
         closed = np.ones(len(pending["ts"]), dtype=bool) if minute_ns is None else pending["ts"] < minute_ns

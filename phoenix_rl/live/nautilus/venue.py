@@ -161,6 +161,12 @@ class PaperVenue:
         self.engine.add_strategy(self._strategy)
         self._ended = False
 
+    @property
+    def latency_ns(self) -> int:
+        """Sent -> at the matching engine (the fill model's latency; 0 without one): `PaperTrader.close` feeds
+        the last book this much later so the end of the stream's orders fill."""
+        return 0 if self.fill is None else int(self.fill.latency_ns)
+
     def submit(self, instrument_id: int, quantity: int, client_order_id: str) -> None:
         """A market order for `quantity` signed contracts; it fills at the next tradeable book fed in."""
         if quantity:

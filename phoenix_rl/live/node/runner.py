@@ -23,9 +23,12 @@ Faults (`LiveSession.react`), each a journaled risk event through `NodeRiskEngin
     never acknowledged      chased `order_timeout_s` after it was sent: `query_order` (Nautilus asks the venue
                             for the order's status by its client id); still nothing after a second timeout:
                             cancelled, REDUCING (it may yet fill: the position check below catches that).
-    position mismatch       the venue's net position is not the journal's (a fill for an unknown order, a
-                            manual trade): the kill switch (HALTED, Phoenix's own position flattened), the
-                            difference named; what Phoenix did not trade is left to a person.
+    position mismatch       the venue's net position is not the journal's, the difference named and journaled
+                            (`LiveSession._check_position`): someone else's position in the account (a manual
+                            trade, another strategy; Phoenix's own at the venue is the journal's) -> REDUCING,
+                            what Phoenix did not trade is left to a person; Phoenix's own position at the venue
+                            is not the journal's -> HALTED and flattened through the kill switch (the risk
+                            limits are marked on the journal's fills: they would watch the wrong position).
     disconnect              orders wait (sent with the same client order id on reconnect); REDUCING at once,
                             HALTED after `max_disconnect_s`; on reconnect Nautilus reconciles and the position
                             check runs.
@@ -148,6 +151,8 @@ class NodeVenue:
         self.connected = True  # the runner's view of the exec client (`LiveSession.on_disconnect`)
         self.now_ns = 0
         self._closed = False
+        # refuses an instrument that is not the env's contract (`LiveSession`), the roll's next one included
+        self.contract_check: Callable[[Instrument], None] | None = None
 
     # --- lifecycle --------------------------------------------------------------------------------------
 
@@ -229,6 +234,10 @@ class NodeVenue:
     def instruments(self) -> list[InstrumentId]:
         return list(self._nids.values())
 
+    def registered(self) -> list[Instrument]:
+        """The instruments the node trades so far (as its cache holds them)."""
+        return [self.node.cache.instrument(nid) for nid in self._nids.values()]
+
     @property
     def rejections(self) -> list[str]:
         return list(self.strategy.rejections)
@@ -241,6 +250,20 @@ class NodeVenue:
     def net_position(self, instrument_id: int) -> int:
         """The account's net contracts in the instrument as the node sees the venue (every strategy's)."""
         return int(self.node.portfolio.net_position(self._nid(instrument_id)))
+
+    def strategy_position(self, instrument_id: int) -> int:
+        """Phoenix's own net contracts in the instrument as the node counts them from the venue's fills of
+        Phoenix's orders (Nautilus's positions of the strategy), whatever the journal says."""
+        nid = self._nid(instrument_id)
+        return int(
+            sum(p.signed_qty for p in self.node.cache.positions_open(instrument_id=nid, strategy_id=self.strategy.id))
+        )
+
+    def working_contracts(self) -> tuple[int, int]:
+        """Phoenix's orders not done at the node: (count, signed contracts unfilled), queued ones included."""
+        working = self.strategy.open_orders()
+        queued = [q for _, q, coid, _ in self._pending if coid not in working]
+        return len(working) + len(queued), sum(s.quantity - s.filled for s in working.values()) + sum(queued)
 
     # --- the node's loop --------------------------------------------------------------------------------
 
@@ -267,6 +290,8 @@ class NodeVenue:
         nid = self._nids.get(instrument_id)
         if nid is None:  # a new contract (the roll): into the cache and the venue's matching engines
             instrument = self._instrument_of(instrument_id)
+            if self.contract_check is not None:
+                self.contract_check(instrument)
             nid = instrument.id
             if self.node.cache.instrument(nid) is None:
                 self.node.cache.add_instrument(instrument)
@@ -274,6 +299,7 @@ class NodeVenue:
                 if client is not None and hasattr(client, "exchange") and self.node.is_running():
                     client.exchange.add_instrument(instrument)  # the Sandbox venue loads instruments at connect
             self._nids[instrument_id] = nid
+            self.strategy.databento_ids[nid] = instrument_id
         return nid
 
 
@@ -289,6 +315,23 @@ class LiveSession:
         self.faults: list[tuple[int, BrokerFault, str]] = []  # (data ts, fault, reaction)
         self._disconnected_at: int | None = None
         self._last_fault_ns = 0
+        self._named: dict[int, tuple[int, int]] = {}  # instrument -> the position difference named last
+        venue.contract_check = self._same_contract
+        for instrument in venue.registered():
+            self._same_contract(instrument)
+
+    def _same_contract(self, instrument: Instrument) -> None:
+        """The node's instrument (its multiplier and tick: Nautilus's `mnq_contract` from `MNQ`, or the broker's)
+        must be the contract the env priced the model's PnL and fills in (`EnvConfig.point_value` / `tick_size`,
+        also from `MNQ`): one source, checked where the two meet, the roll's new contract included."""
+        cfg = getattr(self.trader, "cfg", None)  # PaperTrader's EnvConfig; a stand-in without an env has no contract
+        multiplier, tick = float(instrument.multiplier), float(instrument.price_increment)
+        if cfg is not None and (multiplier, tick) != (cfg.point_value, cfg.tick_size):
+            raise ValueError(
+                f"LiveSession: the node's instrument {instrument.id} has multiplier {multiplier:g} and tick {tick:g}, "
+                f"the env's contract (EnvConfig) {cfg.point_value:g} and {cfg.tick_size:g}: trade the contract the "
+                "model was trained on, or train it on this one"
+            )
 
     def on_records(self, arrays: BookArrays) -> None:
         self.trader.on_records(arrays)
@@ -318,7 +361,11 @@ class LiveSession:
             sent.chased += 1
             self.venue.strategy.cancel_order(order)
         self.venue.step()
+        # a fill the step brought (a broker's, e.g. IB's) reaches the trader before the position check compares
+        self.trader.on_fills(self.venue.strategy.drain_fills())
         limit = self.settings.max_disconnect_s * NS_PER_S
+        if self._disconnected_at == 0:  # lost before the first record: the disconnect's clock starts with the data
+            self._disconnected_at = now
         if self._disconnected_at is not None and now - self._disconnected_at > limit:
             self._disconnected_at = now  # once per period
             self._record(
@@ -347,18 +394,45 @@ class LiveSession:
             self._record(now, fault, "halted", TradingState.HALTED)
 
     def _check_position(self, now: int) -> None:
-        """The venue's net position must be the journal's (the trader's fills): else HALTED through the kill
-        switch (Phoenix's own position flattened), the difference named; what Phoenix did not trade is left to a
-        person (the journal cannot say whose it is)."""
-        iid = self.trader.instrument
-        if not iid or not self.venue.connected:
+        """Reconcile each contract the strategy traded: the venue's net position against the journal's (the
+        trader's fills). A difference is named once (again only when it changes), with the venue's and the
+        journal's positions, Phoenix's own at the venue and the orders in flight, and journaled as a risk event:
+
+        - Phoenix's own position at the venue (Nautilus's, from the fills of Phoenix's orders) is the journal's:
+          the difference is someone else's (a manual trade, another strategy in the account). REDUCING: the
+          strategy may still exit, sized on a position the venue confirms; what it did not trade is left to a
+          person.
+        - Phoenix's own position at the venue is not the journal's (a fill the journal lost, or one journaled that
+          the venue never made): HALTED, not REDUCING, and flattened through the kill switch (`close_all_positions`
+          closes what the venue says Phoenix holds). Why not REDUCING: the risk engine marks PnL, the daily loss
+          and the drawdown on the journal's fills, so its limits would watch a position Phoenix does not hold
+          (after a lost fill of +2, a fall against the real 2 contracts never reaches the daily-loss halt), and
+          REDUCING lets the strategy keep those contracts for the rest of the day.
+        """
+        if not self.venue.connected:
             return
-        venue_pos, phoenix_pos = self.venue.net_position(iid), self.trader.position
-        if venue_pos == phoenix_pos or any(f.kind == "position_mismatch" for _, f, _ in self.faults):
-            return
-        what = f"the venue holds {venue_pos:+d} contracts of {iid}, the journal's fills {phoenix_pos:+d}"
-        self._record(now, BrokerFault("position_mismatch", "", what), "halted, Phoenix's position flattened", None)
-        self.kill_switch(f"position mismatch ({what})")
+        for iid in sorted({self.trader.instrument, *self.trader.positions} - {0}):
+            venue_pos, journal_pos = self.venue.net_position(iid), self.trader.positions.get(iid, 0)
+            if venue_pos == journal_pos:
+                self._named.pop(iid, None)
+                continue
+            own = self.venue.strategy_position(iid)
+            difference = (venue_pos - journal_pos, own - journal_pos)
+            if self._named.get(iid) == difference:
+                continue  # named already; a person resolves it
+            self._named[iid] = difference
+            orders, working = self.venue.working_contracts()
+            what = (
+                f"the venue holds {venue_pos:+d} contracts of {iid} ({own:+d} from Phoenix's orders), the journal's "
+                f"fills {journal_pos:+d}; in flight: journal {self.trader.in_flight:+d}, node {working:+d} in "
+                f"{orders} orders"
+            )
+            fault = BrokerFault("position_mismatch", "", what)
+            if own == journal_pos:
+                self._record(now, fault, "exits only; the other position is left to a person", TradingState.REDUCING)
+            else:
+                self._record(now, fault, "halted, Phoenix's position at the venue flattened", None)
+                self.kill_switch(f"position mismatch ({what})")
 
     def kill_switch(self, who: str) -> None:
         """HALTED (journaled first), orders not yet sent dropped, working orders cancelled (`cancel_all_orders`),

@@ -85,6 +85,9 @@ class PhoenixStrategy(Strategy):
         self.commission_per_side_usd = commission_per_side_usd
         self.sent: dict[str, _Sent] = {}
         self.rejections: list[str] = []
+        # the node's instrument -> Databento instrument id (NodeVenue._nid fills it): a broker names the contract
+        # its own way (IB: MNQM4.CME), so a fill is counted on the contract Phoenix traded, not on `-1`
+        self.databento_ids: dict[InstrumentId, int] = {}
         self._out = _Book()
 
     # --- orders out -------------------------------------------------------------------------------------
@@ -115,7 +118,7 @@ class PhoenixStrategy(Strategy):
             qty = int(order.quantity.as_double())
             signed = qty if order.side == OrderSide.BUY else -qty
             self.sent[coid] = _Sent(signed, now_ns)
-            claimed.append((coid, signed, _databento_id(order.instrument_id)))
+            claimed.append((coid, signed, self.databento_id(order.instrument_id)))
         return claimed
 
     def open_orders(self) -> dict[str, _Sent]:
@@ -144,7 +147,7 @@ class PhoenixStrategy(Strategy):
             VenueFill(
                 trade_id=str(event.trade_id),
                 client_order_id=coid,
-                instrument_id=_databento_id(event.instrument_id),
+                instrument_id=self.databento_id(event.instrument_id),
                 quantity=signed,
                 price=float(event.last_px.as_decimal()),
                 commission_usd=qty * self.commission_per_side_usd,
@@ -172,6 +175,10 @@ class PhoenixStrategy(Strategy):
     def note(self, fault: BrokerFault) -> None:
         """A fault the runner found (disconnect, an order never acknowledged): filed with the venue's."""
         self._out.faults.append(fault)
+
+    def databento_id(self, nid: InstrumentId) -> int:
+        """The Databento instrument id Phoenix traded as `nid` (the venue's map; the Sandbox's `<id>.GLBX` too)."""
+        return self.databento_ids.get(nid, _databento_id(nid))
 
     def drain_fills(self) -> list[VenueFill]:
         out, self._out.fills = self._out.fills, []

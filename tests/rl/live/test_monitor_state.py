@@ -25,14 +25,14 @@ import pytest
 
 from phoenix_assets.lib.io.lake import Lake
 from phoenix_rl.live.journal import OrderJournal, client_order_id
-from phoenix_rl.live.monitor_state import NO_SESSION, equity_series, monitor_state
+from phoenix_rl.live.monitor_state import NO_SESSION, monitor_state, pnl_series
 from tests.ui_support import CHROMIUM_ARGS, REPO, chromium_path, start_in_own_group, stop_group, tail
 
 T0 = dt.datetime(2024, 3, 13, 14, 30, tzinfo=dt.UTC)
 DAY1, DAY2 = dt.date(2024, 3, 13), dt.date(2024, 3, 14)
 NAN = math.nan
 
-# agent: 3 bars on DAY1, 4 on DAY2 (the second session). Peak equity 50 -> drawdown = 50 - equity after bar 1.
+# agent: 3 bars on DAY1, 4 on DAY2 (the second session). Peak PnL 50 -> drawdown = 50 - PnL after bar 1.
 EQUITY = [0.0, 50.0, 30.0, 40.0, -20.0, 10.0, 25.0]
 DRAWDOWN = [0.0, 0.0, 20.0, 10.0, 70.0, 40.0, 25.0]
 DECISION_MS = [100.0, 1.0, 2.0, 3.0, 4.0, 5.0, 50.0]
@@ -106,7 +106,7 @@ def test_state_of_the_latest_strategy_by_hand(tmp_path: Path) -> None:
     assert state["last_bar_ts"] == "2024-03-14T14:36:00Z" and state["trade_date"] == "2024-03-14"
     assert (state["position"], state["target"], state["close"]) == (-1, -1, 18006.0)
     assert state["pnl_usd"] == 25.0 and state["return_pct"] == pytest.approx(0.25)
-    assert state["pnl_today_usd"] == 25.0 - 30.0  # minus the equity at DAY1's last bar
+    assert state["pnl_today_usd"] == 25.0 - 30.0  # minus the PnL at DAY1's last bar
     assert state["drawdown_usd"] == 25.0 and state["drawdown_pct"] == pytest.approx(0.25)
     assert state["max_drawdown_usd"] == 70.0 and state["max_drawdown_pct"] == pytest.approx(0.7)
     assert (state["risk_state"], state["risk_reason"], state["order_reason"]) == (
@@ -126,7 +126,7 @@ def test_state_of_the_latest_strategy_by_hand(tmp_path: Path) -> None:
         ("2024-03-14T14:36:00Z", "REDUCING", REDUCING_REASON),
         ("2024-03-14T14:35:00Z", "ACTIVE", "resumed by test"),
     ]  # newest first, the agent's only
-    series = state["equity_series"]
+    series = state["pnl_series"]
     assert series["pnl_usd"] == EQUITY and (series["bars"], series["points"]) == (7, 7)
     assert series["ts_ms"] == [int(_bar(k)["bar_ts"].timestamp() * 1000) for k in range(7)]
 
@@ -152,7 +152,7 @@ def test_state_of_a_chosen_strategy_and_an_unknown_one(tmp_path: Path) -> None:
     assert unknown["status"] == "unknown_strategy" and "agent, tuned_rule" in unknown["message"]
 
 
-def test_equity_series_keeps_each_buckets_extremes() -> None:
+def test_pnl_series_keeps_each_buckets_extremes() -> None:
     n = 2000
     bars = pl.DataFrame(
         {
@@ -160,7 +160,7 @@ def test_equity_series_keeps_each_buckets_extremes() -> None:
             "pnl_usd": [math.sin(k / 50) * 100 + (-500.0 if k == 1234 else 0.0) for k in range(n)],
         }
     )
-    series = equity_series(bars, max_points=50)
+    series = pnl_series(bars, max_points=50)
     assert series["bars"] == n and series["points"] == len(series["ts_ms"]) <= 50
     assert series["ts_ms"] == sorted(set(series["ts_ms"]))  # time order, no duplicates
     kept = dict(zip(series["ts_ms"], series["pnl_usd"], strict=True))
@@ -229,7 +229,7 @@ def test_server_serves_the_page_and_the_state_and_stops_on_sigterm(tmp_path: Pat
         assert state == json.loads(json.dumps(monitor_state(Lake(str(lake_dir)))))
         assert json.loads(_get(f"{url}/api/state?strategy=tuned_rule")[1])["strategy"] == "tuned_rule"
         status, page = _get(f"{url}/")
-        assert status == 200 and 'data-testid="equity-chart"' in page and "fetch(stateUrl" in page
+        assert status == 200 and 'data-testid="pnl-chart"' in page and "fetch(stateUrl" in page
         assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # self-contained: nothing from a CDN
         assert _get(f"{url}/nope")[0] == 404
         proc.send_signal(signal.SIGTERM)
@@ -259,7 +259,7 @@ def _expect_page_shows(page: Any, state: dict) -> None:
     shown = {
         "strategy": state["strategy"],
         "session-id": state["session_id"],
-        "equity": _usd(state["pnl_usd"]),
+        "pnl": _usd(state["pnl_usd"]),
         "pnl-today": _usd(state["pnl_today_usd"]),
         "drawdown": _usd(state["drawdown_usd"]),
         "drawdown-pct": f"{state['drawdown_pct']:.2f}% of capital",
@@ -275,7 +275,7 @@ def _expect_page_shows(page: Any, state: dict) -> None:
     for test_id, text in shown.items():
         expect(by_id(test_id)).to_have_text(text, timeout=UPDATE_MS)
     expect(by_id("risk-state")).to_have_css("background-color", STATE_COLOURS[state["risk_state"]])
-    expect(by_id("equity-line")).to_have_attribute("data-points", str(state["equity_series"]["points"]))
+    expect(by_id("pnl-line")).to_have_attribute("data-points", str(state["pnl_series"]["points"]))
     expect(by_id("risk-events").locator("tr")).to_have_count(len(state["risk_events"]))
 
 

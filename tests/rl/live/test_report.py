@@ -164,7 +164,7 @@ def build_journal(lake: Lake) -> None:
 # D3 ofi: opening 6 (D1's close: D2 has no ofi bars), dE = 0, -1: short trip -1 (open at the close).
 EXPECTED = {
     ("agent", D1): dict(
-        equity_open_usd=0.0,
+        pnl_open_usd=0.0,
         pnl_usd=1.0,
         daily_return=1e-4,
         n_bars=6,
@@ -175,8 +175,8 @@ EXPECTED = {
         n_wins=1,
         round_trip_pnl_usd=1.0,
         max_drawdown_usd=8.0,
-        equity_high_usd=9.0,
-        equity_low_usd=-1.0,
+        pnl_high_usd=9.0,
+        pnl_low_usd=-1.0,
         latency_decision_p50_ms=17.5,
         latency_decision_p99_ms=24.85,
         latency_order_p50_ms=20.0,
@@ -187,7 +187,7 @@ EXPECTED = {
         catastrophe_reason="",
     ),
     ("agent", D2): dict(
-        equity_open_usd=1.0,
+        pnl_open_usd=1.0,
         pnl_usd=0.0,
         daily_return=0.0,
         n_bars=4,
@@ -198,8 +198,8 @@ EXPECTED = {
         n_wins=1,
         round_trip_pnl_usd=0.0,
         max_drawdown_usd=2.0,
-        equity_high_usd=3.0,
-        equity_low_usd=1.0,
+        pnl_high_usd=3.0,
+        pnl_low_usd=1.0,
         latency_order_p50_ms=30.0,
         n_risk_events=2,
         worst_risk_state="HALTED",
@@ -210,7 +210,7 @@ EXPECTED = {
         pnl_usd=0.0, n_bars=2, n_orders=0, n_fills=0, fees_usd=0.0, n_round_trips=0, n_wins=0, max_drawdown_usd=0.0
     ),
     ("ofi", D1): dict(
-        equity_open_usd=0.0,
+        pnl_open_usd=0.0,
         pnl_usd=6.0,
         daily_return=3e-4,
         n_orders=2,
@@ -225,7 +225,7 @@ EXPECTED = {
         catastrophe=False,
     ),
     ("ofi", D3): dict(
-        equity_open_usd=6.0,
+        pnl_open_usd=6.0,
         pnl_usd=-1.0,
         n_orders=1,
         n_fills=2,
@@ -292,7 +292,7 @@ def slow_report(lake: Lake, day: dt.date) -> dict[str, dict]:
         dec = [b["latency_decision_ms"] for b in today]
         order_lat = [b["latency_order_ms"] for b in today if not math.isnan(b["latency_order_ms"])]
         out[strategy] = {
-            "equity_open_usd": opening,
+            "pnl_open_usd": opening,
             "pnl_usd": today[-1]["pnl_usd"] - opening,
             "daily_return": (today[-1]["pnl_usd"] - opening) / today[-1]["capital_usd"],
             "n_bars": len(today),
@@ -303,8 +303,8 @@ def slow_report(lake: Lake, day: dt.date) -> dict[str, dict]:
             "n_wins": sum(p > 0 for p in trips),
             "round_trip_pnl_usd": sum(trips),
             "max_drawdown_usd": drawdown,
-            "equity_high_usd": max([opening] + [b["pnl_usd"] for b in today]),
-            "equity_low_usd": min(b["pnl_usd"] for b in today),
+            "pnl_high_usd": max([opening] + [b["pnl_usd"] for b in today]),
+            "pnl_low_usd": min(b["pnl_usd"] for b in today),
             "latency_decision_p50_ms": float(np.percentile(dec, 50)),
             "latency_decision_p99_ms": float(np.percentile(dec, 99)),
             "latency_order_p50_ms": float(np.percentile(order_lat, 50)) if order_lat else None,
@@ -394,7 +394,7 @@ def test_round_trips_match_the_slow_reference_on_random_days(lake: Lake) -> None
 def _flat_moves(lake: Lake, day: dt.date, strategy: str) -> float:
     """Equity changes on bars owned by no trip (flat before and after): random walks move there too."""
     changes = pr.bar_changes(pr.read_paper_day(lake, day).bars, pr.read_paper_day(lake, day).prior)
-    return float(changes.filter((pl.col("strategy") == strategy) & pl.col("trip").is_null())["equity_change"].sum())
+    return float(changes.filter((pl.col("strategy") == strategy) & pl.col("trip").is_null())["pnl_change"].sum())
 
 
 def _materialize_day(root: str, day: dt.date) -> dg.ExecuteInProcessResult:
@@ -441,6 +441,31 @@ def test_missing_paper_bars_names_the_date_and_table(journal_lake: Lake, tmp_pat
 
 
 # --- go-live gate -------------------------------------------------------------------------------------
+
+
+def test_a_report_table_of_the_old_equity_names_is_read_and_rewritten_under_the_pnl_names(
+    journal_lake: Lake,
+) -> None:
+    """Issue 28: paper_daily_report's equity_*_usd columns always held PnL since the start; they are pnl_*_usd
+    now. A table written under the old names reads under the new ones (`scan_report`, what paper_track_record
+    reads), and the next paper_daily_report rewrites it once: the old days keep their values, none is null."""
+    renamed = {new: old for old, new in pr.RENAMED_REPORT_COLUMNS.items()}
+    for day in (D1, D2):  # the report as an older Phoenix wrote it
+        table = pr.report_arrow(pr.daily_report(pr.read_paper_day(journal_lake, day)))
+        table = table.rename_columns([renamed.get(c, c) for c in table.column_names])
+        journal_lake.replace_partition(PAPER_REPORT_TABLE, table.schema, table.to_batches(), "trade_date", day)
+    assert "equity_open_usd" in journal_lake.scan(PAPER_REPORT_TABLE).collect_schema().names()
+    old = pr.scan_report(journal_lake).collect()
+    assert set(pr.RENAMED_REPORT_COLUMNS.values()) <= set(old.columns)
+    assert not set(pr.RENAMED_REPORT_COLUMNS) & set(old.columns)
+
+    assert _materialize_day(journal_lake.root, D3).success
+    stored = journal_lake.scan(PAPER_REPORT_TABLE).collect().sort("trade_date", "strategy")
+    assert stored.columns == pr.REPORT_SCHEMA.names  # rewritten: the new names only
+    assert stored.select(pr.RENAMED_REPORT_COLUMNS.values()).null_count().sum_horizontal().item() == 0
+    for row in stored.to_dicts():
+        _assert_row(row, EXPECTED[(row["strategy"], row["trade_date"])], f"{row['strategy']} {row['trade_date']}")
+    assert not pr.migrate_report_table(journal_lake)  # once only
 
 
 def journal_days(
@@ -578,9 +603,9 @@ def test_period_drawdown_spans_days() -> None:
     days = pl.DataFrame(
         {
             "trade_date": [D1, D2, D3],
-            "equity_open_usd": [0.0, 100.0, 40.0],
-            "equity_high_usd": [120.0, 100.0, 90.0],
-            "equity_low_usd": [-10.0, 30.0, 40.0],
+            "pnl_open_usd": [0.0, 100.0, 40.0],
+            "pnl_high_usd": [120.0, 100.0, 90.0],
+            "pnl_low_usd": [-10.0, 30.0, 40.0],
             "max_drawdown_usd": [20.0, 70.0, 0.0],
         }
     )

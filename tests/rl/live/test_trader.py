@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import databento
@@ -30,6 +31,7 @@ from phoenix_assets.lib.market.book_kernel import BookArrays, arrays_from_dbn, b
 from phoenix_assets.lib.market.live_bars import LiveBars, LiveFeatures
 from phoenix_assets.lib.synthetic.market import SyntheticMarketConfig, write_day
 from phoenix_rl.config import EnvConfig
+from phoenix_rl.env.fills import FillConfig
 from phoenix_rl.env.trading_env import MnqTradingEnv
 from phoenix_rl.evaluation.backtest import run_backtest
 from phoenix_rl.live.journal import OrderJournal
@@ -263,16 +265,22 @@ def run_session(
     drift_shift: float | None = None,
     minutes: int = 45,
     kill_on_send: int | None = None,
+    latency_ms: float | None = None,
 ) -> PaperTrader:
     """The first `minutes` of the live day for strategy "crash"; with crash_on_send=k the process SIGKILLs
-    itself on the k-th order after journaling it and before the venue has it (the worst moment)."""
+    itself on the k-th order after journaling it and before the venue has it (the worst moment); `latency_ms`:
+    the venue runs the fill model with that latency (else a commission only, no latency)."""
     records, bars, catalog, model = _previous_day(Path(landing))
     ts = records[LIVE_DAY].ts_recv.astype(np.int64)
     live = records[LIVE_DAY].slice(
         0, int(np.searchsorted(ts, cal.session_open_ns(LIVE_DAY) + minutes * 60_000_000_000))
     )
     cfg = EnvConfig(feature_columns=tuple(catalog.sets["phase2_ofi"].columns), lookback=4, trade_only_warm=False)
-    venue = PaperVenue(capital_usd=10_000.0, commission_per_side_usd=0.62)
+    venue = (
+        PaperVenue(capital_usd=10_000.0, commission_per_side_usd=0.62)
+        if latency_ms is None
+        else PaperVenue(capital_usd=10_000.0, fill=FillConfig.from_env(replace(cfg, fill_latency_ms=latency_ms)))
+    )
     drift: dict = {}
     if drift_shift is not None:  # the "training" rows: the batch features of the same minutes, maybe shifted
         both = pl.concat([bars, ofi_bars_1m(seconds_frame(book_ofi_1s(iter([live]))), symbol="MNQ.v.0")])
@@ -336,6 +344,25 @@ def test_a_crash_between_journal_and_send_resumes_without_a_duplicate_order(tmp_
         got = crashed_lake.scan(table).select(key).sort(key[0]).collect()
         assert want.height > 10 and got.equals(want), table
     assert clean.position == restarted.position == 0
+
+
+@pytest.mark.parametrize("latency_ms", [0.0, 1500.0])
+def test_a_day_ends_flat_with_every_fill_journaled_whatever_the_fill_latency(tmp_path: Path, latency_ms: float) -> None:
+    """The stream ends with no book after the last one; the end of the stream's flattening order (sent at the
+    last book) still fills, at the last book's prices, `latency_ms` after it, and is journaled: the position, the
+    journal's fills and the venue's all say flat. (1.5 s is longer than the thin feed's gaps between books.)"""
+    trader = run_session(str(tmp_path / "lake"), str(tmp_path / "landing"), minutes=30, latency_ms=latency_ms)
+    lake = Lake(str(tmp_path / "lake"))
+    orders = lake.scan("paper_orders").collect()
+    fills = lake.scan("paper_fills").collect()
+    assert orders.height > 5 and trader.position == 0 == fills["quantity"].sum()
+    filled = fills.group_by("client_order_id").agg(pl.col("quantity").sum())
+    assert (
+        orders.join(filled, on="client_order_id", how="left")["quantity_right"].to_list()
+        == orders["quantity"].to_list()
+    )
+    last = max(trader.fills, key=lambda f: f.ts_ns)
+    assert last.ts_ns == int(trader._last_book.ts_recv[-1]) + int(latency_ms * 1e6)  # the last book, + latency
 
 
 @pytest.mark.parametrize("shift", [0.0, 5.0])
