@@ -27,9 +27,11 @@ import polars as pl
 from numba import njit
 
 from feature_specs.spec import FeatureSpecError, HmmConfig
-from phoenix_assets.lib.features.compute import SESSION, raw_signals
+from phoenix_assets.lib.features.compute import SESSION, raw_signals, session_bars
+from phoenix_assets.lib.features.kernel import FeatureKernel
 
 __all__ = [
+    "RegimeFilter",
     "RegimeModel",
     "filter_regimes",
     "fit_regime_model",
@@ -37,6 +39,7 @@ __all__ = [
     "hmm_inputs",
     "log_emission",
     "model_summary",
+    "regime_frame",
 ]
 
 FORMAT_VERSION = 1
@@ -116,12 +119,6 @@ class RegimeModel:
 def hmm_inputs(bars: pl.DataFrame, cfg: HmmConfig) -> pl.DataFrame:
     """ts, trade_date, instrument_id and the HMM input columns, session bars in (instrument_id, ts) order."""
     return raw_signals(bars, cfg.inputs).with_columns(pl.col(n).fill_nan(None) for n in cfg.input_names)
-
-
-def _session_starts(frame: pl.DataFrame) -> np.ndarray:
-    """True at the first row of every (instrument_id, trade_date) run of an (instrument_id, ts)-sorted frame."""
-    run = frame.select(pl.struct(SESSION).rle_id()).to_series().to_numpy()
-    return np.r_[True, run[1:] != run[:-1]] if run.size else np.zeros(0, dtype=bool)
 
 
 # --- fit ----------------------------------------------------------------------------------------------
@@ -215,12 +212,17 @@ def log_emission(model: RegimeModel, raw: np.ndarray) -> np.ndarray:
 
 @njit(cache=True)
 def _forward(
-    log_b: np.ndarray, reset: np.ndarray, startprob: np.ndarray, transmat: np.ndarray, out: np.ndarray
+    log_b: np.ndarray,
+    reset: np.ndarray,
+    startprob: np.ndarray,
+    transmat: np.ndarray,
+    previous: np.ndarray,
+    out: np.ndarray,
 ) -> None:
     n, k = log_b.shape
-    alpha = np.empty(k)
+    alpha = previous.copy()
     for t in range(n):
-        prior = startprob.copy() if t == 0 or reset[t] else alpha @ transmat
+        prior = startprob.copy() if reset[t] or np.isnan(alpha[0]) else alpha @ transmat
         shift = log_b[t].max()
         total = 0.0
         for j in range(k):
@@ -236,37 +238,76 @@ def _forward(
         out[t] = alpha
 
 
-def forward_filter(log_b: np.ndarray, reset: np.ndarray, startprob: np.ndarray, transmat: np.ndarray) -> np.ndarray:
-    """Filtered P(state_t | x_<=t) rows; the recursion restarts at `startprob` where `reset` is true."""
+def forward_filter(
+    log_b: np.ndarray,
+    reset: np.ndarray,
+    startprob: np.ndarray,
+    transmat: np.ndarray,
+    previous: np.ndarray | None = None,
+) -> np.ndarray:
+    """Filtered P(state_t | x_<=t) rows; the recursion restarts at `startprob` where `reset` is true, and
+    continues from `previous` (the filtered row before the first, e.g. the last bar of the previous call)."""
     log_b = np.ascontiguousarray(log_b, dtype=np.float64)
     out = np.empty_like(log_b)
+    k = log_b.shape[1] if log_b.ndim == 2 else len(startprob)
     _forward(
         log_b,
         np.ascontiguousarray(reset, dtype=np.bool_),
         np.ascontiguousarray(startprob, dtype=np.float64),
         np.ascontiguousarray(transmat, dtype=np.float64),
+        np.full(k, np.nan) if previous is None else np.ascontiguousarray(previous, dtype=np.float64),
         out,
     )
     return out
 
 
-def filter_regimes(model: RegimeModel, bars: pl.DataFrame, cfg: HmmConfig) -> pl.DataFrame:
-    """Per session bar: ts, trade_date, instrument_id, p_regime_0..K-1 (filtered) and hmm_regime (argmax),
-    sorted by (ts, instrument_id)."""
-    if tuple(cfg.input_names) != model.input_names:
-        raise FeatureSpecError(f"HMM model inputs {model.input_names} differ from the spec's {cfg.input_names}")
-    x = hmm_inputs(bars, cfg)
-    raw = x.select(list(model.input_names)).to_numpy().astype(np.float64)
-    probs = forward_filter(log_emission(model, raw), _session_starts(x), model.startprob, model.transmat)
+class RegimeFilter:
+    """Forward filtering of session bars fed in (instrument_id, ts) order, in one call or many: the HMM inputs'
+    kernel state and the last filtered row carry over, so the live path (one closed bar at a time) gets the
+    batch's probabilities bit for bit."""
+
+    def __init__(self, model: RegimeModel, cfg: HmmConfig) -> None:
+        if tuple(cfg.input_names) != model.input_names:
+            raise FeatureSpecError(f"HMM model inputs {model.input_names} differ from the spec's {cfg.input_names}")
+        self.model = model
+        self._inputs = FeatureKernel(cfg.inputs)
+        self._alpha = np.full(model.n_states, np.nan)
+        self._session = (-1, -(2**31))  # no bar yet
+
+    def run(self, rows: pl.DataFrame) -> np.ndarray:
+        """Filtered probabilities (one row per bar of `rows`: session bars with ts, trade_date, instrument_id
+        and the inputs' columns)."""
+        raw, _ = self._inputs.run(rows)
+        inst = rows["instrument_id"].to_numpy().astype(np.int64)
+        date = rows["trade_date"].cast(pl.Int32).to_numpy().astype(np.int64)
+        prev_inst, prev_date = np.r_[self._session[0], inst[:-1]], np.r_[self._session[1], date[:-1]]
+        reset = (inst != prev_inst) | (date != prev_date)  # a session start or an instrument change
+        m = self.model
+        probs = forward_filter(log_emission(m, raw), reset, m.startprob, m.transmat, previous=self._alpha)
+        if rows.height:
+            self._alpha, self._session = probs[-1].copy(), (int(inst[-1]), int(date[-1]))
+        return probs
+
+
+def regime_frame(rows: pl.DataFrame, probs: np.ndarray) -> pl.DataFrame:
+    """ts, trade_date, instrument_id, p_regime_0..K-1 and hmm_regime (argmax) of `rows`, sorted by
+    (ts, instrument_id)."""
     label = probs.argmax(axis=1).astype(np.int8) if probs.size else np.zeros(0, dtype=np.int8)
     return (
-        x.select("ts", "trade_date", "instrument_id")
+        rows.select("ts", "trade_date", "instrument_id")
         .with_columns(
-            *[pl.Series(f"p_regime_{k}", probs[:, k]) for k in range(model.n_states)],
+            *[pl.Series(f"p_regime_{k}", probs[:, k]) for k in range(probs.shape[1])],
             pl.Series("hmm_regime", label),
         )
         .sort("ts", "instrument_id")
     )
+
+
+def filter_regimes(model: RegimeModel, bars: pl.DataFrame, cfg: HmmConfig) -> pl.DataFrame:
+    """Per session bar: ts, trade_date, instrument_id, p_regime_0..K-1 (filtered) and hmm_regime (argmax),
+    sorted by (ts, instrument_id)."""
+    rows = session_bars(bars)
+    return regime_frame(rows, RegimeFilter(model, cfg).run(rows))
 
 
 def model_summary(model: RegimeModel, regimes: pl.DataFrame | None = None) -> dict:

@@ -1,6 +1,8 @@
 """One-minute order-flow bars (`ofi_bars_1m`) from the 1-second book table, plus Stoikov's microprice.
 
-Everything here is vectorised polars over `book_snapshots_1s` rows (`book_kernel.SECOND_COLUMNS`);
+Everything here is vectorised numpy over `book_snapshots_1s` rows (`book_kernel.SECOND_COLUMNS`), by the
+minutes' row ranges (`np.*.reduceat`): the batch asset and the live path (`LiveBars`, one closed minute at a
+time) run the same `minute_bars`;
 the definitions of the per-second inputs (OFI, states, time weighting) live in `book_kernel`.
 Because the 1-second grid is dense inside a run (quiet seconds included), summing the seconds of a
 minute gives the exact minute figures: OFI, volumes and counts are int64 sums (bit-exact), the
@@ -44,14 +46,21 @@ __all__ = [
     "TICK_SIZE",
     "apply_stoikov_adjustment",
     "fit_stoikov_adjustment",
+    "minute_bars",
     "ofi_bars_1m",
     "ofi_mid_figures",
+    "seconds_arrays",
     "seconds_frame",
+    "state_index",
+    "stoikov_microprice",
     "with_l1_columns",
 ]
 
 TICK_SIZE = MNQ.tick_size  # minimum price increment, index points (NQ and ES share MNQ's 0.25)
 LEVELS = range(1, N_LEVELS + 1)
+NS_PER_MINUTE = 60 * 1_000_000_000
+OFI_COLUMNS = [f"ofi_l{m}" for m in LEVELS]
+TW_COLUMNS = ["book_s", "valid_s", "crossed_s", "tw_spread", "tw_microprice_dev", "tw_bid_sz_l1", "tw_ask_sz_l1"]
 _NULLABLE_FLOATS = [
     *level_columns("bid_px"),
     *level_columns("ask_px"),
@@ -78,8 +87,10 @@ def seconds_frame(columns: dict[str, np.ndarray]) -> pl.DataFrame:
     )
 
 
-def _safe_div(num: pl.Expr, den: pl.Expr) -> pl.Expr:
-    return pl.when(den > 0).then(num / den).otherwise(None)
+def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den where den > 0, else NaN (missing)."""
+    ok = den > 0
+    return np.divide(num.astype(np.float64), den, out=np.full(len(num), np.nan), where=ok)
 
 
 def with_l1_columns(frame_1s: pl.DataFrame, tick_size: float = TICK_SIZE) -> pl.DataFrame:
@@ -88,8 +99,22 @@ def with_l1_columns(frame_1s: pl.DataFrame, tick_size: float = TICK_SIZE) -> pl.
     qb, qa = pl.col("bid_sz_00"), pl.col("ask_sz_00")
     return frame_1s.with_columns(
         spread_ticks_close=pl.when(valid).then((pl.col("ask_px_00") - pl.col("bid_px_00")) / tick_size),
-        imbalance_close=pl.when(valid).then(_safe_div(qb.cast(pl.Float64), (qb + qa).cast(pl.Float64))),
+        imbalance_close=pl.when(valid).then(
+            pl.when((qb + qa) > 0).then(qb.cast(pl.Float64) / (qb + qa).cast(pl.Float64))
+        ),
     )
+
+
+def seconds_arrays(frame_1s: pl.DataFrame) -> dict[str, np.ndarray]:
+    """`book_snapshots_1s` rows -> the kernel's numpy columns (ts in ns, trade_date in days, null -> NaN),
+    sorted by (instrument_id, ts); `symbol` kept when the frame has it."""
+    f = frame_1s.sort("instrument_id", "ts")
+    out = {c: f[c].to_numpy() for c in SECOND_COLUMNS if c not in ("ts", "trade_date")}
+    out["ts"] = f["ts"].cast(pl.Datetime("ns", "UTC")).dt.epoch("ns").to_numpy()
+    out["trade_date"] = f["trade_date"].cast(pl.Int32).to_numpy()
+    if "symbol" in f.columns:
+        out["symbol"] = f["symbol"].to_numpy()
+    return out
 
 
 def ofi_bars_1m(
@@ -104,101 +129,140 @@ def ofi_bars_1m(
     `symbol` fills the symbol column when the frame has none. With `stoikov_table` (fit on earlier
     data only, `fit_stoikov_adjustment`) the bars also get `microprice_stoikov_close`.
     """
-    f = frame_1s.with_columns(pl.col("ts").cast(pl.Datetime("ns", "UTC"))).sort("instrument_id", "ts")
-    if "symbol" not in f.columns:
-        f = f.with_columns(symbol=pl.lit(symbol, dtype=pl.String))
-    f = f.with_columns(
-        minute=pl.col("ts").dt.truncate("1m"),
-        depth_bid_total=pl.sum_horizontal(level_columns("bid_sz")),
-        depth_ask_total=pl.sum_horizontal(level_columns("ask_sz")),
-        **{
-            f"_depth_l{m}": pl.when("book_valid").then(
-                (pl.col(f"bid_sz_{m - 1:02d}") + pl.col(f"ask_sz_{m - 1:02d}")) / 2.0
-            )
-            for m in LEVELS
-        },
-    )
-    sums = [
-        *COUNT_COLUMNS,
-        "notional",
-        *[f"ofi_l{m}" for m in LEVELS],
-        "book_s",
-        "valid_s",
-        "crossed_s",
-        "tw_spread",
-        "tw_microprice_dev",
-        "tw_bid_sz_l1",
-        "tw_ask_sz_l1",
-    ]
-    last = [
-        "book_valid",
-        "bid_px_00",
-        "ask_px_00",
-        "bid_sz_00",
-        "ask_sz_00",
-        "depth_bid_total",
-        "depth_ask_total",
-        "mid_close",
-        "microprice_close",
-    ]
-    g = f.group_by("instrument_id", "minute").agg(
-        pl.col("trade_date").first(),
-        pl.col("symbol").first(),
-        pl.col("in_session").first(),
-        pl.col("trade_open").drop_nulls().first(),
-        pl.col("trade_high").max(),
-        pl.col("trade_low").min(),
-        pl.col("trade_close").drop_nulls().last(),
-        pl.col("mid_open").drop_nulls().first(),
-        pl.col("mid_high").max(),
-        pl.col("mid_low").min(),
-        *[pl.col(c).sum() for c in sums],
-        *[pl.col(c).last() for c in last],
-        *[pl.col(f"_depth_l{m}").mean() for m in LEVELS],
-    )
-    g = g.filter(pl.col("n_records") > 0)
-    valid_s = pl.col("valid_s")
-    no_trades = pl.col("trade_count") == 0
-    bars = g.with_columns(
-        ohlc_from_mid=pl.col("trade_open").is_null(),
-        open=pl.coalesce("trade_open", "mid_open"),
-        high=pl.coalesce("trade_high", "mid_high"),
-        low=pl.coalesce("trade_low", "mid_low"),
-        close=pl.coalesce("trade_close", "mid_close"),
-        vwap_num=pl.col("notional"),
-        vwap_den=pl.col("volume"),
-        vwap=pl.when(no_trades).then(None).otherwise(_safe_div(pl.col("notional"), pl.col("volume"))),
-        **{f"ofi_l{m}_norm": _safe_div(pl.col(f"ofi_l{m}").cast(pl.Float64), pl.col(f"_depth_l{m}")) for m in LEVELS},
-        microprice_dev_ticks_close=(pl.col("microprice_close") - pl.col("mid_close")) / tick_size,
-        microprice_dev_ticks_mean=_safe_div(pl.col("tw_microprice_dev"), valid_s) / tick_size,
-        spread_ticks_close=pl.when("book_valid").then((pl.col("ask_px_00") - pl.col("bid_px_00")) / tick_size),
-        spread_ticks_mean=_safe_div(pl.col("tw_spread"), valid_s) / tick_size,
-        imbalance_close=pl.when("book_valid").then(
-            _safe_div(pl.col("bid_sz_00").cast(pl.Float64), (pl.col("bid_sz_00") + pl.col("ask_sz_00")))
+    return minute_bars(seconds_arrays(frame_1s), symbol=symbol, tick_size=tick_size, stoikov_table=stoikov_table)
+
+
+def minute_bars(
+    s: dict[str, np.ndarray],
+    *,
+    symbol: str | None = None,
+    tick_size: float = TICK_SIZE,
+    stoikov_table: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """`ofi_bars_1m` from the seconds' numpy columns (`seconds_arrays`, or the book kernel's output as the live
+    path holds it; sorted by (instrument_id, ts) here if they are not). Vectorised numpy over the minutes' row
+    ranges: a minute's figures depend only on its own seconds, so a live minute equals the batch's bit for bit."""
+    ts, iid = s["ts"].astype(np.int64), s["instrument_id"].astype(np.int64)
+    n = len(ts)
+    if n > 1 and ((np.diff(iid) < 0) | ((np.diff(iid) == 0) & (np.diff(ts) < 0))).any():  # e.g. a roll's overlap
+        order = np.lexsort((ts, iid))
+        s = {k: v[order] for k, v in s.items()}
+        ts, iid = ts[order], iid[order]
+    minute = ts - ts % NS_PER_MINUTE
+    starts = np.flatnonzero(np.r_[True, (iid[1:] != iid[:-1]) | (minute[1:] != minute[:-1])]) if n else np.zeros(0, int)
+    ends = np.r_[starts[1:], n] - 1 if n else starts
+    row = np.arange(n)
+
+    def add(x: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(x, starts) if n else x[:0]
+
+    def first_valid(x: np.ndarray) -> np.ndarray:
+        at = np.minimum.reduceat(np.where(np.isnan(x), n, row), starts) if n else row[:0]
+        return np.where(at < n, x[np.minimum(at, n - 1)], np.nan)
+
+    def last_valid(x: np.ndarray) -> np.ndarray:
+        at = np.maximum.reduceat(np.where(np.isnan(x), -1, row), starts) if n else row[:0]
+        return np.where(at >= 0, x[at], np.nan)
+
+    def extreme(x: np.ndarray, ufunc: np.ufunc) -> np.ndarray:  # NaN-skipping; NaN when none
+        return ufunc.reduceat(x, starts) if n else x[:0]
+
+    valid = s["book_valid"].astype(bool)
+    b: dict[str, np.ndarray] = {
+        "ts": minute[starts],
+        "trade_date": s["trade_date"][starts],
+        "instrument_id": iid[starts],
+        "in_session": s["in_session"][starts],
+    }
+    sym = s["symbol"][starts] if "symbol" in s else np.full(len(starts), symbol, dtype=object)
+    trade_open, mid_open = first_valid(s["trade_open"]), first_valid(s["mid_open"])
+    trade_close = last_valid(s["trade_close"])
+    trade_high, trade_low = extreme(s["trade_high"], np.fmax), extreme(s["trade_low"], np.fmin)
+    mid_high, mid_low = extreme(s["mid_high"], np.fmax), extreme(s["mid_low"], np.fmin)
+    sums = {c: add(s[c]) for c in (*COUNT_COLUMNS, "notional", *OFI_COLUMNS, *TW_COLUMNS)}
+    last = {
+        c: s[c][ends] for c in ("bid_px_00", "ask_px_00", "bid_sz_00", "ask_sz_00", "mid_close", "microprice_close")
+    }
+    book_valid_close = valid[ends]
+    depth_bid_total = sum(s[c][ends] for c in level_columns("bid_sz"))
+    depth_ask_total = sum(s[c][ends] for c in level_columns("ask_sz"))
+    mid_close = last["mid_close"]
+    b |= {
+        "open": np.where(np.isnan(trade_open), mid_open, trade_open),
+        "high": np.where(np.isnan(trade_high), mid_high, trade_high),
+        "low": np.where(np.isnan(trade_low), mid_low, trade_low),
+        "close": np.where(np.isnan(trade_close), mid_close, trade_close),
+        "ohlc_from_mid": np.isnan(trade_open),
+        "volume": sums["volume"],
+        "buy_volume": sums["buy_volume"],
+        "sell_volume": sums["sell_volume"],
+        "trade_count": sums["trade_count"],
+        "vwap_num": sums["notional"],
+        "vwap_den": sums["volume"],
+        "vwap": np.where(sums["trade_count"] == 0, np.nan, _safe_div(sums["notional"], sums["volume"])),
+    }
+    for m in LEVELS:
+        size = s[f"bid_sz_{m - 1:02d}"] + s[f"ask_sz_{m - 1:02d}"]
+        depth = np.where(valid, size / 2.0, 0.0)
+        seen = add(valid.astype(np.int64))
+        mean_depth = np.divide(add(depth), seen, out=np.full(len(starts), np.nan), where=seen > 0)
+        b[f"ofi_l{m}"] = sums[f"ofi_l{m}"]
+        b[f"_norm_{m}"] = _safe_div(sums[f"ofi_l{m}"], mean_depth)
+    for m in LEVELS:
+        b[f"ofi_l{m}_norm"] = b.pop(f"_norm_{m}")
+    valid_s = sums["valid_s"]
+    b |= {
+        "mid_open": mid_open,
+        "mid_high": mid_high,
+        "mid_low": mid_low,
+        "mid_close": mid_close,
+        "microprice_close": last["microprice_close"],
+        "microprice_dev_ticks_close": (last["microprice_close"] - mid_close) / tick_size,
+        "microprice_dev_ticks_mean": _safe_div(sums["tw_microprice_dev"], valid_s) / tick_size,
+        "spread_ticks_close": np.where(book_valid_close, (last["ask_px_00"] - last["bid_px_00"]) / tick_size, np.nan),
+        "spread_ticks_mean": _safe_div(sums["tw_spread"], valid_s) / tick_size,
+        "imbalance_close": np.where(
+            book_valid_close, _safe_div(last["bid_sz_00"], last["bid_sz_00"] + last["ask_sz_00"]), np.nan
         ),
-        liquidity_consumption=(
-            _safe_div(pl.col("buy_volume").cast(pl.Float64), _safe_div(pl.col("tw_ask_sz_l1"), valid_s))
-            + _safe_div(pl.col("sell_volume").cast(pl.Float64), _safe_div(pl.col("tw_bid_sz_l1"), valid_s))
-        ),
-        crossed_share=_safe_div(pl.col("crossed_s"), pl.col("book_s")),
-        depth_bid_l1=pl.col("bid_sz_00"),
-        depth_ask_l1=pl.col("ask_sz_00"),
-        depth_total=pl.col("depth_bid_total") + pl.col("depth_ask_total"),
-    ).rename({"minute": "ts", "book_valid": "book_valid_close"})
+        "depth_bid_l1": last["bid_sz_00"],
+        "depth_ask_l1": last["ask_sz_00"],
+        "depth_bid_total": depth_bid_total,
+        "depth_ask_total": depth_ask_total,
+        "depth_total": depth_bid_total + depth_ask_total,
+        "liquidity_consumption": _safe_div(sums["buy_volume"], _safe_div(sums["tw_ask_sz_l1"], valid_s))
+        + _safe_div(sums["sell_volume"], _safe_div(sums["tw_bid_sz_l1"], valid_s)),
+        **{c: sums[c] for c in ("n_records", "n_events", "n_snapshots", "n_crossed_events", "valid_s")},
+        "crossed_share": _safe_div(sums["crossed_s"], sums["book_s"]),
+        "book_valid_close": book_valid_close,
+    }
     if stoikov_table is not None:
-        bars = apply_stoikov_adjustment(bars, stoikov_table, tick_size=tick_size, out="microprice_stoikov_close")
-    cols = [c for c in BAR_COLUMNS if c in bars.columns]
-    return bars.select(cols).sort("ts", "instrument_id")
+        b["microprice_stoikov_close"] = stoikov_microprice(
+            mid_close, b["imbalance_close"], b["spread_ticks_close"], stoikov_table, tick_size
+        )
+    keep = sums["n_records"] > 0
+    order = np.lexsort((b["instrument_id"][keep], b["ts"][keep]))
+    columns = {}
+    for c in BAR_COLUMNS:
+        if c == "symbol":
+            columns[c] = pl.Series(c, sym[keep][order], pl.String)
+        elif c in b:
+            v = b[c][keep][order]
+            columns[c] = pl.Series(c, v, nan_to_null=True) if v.dtype.kind == "f" else pl.Series(c, v)
+    return pl.DataFrame(columns).with_columns(
+        pl.col("ts").cast(pl.Datetime("ns", "UTC")), pl.col("trade_date").cast(pl.Int32).cast(pl.Date)
+    )
 
 
 # --- Stoikov (2018) micro-price -----------------------------------------------------------------------
 
 
-def _state_index(spread_ticks: pl.Expr, imbalance: pl.Expr, n_imb: int, max_spread: int) -> pl.Expr:
-    """(spread in ticks, imbalance bucket) -> 0..max_spread*n_imb-1, null outside the grid."""
-    s = spread_ticks.round(0).cast(pl.Int64)
-    b = (imbalance * n_imb).floor().cast(pl.Int64).clip(0, n_imb - 1)
-    return pl.when((s >= 1) & (s <= max_spread)).then((s - 1) * n_imb + b)
+def state_index(spread_ticks: np.ndarray, imbalance: np.ndarray, n_imb: int, max_spread: int) -> np.ndarray:
+    """(spread in ticks, imbalance bucket) -> 0..max_spread*n_imb-1, -1 outside the grid or where missing."""
+    with np.errstate(invalid="ignore"):
+        s = np.floor(spread_ticks + 0.5)  # spreads sit on the tick grid: the nearest whole tick
+        on_grid = np.isfinite(s) & np.isfinite(imbalance) & (s >= 1) & (s <= max_spread)
+        bucket = np.clip(np.floor(np.where(on_grid, imbalance, 0.0) * n_imb), 0, n_imb - 1)
+    return np.where(on_grid, (np.where(on_grid, s, 1) - 1) * n_imb + bucket, -1).astype(np.int64)
 
 
 def _mirror(x: pl.Expr, n_imb: int) -> pl.Expr:
@@ -234,15 +298,13 @@ def fit_stoikov_adjustment(
     n, smax = n_imbalance_buckets, max_spread_ticks
     k = n * smax
     run = ["instrument_id", "trade_date", "in_session"]
+    f = with_l1_columns(train_1s.with_columns(pl.col("ts").cast(pl.Datetime("ns", "UTC"))), tick_size).sort(
+        "instrument_id", "ts"
+    )
+    x = state_index(f["spread_ticks_close"].to_numpy(), f["imbalance_close"].to_numpy(), n, smax)
     f = (
-        with_l1_columns(train_1s.with_columns(pl.col("ts").cast(pl.Datetime("ns", "UTC"))), tick_size)
-        .sort("instrument_id", "ts")
-        .select(
-            "ts",
-            *run,
-            x=_state_index(pl.col("spread_ticks_close"), pl.col("imbalance_close"), n, smax),
-            mid=pl.col("mid_close"),
-        )
+        f.with_columns(_x=pl.Series(x))
+        .select("ts", *run, x=pl.when(pl.col("_x") >= 0).then(pl.col("_x")), mid=pl.col("mid_close"))
         .with_columns(xm=_mirror(pl.col("x"), n))  # the same state with bid and ask swapped
         .with_columns(
             y=pl.col("x").shift(-1).over(run),
@@ -288,6 +350,24 @@ def fit_stoikov_adjustment(
     ).with_columns(pl.col("adjustment_ticks").fill_nan(None))
 
 
+def stoikov_microprice(
+    mid_close: np.ndarray,
+    imbalance_close: np.ndarray,
+    spread_ticks_close: np.ndarray,
+    table: pl.DataFrame,
+    tick_size: float = TICK_SIZE,
+) -> np.ndarray:
+    """mid_close + g*(imbalance_close, spread_ticks_close) x tick; NaN where the state is off the table (crossed,
+    wider spread, never seen in training)."""
+    n = int(table["imbalance_bucket"].max()) + 1
+    smax = int(table["spread_ticks"].max())
+    lut = np.full(n * smax, np.nan)
+    keys = ((table["spread_ticks"] - 1) * n + table["imbalance_bucket"]).to_numpy()
+    lut[keys] = table["adjustment_ticks"].cast(pl.Float64).to_numpy()
+    key = state_index(spread_ticks_close, imbalance_close, n, smax)
+    return np.where(key >= 0, mid_close + lut[np.maximum(key, 0)] * tick_size, np.nan)
+
+
 def apply_stoikov_adjustment(
     frame: pl.DataFrame,
     table: pl.DataFrame,
@@ -295,17 +375,14 @@ def apply_stoikov_adjustment(
     tick_size: float = TICK_SIZE,
     out: str = "microprice_stoikov",
 ) -> pl.DataFrame:
-    """Add `out` = mid_close + g*(imbalance_close, spread_ticks_close) x tick; null where the state is
-    off the table (crossed, wider spread, never seen in training). Needs those three columns (bars
-    have them; for 1-second rows call `with_l1_columns` first)."""
-    n = int(table["imbalance_bucket"].max()) + 1
-    smax = int(table["spread_ticks"].max())
-    lookup = table.select(
-        _key=(pl.col("spread_ticks") - 1) * n + pl.col("imbalance_bucket"), _adj=pl.col("adjustment_ticks")
+    """Add `out` (`stoikov_microprice`, null off the table). Needs mid_close, imbalance_close and
+    spread_ticks_close (bars have them; for 1-second rows call `with_l1_columns` first)."""
+    value = stoikov_microprice(
+        *(frame[c].cast(pl.Float64).to_numpy() for c in ("mid_close", "imbalance_close", "spread_ticks_close")),
+        table,
+        tick_size,
     )
-    keyed = frame.with_columns(_key=_state_index(pl.col("spread_ticks_close"), pl.col("imbalance_close"), n, smax))
-    joined = keyed.join(lookup, on="_key", how="left", maintain_order="left")
-    return joined.with_columns((pl.col("mid_close") + pl.col("_adj") * tick_size).alias(out)).drop("_key", "_adj")
+    return frame.with_columns(pl.Series(out, value, nan_to_null=True))
 
 
 # --- what the OFI explains -----------------------------------------------------------------------------

@@ -3,8 +3,8 @@ one feature row per closed minute.
 
 `./phoenix paper` (live `databento.Live` or a replayed day) feeds records here in arrival order, in chunks of
 any size down to one record. The records go through the same `BookOfiState` kernel as `book_snapshots_1s`,
-the same `ofi_bars_1m` function as the `ofi_bars_1m` asset, and the same `compute_features` /
-`filter_regimes` as `features_1m` / `hmm_regimes`, so a replayed day gives the batch tables' rows bit for bit
+the same `minute_bars` as the `ofi_bars_1m` asset, and the same streaming kernels as `features_1m` /
+`hmm_regimes` (`FeatureKernel`, `RegimeFilter`), so a replayed day gives the batch tables' rows bit for bit
 (tests/assets/lib/market/test_live_bars.py). A minute closes when a record of a later minute arrives (or at
 `close()`, the end of the stream): only then are all of its seconds known, which is also when the batch bar is final.
 """
@@ -15,9 +15,11 @@ import numpy as np
 import polars as pl
 
 from feature_specs import FeatureCatalog
-from phoenix_assets.lib.features.compute import compute_features
-from phoenix_assets.lib.features.hmm_regimes import RegimeModel, filter_regimes
-from phoenix_assets.lib.market.bars import ofi_bars_1m, seconds_frame
+from feature_specs.spec import FeatureSpecError
+from phoenix_assets.lib.features.compute import bar_features, feature_frame, session_bars
+from phoenix_assets.lib.features.hmm_regimes import RegimeFilter, RegimeModel
+from phoenix_assets.lib.features.kernel import FeatureKernel
+from phoenix_assets.lib.market.bars import minute_bars
 from phoenix_assets.lib.market.book_kernel import SECOND_COLUMNS, BookArrays, BookOfiState
 
 NS_PER_MINUTE = 60 * 1_000_000_000
@@ -58,31 +60,46 @@ class LiveBars:
         if not closed.any():
             return pl.DataFrame()
         self._pending = [{k: v[~closed] for k, v in pending.items()}] if not closed.all() else []
-        seconds = seconds_frame({k: v[closed] for k, v in pending.items()})
-        return ofi_bars_1m(seconds, symbol=self._symbol, stoikov_table=self._stoikov)
+        seconds = {k: v[closed] for k, v in pending.items()}  # the kernel's order: (instrument_id, ts) per call
+        return minute_bars(seconds, symbol=self._symbol, stoikov_table=self._stoikov)
 
 
 class LiveFeatures:
-    """Bars in, their point-in-time feature rows out: `compute_features` over the warm-up history and the bars
-    so far, with regimes forward-filtered by a model fitted earlier (never on the live data). Only the new
-    bars' trailing z-scores are computed (`since`): the per-bar cost is the frame's vectorised transforms,
-    not the z-score windows of the whole history."""
+    """Bars in, their point-in-time feature rows out: the batch's own streaming kernels (`FeatureKernel` for the
+    transforms and z-scores, `RegimeFilter` for the regimes, forward-filtered with a model fitted earlier, never
+    on the live data), primed with the warm-up history and then fed each closed bar once. A bar costs its
+    windows (O(window)), not a recompute of the history."""
 
     def __init__(self, history: pl.DataFrame, catalog: FeatureCatalog, model: RegimeModel | None = None) -> None:
-        self._bars = history
         self._catalog = catalog
-        self._model = model
+        fset = catalog.all_features()
+        self._kernel = FeatureKernel(bar_features(fset))
+        self._regimes = RegimeFilter(model, catalog.hmm) if model is not None and catalog.hmm else None
+        self._needs_regimes = any(d.transform == "hmm_regime" for d in fset.features)
+        self._newest: tuple[int, int] | None = None  # (instrument_id, ts ns) of the newest bar fed
+        if history.height:
+            self._feed(session_bars(history))
 
     def on_bars(self, bars: pl.DataFrame) -> pl.DataFrame:
-        """The feature rows of `bars` (continuous-session bars only; an empty frame for the others)."""
-        if bars.is_empty():
+        """The feature rows of `bars` (continuous-session bars only; no row for the others). Bars are fed once,
+        in time order: a bar at or before one already fed is refused (its state has moved on)."""
+        if not bars.height:
             return pl.DataFrame()
-        if self._bars.height:  # the history's types: read from the lake, ts is Delta's microseconds
-            bars = bars.select(self._bars.columns).cast(dict(self._bars.schema))
-            self._bars = pl.concat([self._bars, bars], rechunk=True)  # one chunk: polars is 25x slower on 1000s
-        else:
-            self._bars = bars
-        regimes = filter_regimes(self._model, self._bars, self._catalog.hmm) if self._model is not None else None
-        features = compute_features(self._bars, self._catalog, regimes, since=bars["ts"].min())
-        keys = bars.select(pl.col("ts").cast(features.schema["ts"]), "instrument_id")
-        return features.join(keys, on=["ts", "instrument_id"], how="semi")
+        rows = session_bars(bars)  # pre-open bars: no row, the frame's columns still there
+        values, warm, labels = self._feed(rows)
+        return feature_frame(rows, self._catalog, values, warm, labels)
+
+    def _feed(self, rows: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        if rows.height:
+            first = (int(rows["instrument_id"][0]), int(rows["ts"].dt.epoch("ns")[0]))
+            if self._newest is not None and first[0] == self._newest[0] and first[1] <= self._newest[1]:
+                raise ValueError(f"bar {rows['ts'][0]} of instrument {first[0]} was fed already (or is out of order)")
+            self._newest = (int(rows["instrument_id"][-1]), int(rows["ts"].dt.epoch("ns")[-1]))
+        values, warm = self._kernel.run(rows)
+        labels = None
+        if self._needs_regimes:
+            if self._regimes is None:
+                raise FeatureSpecError("the catalogue has HMM features: LiveFeatures needs a regime model")
+            probs = self._regimes.run(rows)
+            labels = probs.argmax(axis=1).astype(np.int8)
+        return values, warm, labels

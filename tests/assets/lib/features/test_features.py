@@ -20,16 +20,20 @@ from feature_specs import FeatureCatalog, FeatureSet, load_catalog, parse_catalo
 from feature_specs.spec import load_documents
 from phoenix_assets.lib import calendar as cal
 from phoenix_assets.lib.features.compute import (
+    bar_features,
     compute_features,
     predictive_figures,
     rolling_zscore,
+    session_bars,
     warmup_start,
     warmup_trade_days,
 )
 from phoenix_assets.lib.features.hmm_regimes import filter_regimes, fit_regime_model
+from phoenix_assets.lib.features.kernel import FeatureKernel
 from phoenix_assets.lib.market.bars import ofi_bars_1m, seconds_frame
 from phoenix_assets.lib.market.book_kernel import arrays_from_dbn, book_ofi_1s
 from phoenix_assets.lib.synthetic.market import SyntheticMarketConfig, write_range
+from tests.assets.lib.features.polars_reference import reference_features
 
 DAYS = (dt.date(2024, 3, 11), dt.date(2024, 3, 13))  # Mon-Wed, one contract (default roll 2024-03-15)
 CATALOG = load_catalog()
@@ -340,22 +344,52 @@ def test_partition_with_warmup_equals_longer_run(planted: pl.DataFrame, planted_
     assert not alone.equals(longer)
 
 
-def test_since_gives_the_newest_rows_bit_for_bit(planted: pl.DataFrame, planted_model: Any) -> None:
-    """The live path computes only its new bars' z-scores (`since`); they equal the whole run's, 15m context
-    included, and the kernel's skipped rows stay NaN."""
-    catalog = load_catalog()
-    regimes = regimes_for(planted, catalog, planted_model)[1]
-    whole = compute_features(planted, catalog, regimes)
-    since = whole["ts"][whole.height - 37]  # mid-session, not on a 15m boundary
-    newest = compute_features(planted, catalog, regimes, since=since)
-    assert newest.height == 37
-    assert_frame_equal(newest, whole.tail(37), check_exact=True)
-    x = np.random.default_rng(1).normal(size=200)
-    wanted = np.arange(200) >= 150
-    z, _ = rolling_zscore(x, np.zeros(200, dtype=np.int64), 30, 10, 3.0)
-    zw, _ = rolling_zscore(x, np.zeros(200, dtype=np.int64), 30, 10, 3.0, wanted)
-    np.testing.assert_array_equal(zw[150:], z[150:])
-    assert np.isnan(zw[:150]).all()
+def _with_holes(bars: pl.DataFrame) -> pl.DataFrame:
+    """Missing inputs and missing minutes, as real feeds have: nulls in some columns, 20 bars deleted."""
+    rng = np.random.default_rng(5)
+    n = bars.height
+    holes = {c: pl.Series(rng.random(n) < 0.03) for c in ("ofi_l1", "close", "high", "microprice_dev_ticks_mean")}
+    out = bars.with_columns(pl.when(holes[c]).then(None).otherwise(pl.col(c)).alias(c) for c in holes)
+    return out.filter(~pl.Series(np.isin(np.arange(n), rng.choice(n, 20, replace=False))))
+
+
+@pytest.mark.parametrize("holes", [False, True], ids=["clean", "nulls and gaps"])
+def test_kernel_equals_the_polars_reference(planted: pl.DataFrame, holes: bool) -> None:
+    """Every bar feature and its warm flag against the transforms written as polars expressions (an independent
+    implementation), three sessions of the planted day with a roll on the third."""
+    bars = planted.with_columns(
+        instrument_id=pl.when(pl.col("trade_date") == DAYS[1]).then(7).otherwise(pl.col("instrument_id"))
+    )
+    bars = _with_holes(bars) if holes else bars
+    fset = FeatureSet("bars", "", tuple(bar_features(CATALOG.all_features())), None)
+    ours = compute_features(bars, fset)
+    ref = reference_features(bars, fset)
+    assert ours.height == ref.height > 4000
+    for d in fset.features:
+        a, b = ours[d.name].to_numpy(), ref[d.name].cast(pl.Float64).fill_nan(None).to_numpy()
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12, err_msg=d.name)
+        assert (ours[d.name].is_null() == ref[d.name].fill_nan(None).is_null()).all(), d.name
+        one = compute_features(bars, FeatureSet(d.name, "", (d,), None))["warm"]  # the feature's own flag
+        assert one.equals(ref[f"_warm_{d.name}"], check_names=False), d.name
+    assert ours["warm"].equals(ref.select(pl.all_horizontal(pl.col("^_warm_.*$"))).to_series(), check_names=False)
+
+
+def test_kernel_fed_bar_by_bar_equals_one_call(planted: pl.DataFrame) -> None:
+    """The live path feeds its history, then one closed bar at a time: the same values bit for bit, 15m context
+    and z-scores spanning sessions included."""
+    f = session_bars(planted)
+    defs = bar_features(CATALOG.all_features())
+    whole_v, whole_w = FeatureKernel(defs).run(f)
+    kernel, parts = FeatureKernel(defs), []
+    rng = np.random.default_rng(2)
+    i = 0
+    while i < f.height:
+        step = 1 if i > f.height - 300 else int(rng.integers(1, 700))
+        parts.append(kernel.run(f.slice(i, step)))
+        i += step
+    np.testing.assert_array_equal(np.concatenate([p[0] for p in parts]), whole_v)
+    np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), whole_w)
+    assert np.isfinite(whole_v[-300:]).mean() > 0.9
 
 
 # --- the planted edge ---------------------------------------------------------------------------------

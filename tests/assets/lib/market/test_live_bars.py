@@ -95,6 +95,19 @@ def test_live_features_equal_the_batch_features_of_the_day(tmp_path: Path) -> No
     assert_frame_equal(live, expected, check_exact=True)
 
 
+def test_live_features_refuse_a_bar_fed_twice_and_keep_columns_for_pre_open_bars(tmp_path: Path) -> None:
+    bars = _batch_bars(_records(write_day(dt.date(2024, 3, 12), tmp_path, MARKET)), "MNQ.v.0")
+    catalog = load_catalog()
+    model = fit_regime_model(bars, catalog.hmm, dt.date(2024, 3, 12), dt.date(2024, 3, 12))
+    features = LiveFeatures(bars.head(0), catalog, model)
+    pre_open = features.on_bars(bars.filter(~pl.col("in_session")).head(3))
+    assert pre_open.height == 0 and {"ofi_1min_zscore", "warm", "hmm_regime"} <= set(pre_open.columns)
+    session = bars.filter(pl.col("in_session"))
+    assert features.on_bars(session.slice(0, 5)).height == 5
+    with pytest.raises(ValueError, match="fed already"):  # its windows would count it twice
+        features.on_bars(session.slice(4, 1))
+
+
 def test_record_objects_of_the_live_feed_decode_like_the_file() -> None:
     """`databento.Live` yields record objects, not arrays: through their DBN bytes they give the file path's
     columns exactly, and the bars built from them are the batch bars."""
