@@ -369,7 +369,6 @@ class PaperTrader:
                 if self._tail.height
                 else row
             )
-            self._watch_drift(row, now)
             obs_rows, warm = observation_rows(self._tail, self.cfg)
             flat = bool(forced_flat(self._tail, warm, self.cfg, data_ends=final)[0][-1])
             window = np.zeros((self.cfg.lookback, obs_rows.shape[1]), dtype=np.float32)
@@ -417,10 +416,12 @@ class PaperTrader:
                 "latency_order_ms": sent_ms,
             }
         )
+        if row.height:  # after the order is out: PSI over the day so far is not on the decision's path
+            self._watch_drift(row, now)
 
     def _watch_drift(self, row: pl.DataFrame, now: int) -> None:
         """Every `drift_every_bars` bars: PSI of today's features against the training rows; a drifted
-        feature allows only exits (`RiskEngine.on_drift`)."""
+        feature allows only exits (`RiskEngine.on_drift`) from the next bar's decision on."""
         if self._drift_reference is None:
             return
         self._today.append(row.select(*self._drift_columns, _session_minute("ts")))

@@ -57,7 +57,7 @@ from nautilus_trader.model.instruments import Instrument
 from phoenix_assets.lib.market.book_kernel import BookArrays
 from phoenix_rl.env.fills import FillConfig
 from phoenix_rl.live.journal import OrderJournal
-from phoenix_rl.live.nautilus.venue import VENUE, VenueFill, depth10_from_arrays, mnq_contract
+from phoenix_rl.live.nautilus.venue import VENUE, VenueFill, depth10_from_arrays, mnq_contract, venue_rows
 from phoenix_rl.live.node.config import LiveSettings
 from phoenix_rl.live.node.strategy import BrokerFault, NodeRiskEngine, PhoenixStrategy
 from phoenix_rl.live.risk import TradingState
@@ -197,7 +197,8 @@ class NodeVenue:
             self._send_due(self.now_ns, due_by=None)
         else:
             engine = self.node.kernel.data_engine
-            for book in depth10_from_arrays(arrays):
+            rows = venue_rows(arrays, [(iid, due) for iid, _, _, due in self._pending])
+            for book in depth10_from_arrays(arrays, rows):
                 self._nid(int(book.instrument_id.symbol.value))
                 DataEngine.process(engine, book)  # the engine's own handling, synchronous (not its queue)
                 self._book_ns = int(book.ts_init)

@@ -4,6 +4,8 @@ contract pays fees + slippage per side (the bar backtest's charge)."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -71,3 +73,46 @@ def test_without_the_fill_model_only_the_commission_is_charged() -> None:
     fills = venue.on_records(books([10.0], [18000.0]))
     venue.close()
     assert fills[0].commission_usd == pytest.approx(0.62)
+
+
+class _EveryBook(PaperVenue):
+    """The venue fed every tradeable book of every slice (what `on_records` did before `venue_rows`)."""
+
+    def on_records(self, arrays: BookArrays) -> list:
+        for iid in np.unique(arrays.instrument_id).tolist():
+            if iid not in self._instruments:
+                self._add_instrument(iid)
+        self._run(arrays, np.flatnonzero((arrays.flags & F_LAST) != 0))
+        return self._strategy.drain()
+
+
+@pytest.mark.parametrize("latency_ms", [0.0, 50.0, 1500.0])
+def test_feeding_only_the_books_that_matter_gives_every_books_fills(latency_ms: float, tmp_path) -> None:
+    """A synthetic MNQ day, an order at every minute's first record (the trader's slices): the venue fed the
+    newest book and the books around each order's arrival fills exactly as the venue fed every book."""
+    import datetime as dt
+
+    import databento
+
+    from phoenix_assets.lib.market.book_kernel import arrays_from_dbn
+    from phoenix_assets.lib.synthetic.market import SyntheticMarketConfig, write_day
+
+    path = write_day(dt.date(2024, 3, 13), tmp_path, SyntheticMarketConfig(records_per_day=20_000))
+    records = arrays_from_dbn(np.concatenate(list(databento.DBNStore.from_file(path).to_ndarray(count=1 << 16))))
+    fill = FillConfig.from_env(EnvConfig(feature_columns=("f",), fill_latency_ms=latency_ms))
+    ts = records.ts_recv.astype(np.int64)
+    cuts = [0, *(np.flatnonzero(np.diff(ts // 60_000_000_000)) + 1).tolist(), len(ts)]
+    got = {}
+    for name, kind in (("books that matter", PaperVenue), ("every book", _EveryBook)):
+        venue, fills = kind(capital_usd=10_000.0, fill=fill), []
+        try:
+            for k, (start, stop) in enumerate(itertools.pairwise(cuts)):
+                fills += venue.on_records(records.slice(start, start + 1))  # the bar-closing record
+                if k % 3 == 0 and k < len(cuts) - 5:
+                    venue.submit(int(records.instrument_id[start]), (1, -2, 1)[k % 9 // 3], f"o-{k}")
+                fills += venue.on_records(records.slice(start + 1, stop))
+        finally:
+            venue.close()
+        got[name] = fills
+    assert len(got["every book"]) > 300
+    assert got["books that matter"] == got["every book"]
