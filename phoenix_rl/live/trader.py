@@ -358,7 +358,7 @@ class PaperTrader:
         equity = self._equity(close)
         self._peak = max(self._peak, equity)
         self.risk.on_equity(now, equity)
-        row = rows.filter(pl.col("ts") == bar_ts)
+        row = rows if rows.height == 1 and rows["ts"][0] == bar_ts else rows.filter(pl.col("ts") == bar_ts)
         action, target, reason = math.nan, 0, ""
         if row.height:
             if not self._tail.height and self._warmup is not None:  # the bars before the stream (docstring)

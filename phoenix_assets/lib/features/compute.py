@@ -95,7 +95,8 @@ def session_bars(bars: pl.DataFrame) -> pl.DataFrame:
     f = bars
     if "in_session" in f.columns:
         f = f.filter(pl.col("in_session"))
-    return f.with_columns(pl.col("ts").cast(pl.Datetime("ns", "UTC"))).sort("instrument_id", "ts")
+    f = f.with_columns(pl.col("ts").cast(pl.Datetime("ns", "UTC")))
+    return f.sort("instrument_id", "ts") if f.height > 1 else f  # the live path's one bar: nothing to sort
 
 
 # --- the feature table --------------------------------------------------------------------------------

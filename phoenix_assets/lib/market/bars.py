@@ -43,6 +43,7 @@ from phoenix_assets.lib.market.book_kernel import COUNT_COLUMNS, SECOND_COLUMNS
 from phoenix_assets.lib.schema import BAR_COLUMNS, N_LEVELS, level_columns
 
 __all__ = [
+    "STOIKOV_INPUTS",
     "TICK_SIZE",
     "apply_stoikov_adjustment",
     "fit_stoikov_adjustment",
@@ -268,6 +269,21 @@ def state_index(spread_ticks: np.ndarray, imbalance: np.ndarray, n_imb: int, max
 def _mirror(x: pl.Expr, n_imb: int) -> pl.Expr:
     """State index with the imbalance bucket mirrored (b -> n - 1 - b), spread kept."""
     return x - x % n_imb + (n_imb - 1 - x % n_imb)
+
+
+# the 1-second columns the fit reads (a month's backfill reads 5 earlier days of them for every trade date)
+STOIKOV_INPUTS = [
+    "ts",
+    "instrument_id",
+    "trade_date",
+    "in_session",
+    "book_valid",
+    "bid_px_00",
+    "ask_px_00",
+    "bid_sz_00",
+    "ask_sz_00",
+    "mid_close",
+]
 
 
 def fit_stoikov_adjustment(

@@ -15,7 +15,7 @@ import pyarrow as pa
 from phoenix_assets.lib.check_outcome import CheckOutcome
 from phoenix_assets.lib.io.lake import Lake
 from phoenix_assets.lib.io.raw_reader import iter_raw_partition
-from phoenix_assets.lib.market.bars import fit_stoikov_adjustment, seconds_frame
+from phoenix_assets.lib.market.bars import STOIKOV_INPUTS, fit_stoikov_adjustment, seconds_frame
 from phoenix_assets.lib.market.book_kernel import SECOND_COLUMNS, BookOfiState, arrays_from_raw
 from phoenix_assets.lib.schema import F_LAST, RAW_TABLE, SECONDS_TABLE, level_columns
 
@@ -148,5 +148,5 @@ def stoikov_table_for(lake: Lake, trade_date: dt.date, days: int) -> tuple[pl.Da
     )
     if not earlier:
         return None, []
-    train = lake.scan(SECONDS_TABLE).filter(pl.col("trade_date").is_in(earlier)).collect()
+    train = lake.scan(SECONDS_TABLE).filter(pl.col("trade_date").is_in(earlier)).select(STOIKOV_INPUTS).collect()
     return fit_stoikov_adjustment(train), earlier
