@@ -73,10 +73,16 @@ def _decode(table: str, row: dict) -> dict:
 class WalJournal(OrderJournal):
     """`OrderJournal` with an fsync'd write-ahead log on the decision path and Delta commits behind it."""
 
-    def __init__(self, lake: Lake, strategy: str = "journal", folder: Path | None = None) -> None:
+    def __init__(
+        self, lake: Lake, strategy: str = "journal", folder: Path | None = None, *, commit_every_s: float = 1.0
+    ) -> None:
         """One log per strategy and lake: open it under the strategy's lock (`strategy_lock`), so no other
-        session of the strategy appends to it while this one recovers and empties it."""
+        session of the strategy appends to it while this one recovers and empties it. The background thread
+        gathers what was logged for up to `commit_every_s` into one commit per table (a read or `close` commits
+        at once): a Delta commit is mostly Python, and each one takes the GIL from the decisions."""
         super().__init__(lake)
+        self.commit_every_s = commit_every_s
+        self._now = threading.Event()  # a reader waits: commit what is queued without waiting out the period
         folder = folder or wal_folder(lake)
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / f"{hashlib.sha256(strategy.encode()).hexdigest()[:16]}.wal"
@@ -141,6 +147,8 @@ class WalJournal(OrderJournal):
                 self._queue.task_done()
                 return
             batch = [item]
+            if item is not None:
+                self._now.wait(self.commit_every_s)
             while True:  # everything queued so far: one commit per table
                 try:
                     more = self._queue.get_nowait()
@@ -175,7 +183,11 @@ class WalJournal(OrderJournal):
 
     def drain(self) -> None:
         """Wait until every row logged so far is committed to Delta; raise a commit's failure."""
-        self._queue.join()
+        self._now.set()
+        try:
+            self._queue.join()
+        finally:
+            self._now.clear()
         self._raise()
 
     def close(self) -> None:

@@ -50,6 +50,29 @@ def test_rows_reach_delta_once_and_reads_wait_for_them(tmp_path: Path) -> None:
     assert Lake(str(tmp_path)).scan("paper_orders").collect().height == 1
 
 
+def test_commits_gather_rows_for_a_period_and_a_read_does_not_wait_it_out(tmp_path: Path) -> None:
+    """Rows logged within `commit_every_s` go to Delta in one commit per table, after the period; a read commits
+    at once."""
+    import time
+
+    lake = Lake(str(tmp_path))
+    slow = WalJournal(lake, "wal", commit_every_s=0.5)
+    for k in range(5):
+        slow.record_order(order(f"wal:{k}:decision"))
+    assert not lake.exists("paper_orders")  # nothing committed yet: the period runs
+    time.sleep(1.5)
+    orders = lake.scan("paper_orders").collect()
+    assert orders.height == 5  # committed by the thread alone, no read needed
+    assert lake.table("paper_orders").version() == 0  # in one commit (the one that created the table)
+    slow.close()
+    lazy = WalJournal(lake, "wal", commit_every_s=60.0)
+    lazy.record_risk_events([event("REDUCING")])
+    began = time.perf_counter()
+    assert lazy.risk_state("wal") == ("REDUCING", "r")  # the read made the commit happen now
+    assert time.perf_counter() - began < 10.0
+    lazy.close()
+
+
 def test_a_row_logged_but_not_committed_survives_kill_9(tmp_path: Path) -> None:
     """The child's Delta commits never run (its thread blocks); it logs two orders and a halt, starts a third
     line and dies by SIGKILL. The next journal commits the two orders and the halt, drops the cut line."""
