@@ -147,7 +147,7 @@ def hpo_study(context: dg.AssetExecutionContext, config: HpoStudyConfig, lake: L
             folder = f"{HPO_DIR}/{config.study_name}/trial_{test['trial']}"
             model_uri = the_lake.write_artifact(f"{folder}/model.zip", (Path(tmp) / "model.zip").read_bytes())
             the_lake.write_artifact(f"{folder}/config.json", (Path(tmp) / "config.json").read_bytes())
-            _log_test_look(the_lake, config.study_name, test, context.run_id)
+            _log_test_look(the_lake, config.study_name, test, context.run.run_id)
     looks = _test_looks(the_lake, config.study_name)
     best = study.best_trial
     plots = hpo.study_plots(study)
