@@ -441,7 +441,7 @@ class FeatureKernel:
                 _OPS[d.transform],
                 minutes.index(tf),
                 *inputs,
-                max(1, (window or tf) // tf),  # rows in a window: bars are >= tf apart
+                max(1, -(-(window or tf) // tf)),  # rows a window can hold: bars start >= tf apart
                 norm.window if norm else 0,
                 norm.min_periods if norm else 0,
                 int(norm.span_sessions) if norm else 0,

@@ -374,6 +374,22 @@ def test_kernel_equals_the_polars_reference(planted: pl.DataFrame, holes: bool) 
     assert ours["warm"].equals(ref.select(pl.all_horizontal(pl.col("^_warm_.*$"))).to_series(), check_names=False)
 
 
+def test_kernel_windows_that_are_not_a_multiple_of_the_timeframe(planted: pl.DataFrame) -> None:
+    """A 20-minute window on 15m bars holds two of them ((t - 20m, t]), a 7-minute one on 1m bars seven."""
+    import dataclasses
+
+    base = CATALOG.features
+    defs = (
+        dataclasses.replace(base["ofi_persistence_15m_zscore"], params={"window_minutes": 20}),
+        dataclasses.replace(base["atr_15m_zscore"], params={"window_minutes": 50}),
+        dataclasses.replace(base["ofi_3min_cumulative_zscore"], params={"window_minutes": 7}),
+    )
+    fset = FeatureSet("odd", "", defs, None)
+    ours, ref = compute_features(planted, fset), reference_features(planted, fset)
+    for d in defs:
+        np.testing.assert_allclose(ours[d.name].to_numpy(), ref[d.name].to_numpy(), rtol=1e-9, err_msg=d.name)
+
+
 def test_kernel_fed_bar_by_bar_equals_one_call(planted: pl.DataFrame) -> None:
     """The live path feeds its history, then one closed bar at a time: the same values bit for bit, 15m context
     and z-scores spanning sessions included."""
