@@ -375,7 +375,8 @@ def test_kernel_equals_the_polars_reference(planted: pl.DataFrame, holes: bool) 
 
 
 def test_kernel_windows_that_are_not_a_multiple_of_the_timeframe(planted: pl.DataFrame) -> None:
-    """A 20-minute window on 15m bars holds two of them ((t - 20m, t]), a 7-minute one on 1m bars seven."""
+    """A 20-minute window on 15m bars holds two of them ((t - 20m, t]), a 7-minute one on 1m bars seven; and a
+    z-score with span_sessions: false."""
     import dataclasses
 
     base = CATALOG.features
@@ -383,6 +384,9 @@ def test_kernel_windows_that_are_not_a_multiple_of_the_timeframe(planted: pl.Dat
         dataclasses.replace(base["ofi_persistence_15m_zscore"], params={"window_minutes": 20}),
         dataclasses.replace(base["atr_15m_zscore"], params={"window_minutes": 50}),
         dataclasses.replace(base["ofi_3min_cumulative_zscore"], params={"window_minutes": 7}),
+        dataclasses.replace(  # a z-score that restarts every session
+            base["volume_zscore"], normalise=dataclasses.replace(base["volume_zscore"].normalise, span_sessions=False)
+        ),
     )
     fset = FeatureSet("odd", "", defs, None)
     ours, ref = compute_features(planted, fset), reference_features(planted, fset)
