@@ -3,14 +3,14 @@
 `OrderJournal.record_order` is one Delta commit (a scan of the stored keys, a Parquet file, a log entry:
 20-80 ms on this machine), paid between the decision and the order. `WalJournal` writes the row as one JSON line
 to a local write-ahead log and `fsync`s it (well under a millisecond on a local disk) before it returns, then a
-background thread commits it to Delta. The journal's promise is the same: a row `record_order` returned True for
-survives a `kill -9` (it is on disk in the log), and the next `WalJournal` on the lake commits every logged row
-to Delta (insert-if-absent: idempotent) before anything reads the journal or trades. A line cut short by a
-crash mid-write was never acknowledged: its order was never sent, and recovery drops it.
+committer process (`wal_committer`) commits it to Delta. The journal's promise is the same: a row `record_order`
+returned True for survives a `kill -9` (it is on disk in the log), and the next `WalJournal` on the lake commits
+every logged row to Delta (insert-if-absent: idempotent) before anything reads the journal or trades. A line cut
+short by a crash mid-write was never acknowledged: its order was never sent, and recovery drops it.
 
 Duplicates are refused as before (False for a client order id or trade id already journaled) from an in-memory
 set of the keys, loaded from Delta and the log at start. Reads (`day_record`, `risk_state`, ...) first wait for
-the background commits, so they see every row written. The log (one per strategy) lives in the lake's `_wal`
+the committer's commits, so they see every row written. The log (one per strategy) lives in the lake's `_wal`
 folder (for a lake on S3 under ~/.cache/phoenix/wal/): it guards this host's sessions only, like the strategy
 lock.
 """
@@ -22,7 +22,8 @@ import functools
 import hashlib
 import json
 import os
-import queue
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing import Any
 import pyarrow as pa
 
 from phoenix_assets.lib.io.lake import Lake
+from phoenix_assets.lib.process_lifetime import PARENT_PID_ENV
 from phoenix_assets.lib.schema import PAPER_BARS_TABLE, PAPER_FILLS_TABLE, PAPER_ORDERS_TABLE, PAPER_RISK_EVENTS_TABLE
 from phoenix_rl.live.journal import JOURNAL_SCHEMAS, OrderJournal, scan_journal
 
@@ -42,7 +44,6 @@ KEYS = {
     PAPER_BARS_TABLE: ("strategy", "bar_ts"),
     PAPER_RISK_EVENTS_TABLE: ("strategy", "ts", "state"),
 }
-_COMPACT = "compact"
 
 
 def wal_folder(lake: Lake) -> Path:
@@ -77,12 +78,12 @@ class WalJournal(OrderJournal):
         self, lake: Lake, strategy: str = "journal", folder: Path | None = None, *, commit_every_s: float = 1.0
     ) -> None:
         """One log per strategy and lake: open it under the strategy's lock (`strategy_lock`), so no other
-        session of the strategy appends to it while this one recovers and empties it. The background thread
-        gathers what was logged for up to `commit_every_s` into one commit per table (a read or `close` commits
-        at once): a Delta commit is mostly Python, and each one takes the GIL from the decisions."""
+        session of the strategy appends to it while this one recovers and empties it. The Delta commits run in a
+        process of their own (`wal_committer`: a commit is mostly Python and would hold this process's GIL beside
+        the decisions), which gathers what was logged for up to `commit_every_s` into one commit per table; a
+        read or `close` commits at once."""
         super().__init__(lake)
         self.commit_every_s = commit_every_s
-        self._now = threading.Event()  # a reader waits: commit what is queued without waiting out the period
         folder = folder or wal_folder(lake)
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / f"{hashlib.sha256(strategy.encode()).hexdigest()[:16]}.wal"
@@ -93,10 +94,14 @@ class WalJournal(OrderJournal):
         }
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._lock = threading.Lock()
-        self._queue: queue.Queue[tuple[str, dict] | None] = queue.Queue()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._commit_loop, name="phoenix-journal", daemon=True)
-        self._thread.start()
+        self._syncs = 0
+        self._committer = subprocess.Popen(
+            [sys.executable, "-m", "phoenix_rl.live.node.wal_committer", lake.root, str(commit_every_s)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, PARENT_PID_ENV: str(os.getpid())},
+        )
 
     # --- writes: the log now, Delta later -----------------------------------------------------------
 
@@ -107,102 +112,92 @@ class WalJournal(OrderJournal):
         return self._log(PAPER_FILLS_TABLE, fill)
 
     def record_bars(self, rows: list[dict]) -> int:
-        for row in rows:
-            self._log(PAPER_BARS_TABLE, row)
+        self._log_rows(PAPER_BARS_TABLE, rows)
         return len(rows)
 
     def record_risk_events(self, rows: list[dict]) -> int:
         now = dt.datetime.now(dt.UTC)
-        for row in rows:
-            self._log(PAPER_RISK_EVENTS_TABLE, {"recorded_at": now, **row})
+        self._log_rows(PAPER_RISK_EVENTS_TABLE, [{"recorded_at": now, **row} for row in rows])
         return len(rows)
 
     def compact(self) -> dict[str, int]:
-        """Compaction runs in the background thread, after the commits queued before it."""
-        self._raise()
-        self._queue.put((_COMPACT, {}))
+        """Compaction runs in the committer process, after the commits of the rows logged before it."""
+        with self._lock:
+            self._to_committer(json.dumps({"op": "compact"}) + "\n")
         return {}
 
     def _log(self, table: str, row: dict) -> bool:
-        self._raise()
-        key = row[KEYS[table][0]]
+        return self._log_rows(table, [row]) == 1
+
+    def _log_rows(self, table: str, rows: list[dict]) -> int:
+        """Append the rows whose key is new to the log in one write and one sync (on disk before the caller
+        sends the order: `fdatasync` flushes the data and the size a read needs), then hand them to the
+        committer; how many were new."""
+        if not rows:
+            return 0
         known = self._known.get(table)
         with self._lock:
-            if known is not None and key in known:
-                return False
-            line = json.dumps({"table": table, "row": {k: _encode(v) for k, v in row.items()}}) + "\n"
-            os.write(self._fd, line.encode())
-            os.fsync(self._fd)  # on disk before the caller sends the order
-            if known is not None:
-                known.add(key)
-        self._queue.put((table, row))
-        return True
+            lines = []
+            for row in rows:
+                key = row[KEYS[table][0]]
+                if known is not None and (key in known):
+                    continue
+                lines.append(json.dumps({"table": table, "row": {k: _encode(v) for k, v in row.items()}}) + "\n")
+                if known is not None:
+                    known.add(key)
+            if lines:
+                text = "".join(lines)
+                data = memoryview(text.encode())
+                while data:  # a regular file takes it whole, but write(2) may say otherwise
+                    data = data[os.write(self._fd, data) :]
+                os.fdatasync(self._fd)
+                self._to_committer(text)
+        return len(lines)
 
-    # --- the background commits -------------------------------------------------------------------------
+    def _to_committer(self, line: str) -> None:
+        """Hand a logged line (or a command) to the committer process (a pipe write: microseconds)."""
+        stdin = self._committer.stdin
+        assert stdin is not None
+        try:
+            stdin.write(line)
+            stdin.flush()
+        except (BrokenPipeError, ValueError) as exc:
+            raise RuntimeError(self._gone()) from exc
 
-    def _commit_loop(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                self._queue.task_done()
-                return
-            batch = [item]
-            if item is not None:
-                self._now.wait(self.commit_every_s)
-            while True:  # everything queued so far: one commit per table
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                batch.append(more)
-            try:
-                self._commit(batch)
-            except BaseException as exc:  # surfaced on the next write or read
-                self._error = exc
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
-            if any(i is None for i in batch):
-                return
+    def _gone(self) -> str:
+        return (
+            f"journal: the Delta committer process for {self.lake.root} exited (status {self._committer.poll()}); "
+            f"the rows logged since are in {self.path}, and the next journal on the lake commits them"
+        )
 
-    def _commit(self, batch: list[tuple[str, dict] | None]) -> None:
-        by_table: dict[str, list[dict]] = {}
-        compact = False
-        for item in batch:
-            if item is None:
-                continue
-            table, row = item
-            if table == _COMPACT:
-                compact = True
-            else:
-                by_table.setdefault(table, []).append(row)
-        for table, rows in by_table.items():
-            self._merge_new(table, JOURNAL_SCHEMAS[table], rows, KEYS[table])
-        if compact:
-            OrderJournal.compact(self)
+    # --- the commits ----------------------------------------------------------------------------------
 
     def drain(self) -> None:
         """Wait until every row logged so far is committed to Delta; raise a commit's failure."""
-        self._now.set()
-        try:
-            self._queue.join()
-        finally:
-            self._now.clear()
-        self._raise()
+        with self._lock:
+            self._syncs += 1
+            self._to_committer(json.dumps({"op": "sync", "id": self._syncs}) + "\n")
+            stdout = self._committer.stdout
+            assert stdout is not None
+            while True:
+                answer = stdout.readline()
+                if not answer:
+                    raise RuntimeError(self._gone())
+                message = json.loads(answer)
+                if message.get("ack") == self._syncs:
+                    break
+        if message["error"]:
+            raise RuntimeError(f"journal: a Delta commit to {self.lake.root} failed: {message['error']}")
 
     def close(self) -> None:
-        """Commit everything, stop the thread, empty the log (all of it is in Delta now)."""
+        """Commit everything, stop the committer, empty the log (all of it is in Delta now)."""
         self.drain()
-        self._queue.put(None)
-        self._thread.join(timeout=60)
+        assert self._committer.stdin is not None
+        self._committer.stdin.close()
+        self._committer.wait(timeout=60)
         with self._lock:
             os.ftruncate(self._fd, 0)
             os.close(self._fd)
-
-    def _raise(self) -> None:
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise RuntimeError(f"journal: a background Delta commit to {self.lake.root} failed: {error}") from error
 
     def _recover(self) -> int:
         """Commit the log of a session that died (module doc) to Delta; the rows committed (new or not)."""

@@ -81,7 +81,7 @@ import os, signal, threading
 from phoenix_assets.lib.io.lake import Lake
 from phoenix_rl.live.node import wal
 from tests.rl.live.node.test_wal_journal import order, event
-wal.WalJournal._commit = lambda self, batch: threading.Event().wait()  # Delta never sees them
+wal.WalJournal._to_committer = lambda self, line: None  # Delta never sees them
 journal = wal.WalJournal(Lake({str(tmp_path)!r}), "wal")
 assert journal.record_order(order("wal:1:decision", 1)) and journal.record_order(order("wal:2:decision", -2))
 journal.record_risk_events([event("HALTED")])
@@ -102,3 +102,26 @@ os.kill(os.getpid(), signal.SIGKILL)
     journal.close()
     assert lake.scan("paper_orders").collect().height == 2
     assert pl.from_arrow(lake.table("paper_risk_events").to_pyarrow_table()).height == 1
+
+
+def test_a_dead_committer_is_a_clear_error_and_its_rows_are_recovered(tmp_path: Path) -> None:
+    """The committer process dies: the next write or read says so, and the rows logged are committed by the next
+    journal on the lake (they are in the log)."""
+    import pytest
+
+    lake = Lake(str(tmp_path))
+    journal = WalJournal(lake, "wal", commit_every_s=60.0)
+    assert journal.record_order(order("wal:1:decision"))
+    journal._committer.kill()
+    journal._committer.wait(timeout=30)
+    with pytest.raises(RuntimeError, match=r"committer process .* exited"):
+        journal.record_order(order("wal:2:decision"))  # logged, then the hand-off fails
+    with pytest.raises(RuntimeError, match=r"committer process .* exited"):
+        journal.risk_state("wal")
+    again = WalJournal(lake, "wal")
+    assert again.recovered == 2  # both rows were on disk before the error
+    assert sorted(lake.scan("paper_orders").collect()["client_order_id"].to_list()) == [
+        "wal:1:decision",
+        "wal:2:decision",
+    ]
+    again.close()
