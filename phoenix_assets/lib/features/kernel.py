@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
@@ -60,6 +61,26 @@ _INST, _DATE, _FIRST_TS, _HAS_PREV, _BK_OPEN, _BK_ID, _BK_INST, _BK_DATE, _AT_VA
 _CUM1, _CUM2, _AT_VAL, _AT_WARM = range(4)
 # def_i columns: window ring and z-score ring (count, next slot)
 _RING_N, _RING_HEAD, _Z_N, _Z_HEAD = range(4)
+
+
+class KernelState(NamedTuple):
+    """The plan (what each def computes: `plan_i` / `plan_f` columns above, each timeframe's minutes, each input
+    column's resampling rule) and the state the kernel carries from bar to bar (the `level_*`, `def_*`, bucket
+    and ring columns above), passed to the numba functions as one value."""
+
+    level_minutes: np.ndarray
+    col_agg: np.ndarray
+    plan_i: np.ndarray
+    plan_f: np.ndarray
+    level_i: np.ndarray
+    level_prev: np.ndarray
+    bk_agg: np.ndarray
+    bk_cnt: np.ndarray
+    def_f: np.ndarray
+    def_i: np.ndarray
+    ring_ts: np.ndarray
+    ring_v: np.ndarray
+    zring: np.ndarray
 
 
 # --- the trailing z-score -------------------------------------------------------------------------------
@@ -144,20 +165,14 @@ def _level_row(
     inst: int,
     date: int,
     minute: int,
-    plan_i: np.ndarray,
-    plan_f: np.ndarray,
-    level_i: np.ndarray,
-    level_prev: np.ndarray,
-    def_f: np.ndarray,
-    def_i: np.ndarray,
-    ring_ts: np.ndarray,
-    ring_v: np.ndarray,
-    zring: np.ndarray,
+    st: KernelState,
     out_val: np.ndarray,
     out_warm: np.ndarray,
 ) -> None:
     """The features of one bar of `level`'s timeframe (its defs only), from the level's state; then the bar
     becomes the level's previous bar."""
+    plan_i, plan_f, level_i, level_prev = st.plan_i, st.plan_f, st.level_i, st.level_prev
+    def_f, def_i, ring_ts, ring_v, zring = st.def_f, st.def_i, st.ring_ts, st.ring_v, st.zring
     new_group = level_i[level, _INST] != inst
     new_session = new_group or level_i[level, _DATE] != date
     if new_session:
@@ -256,25 +271,9 @@ def _level_row(
 
 
 @njit(cache=True, error_model="numpy")
-def _close_bucket(
-    level: int,
-    minutes: int,
-    col_agg: np.ndarray,
-    bk_agg: np.ndarray,
-    bk_cnt: np.ndarray,
-    plan_i: np.ndarray,
-    plan_f: np.ndarray,
-    level_i: np.ndarray,
-    level_prev: np.ndarray,
-    def_f: np.ndarray,
-    def_i: np.ndarray,
-    ring_ts: np.ndarray,
-    ring_v: np.ndarray,
-    zring: np.ndarray,
-    val: np.ndarray,
-    warm: np.ndarray,
-) -> None:
+def _close_bucket(level: int, st: KernelState, val: np.ndarray, warm: np.ndarray) -> None:
     """The open coarse bar is complete: its features become the value attached to the 1m bars after it."""
+    col_agg, bk_agg, bk_cnt, level_i, plan_i, def_f = st.col_agg, st.bk_agg, st.bk_cnt, st.level_i, st.plan_i, st.def_f
     x = np.empty(col_agg.shape[0])
     for k in range(col_agg.shape[0]):
         if col_agg[k] == 2:  # a sum of nothing is 0 (polars' sum of nulls), everything else is missing
@@ -285,11 +284,8 @@ def _close_bucket(
             x[k] = bk_agg[level, k] / bk_cnt[level, k]
         else:
             x[k] = bk_agg[level, k]
-    start = level_i[level, _BK_ID] * minutes * NS_PER_MINUTE
-    _level_row(
-        level, x, start, level_i[level, _BK_INST], level_i[level, _BK_DATE], 0,
-        plan_i, plan_f, level_i, level_prev, def_f, def_i, ring_ts, ring_v, zring, val, warm,
-    )  # fmt: skip
+    start = level_i[level, _BK_ID] * st.level_minutes[level] * NS_PER_MINUTE
+    _level_row(level, x, start, level_i[level, _BK_INST], level_i[level, _BK_DATE], 0, st, val, warm)
     for d in range(plan_i.shape[0]):
         if plan_i[d, _LEVEL] == level:
             def_f[d, _AT_VAL] = val[d]
@@ -302,7 +298,8 @@ def _close_bucket(
 
 
 @njit(cache=True, error_model="numpy")
-def _add_to_bucket(level: int, x: np.ndarray, col_agg: np.ndarray, bk_agg: np.ndarray, bk_cnt: np.ndarray) -> None:
+def _add_to_bucket(level: int, x: np.ndarray, st: KernelState) -> None:
+    col_agg, bk_agg, bk_cnt = st.col_agg, st.bk_agg, st.bk_cnt
     for k in range(x.shape[0]):
         v = x[k]
         how = col_agg[k]
@@ -330,22 +327,11 @@ def _run(
     inst: np.ndarray,
     date: np.ndarray,
     minute: np.ndarray,
-    level_minutes: np.ndarray,
-    col_agg: np.ndarray,
-    plan_i: np.ndarray,
-    plan_f: np.ndarray,
-    level_i: np.ndarray,
-    level_prev: np.ndarray,
-    bk_agg: np.ndarray,
-    bk_cnt: np.ndarray,
-    def_f: np.ndarray,
-    def_i: np.ndarray,
-    ring_ts: np.ndarray,
-    ring_v: np.ndarray,
-    zring: np.ndarray,
+    st: KernelState,
     out_val: np.ndarray,
     out_warm: np.ndarray,
 ) -> None:
+    level_minutes, plan_i, level_i, def_f = st.level_minutes, st.plan_i, st.level_i, st.def_f
     n_defs = plan_i.shape[0]
     val = np.empty(n_defs)
     warm = np.zeros(n_defs, dtype=np.bool_)
@@ -360,27 +346,18 @@ def _run(
                 and level_i[level, _BK_DATE] == date[i]
             )
             if level_i[level, _BK_OPEN] == 1 and not same:
-                _close_bucket(
-                    level, level_minutes[level], col_agg, bk_agg, bk_cnt,
-                    plan_i, plan_f, level_i, level_prev, def_f, def_i, ring_ts, ring_v, zring, val, warm,
-                )  # fmt: skip
+                _close_bucket(level, st, val, warm)
             if level_i[level, _BK_OPEN] == 0:
                 level_i[level, _BK_OPEN] = 1
                 level_i[level, _BK_ID] = bucket
                 level_i[level, _BK_INST] = inst[i]
                 level_i[level, _BK_DATE] = date[i]
-                bk_agg[level, :] = 0.0
-                bk_cnt[level, :] = 0
-            _add_to_bucket(level, x[i], col_agg, bk_agg, bk_cnt)
+                st.bk_agg[level, :] = 0.0
+                st.bk_cnt[level, :] = 0
+            _add_to_bucket(level, x[i], st)
             if t + NS_PER_MINUTE == (bucket + 1) * span:  # the bar's last minute: complete now
-                _close_bucket(
-                    level, level_minutes[level], col_agg, bk_agg, bk_cnt,
-                    plan_i, plan_f, level_i, level_prev, def_f, def_i, ring_ts, ring_v, zring, val, warm,
-                )  # fmt: skip
-        _level_row(
-            0, x[i], t, inst[i], date[i], minute[i],
-            plan_i, plan_f, level_i, level_prev, def_f, def_i, ring_ts, ring_v, zring, val, warm,
-        )  # fmt: skip
+                _close_bucket(level, st, val, warm)
+        _level_row(0, x[i], t, inst[i], date[i], minute[i], st, val, warm)
         for d in range(n_defs):
             level = plan_i[d, _LEVEL]
             if level == 0:
@@ -459,17 +436,24 @@ class FeatureKernel:
     def reset(self) -> None:
         """Forget every bar seen."""
         n, levels, cols = len(self.defs), len(self._level_minutes), len(self.columns)
-        self._level_i = np.full((levels, 12), _NONE, dtype=np.int64)
-        self._level_i[:, [_HAS_PREV, _BK_OPEN, _AT_VALID]] = 0
-        self._level_prev = np.full((levels, cols), np.nan)
-        self._bk_agg = np.zeros((levels, cols))
-        self._bk_cnt = np.zeros((levels, cols), dtype=np.int64)
-        self._def_f = np.zeros((n, 4))
-        self._def_i = np.zeros((n, 4), dtype=np.int64)
+        level_i = np.full((levels, 12), _NONE, dtype=np.int64)
+        level_i[:, [_HAS_PREV, _BK_OPEN, _AT_VALID]] = 0
         win = max([1, *self._plan_i[:, _WIN_ROWS].tolist()])
-        self._ring_ts = np.zeros((n, win), dtype=np.int64)
-        self._ring_v = np.zeros((n, win))
-        self._zring = np.zeros((n, max([1, *self._plan_i[:, _ZWIN].tolist()])))
+        self._state = KernelState(
+            level_minutes=self._level_minutes,
+            col_agg=self._col_agg,
+            plan_i=self._plan_i,
+            plan_f=self._plan_f,
+            level_i=level_i,
+            level_prev=np.full((levels, cols), np.nan),
+            bk_agg=np.zeros((levels, cols)),
+            bk_cnt=np.zeros((levels, cols), dtype=np.int64),
+            def_f=np.zeros((n, 4)),
+            def_i=np.zeros((n, 4), dtype=np.int64),
+            ring_ts=np.zeros((n, win), dtype=np.int64),
+            ring_v=np.zeros((n, win)),
+            zring=np.zeros((n, max([1, *self._plan_i[:, _ZWIN].tolist()]))),
+        )
 
     def run(self, rows: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """(values, warm), one row per bar of `rows` (continuous-session bars, (instrument_id, ts) order: ts,
@@ -484,9 +468,5 @@ class FeatureKernel:
         minute = session_minutes(ts, date) if self._needs_minutes else np.zeros(n, dtype=np.int64)
         values = np.empty((n, len(self.defs)))
         warm = np.empty((n, len(self.defs)), dtype=np.bool_)
-        _run(
-            x, ts, inst, date, minute, self._level_minutes, self._col_agg, self._plan_i, self._plan_f,
-            self._level_i, self._level_prev, self._bk_agg, self._bk_cnt, self._def_f, self._def_i,
-            self._ring_ts, self._ring_v, self._zring, values, warm,
-        )  # fmt: skip
+        _run(x, ts, inst, date, minute, self._state, values, warm)
         return values, warm
