@@ -86,22 +86,33 @@ def mnq_contract(instrument_id: int) -> FuturesContract:
     )
 
 
+def _tradeable(arrays: BookArrays) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The slice's tradeable books (F_LAST rows) with their instrument and ts."""
+    rows = np.flatnonzero((arrays.flags & F_LAST) != 0)
+    return rows, arrays.instrument_id[rows].astype(np.int64), arrays.ts_recv[rows].astype(np.int64)
+
+
+def _arrival(iid: np.ndarray, ts: np.ndarray, instrument: int, due: int) -> tuple[np.ndarray, int]:
+    """The positions of the instrument's books among the tradeable ones, and which of them is the first at or
+    after `due` (an order's arrival at the matching engine; their count when it arrives after the slice)."""
+    mine = np.flatnonzero(iid == instrument)
+    return mine, int(np.searchsorted(ts[mine], due, side="left"))
+
+
 def venue_rows(arrays: BookArrays, dues: Iterable[tuple[int, int]] = ()) -> np.ndarray:
     """The tradeable books (F_LAST rows) of a slice that a venue must see: the newest book of each instrument,
     so the venue's view and clock stay current, and around each order in flight (instrument, arrival ns at the
     matching engine) the last book before its arrival and the first at or after it, where it fills. The books in
     between change nothing: a Depth10 is the whole book, and nothing is there to match against it. Feeding every
     book costs ~100 us a record in Nautilus's Python (a 10M-record day: ~20 minutes); these are a few a minute."""
-    rows = np.flatnonzero((arrays.flags & F_LAST) != 0)
+    rows, iid, ts = _tradeable(arrays)
     if not rows.size:
         return rows
-    iid, ts = arrays.instrument_id[rows].astype(np.int64), arrays.ts_recv[rows].astype(np.int64)
     keep = np.zeros(rows.size, dtype=bool)
     for instrument in np.unique(iid).tolist():
         keep[np.flatnonzero(iid == instrument)[-1]] = True
     for instrument, due in dues:
-        mine = np.flatnonzero(iid == instrument)
-        k = int(np.searchsorted(ts[mine], due, side="left"))
+        mine, k = _arrival(iid, ts, instrument, due)
         keep[mine[max(k - 1, 0) : k + 1]] = True
     return rows[keep]
 
@@ -109,13 +120,11 @@ def venue_rows(arrays: BookArrays, dues: Iterable[tuple[int, int]] = ()) -> np.n
 def _arrival_row(arrays: BookArrays, dues: Iterable[tuple[int, int]]) -> int:
     """The slice's row of the last arrival book of the orders in flight (the slice's last book for an order that
     arrives after it)."""
-    rows = np.flatnonzero((arrays.flags & F_LAST) != 0)
-    iid, ts = arrays.instrument_id[rows].astype(np.int64), arrays.ts_recv[rows].astype(np.int64)
+    rows, iid, ts = _tradeable(arrays)
     out = 0
     for instrument, due in dues:
-        mine = rows[iid == instrument]
-        k = int(np.searchsorted(ts[iid == instrument], due, side="left"))
-        out = max(out, int(mine[k]) if k < mine.size else int(rows[-1]))
+        mine, k = _arrival(iid, ts, instrument, due)
+        out = max(out, int(rows[mine[k]]) if k < mine.size else int(rows[-1]))
     return out
 
 
@@ -124,7 +133,7 @@ def depth10_from_arrays(arrays: BookArrays, rows: np.ndarray | None = None) -> l
     `OrderBookDepth10`, stamped ts_recv. Per-record Python (~30 us a book): Nautilus's objects have no array
     constructor."""
 
-    rows = np.flatnonzero((arrays.flags & F_LAST) != 0) if rows is None else rows
+    rows = _tradeable(arrays)[0] if rows is None else rows
     empty = BookOrder(OrderSide.NO_ORDER_SIDE, Price(0, PRICE_PRECISION), Quantity(0, 0), 0)
     ids: dict[int, object] = {}
     books = []
@@ -220,7 +229,7 @@ class PaperVenue:
             self._run(arrays, rows[rows <= arrived])
             rows = rows[rows > arrived]
             if self._in_flight:  # an order its arrival book did not close: every later book, as they come
-                every = np.flatnonzero((arrays.flags & F_LAST) != 0)
+                every = _tradeable(arrays)[0]
                 rows = every[every > arrived]
         self._run(arrays, rows)
         return self._strategy.drain()
