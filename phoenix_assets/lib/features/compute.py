@@ -162,7 +162,7 @@ def feature_frame(
         known = labels >= 0
         warm_of[d.name] = known
         if d.params["encoding"] == "label":
-            cols[d.outputs[0]] = pl.Series(d.outputs[0], np.where(known, labels, -1), pl.Int8).replace(-1, None)
+            cols[d.outputs[0]] = pl.Series(d.outputs[0], labels, pl.Int8).replace(-1, None)
         else:
             for k, col in enumerate(d.outputs):
                 one_hot = np.where(known, (labels == k).astype(np.float64), np.nan)
@@ -217,9 +217,7 @@ def warmup_trade_days(
     """Trade dates of history a partition needs before its first day: ceil(longest z-score window in
     minutes (window x timeframe) / `MIN_SESSION_BARS`) + a holiday margin. Session-local transforms and
     the HMM filter need none (they restart every session)."""
-    catalog = spec if isinstance(spec, FeatureCatalog) else (load_catalog() if spec is None else None)
-    fset = catalog.all_features() if catalog is not None else spec
-    assert isinstance(fset, FeatureSet)
+    _, fset = _resolve(spec)
     longest = max((d.normalise.window * d.timeframe_minutes for d in fset.features if d.normalise), default=0)
     if longest == 0:
         return 0

@@ -249,13 +249,12 @@ def forward_filter(
     continues from `previous` (the filtered row before the first, e.g. the last bar of the previous call)."""
     log_b = np.ascontiguousarray(log_b, dtype=np.float64)
     out = np.empty_like(log_b)
-    k = log_b.shape[1] if log_b.ndim == 2 else len(startprob)
     _forward(
         log_b,
         np.ascontiguousarray(reset, dtype=np.bool_),
         np.ascontiguousarray(startprob, dtype=np.float64),
         np.ascontiguousarray(transmat, dtype=np.float64),
-        np.full(k, np.nan) if previous is None else np.ascontiguousarray(previous, dtype=np.float64),
+        np.full(len(startprob), np.nan) if previous is None else np.ascontiguousarray(previous, dtype=np.float64),
         out,
     )
     return out

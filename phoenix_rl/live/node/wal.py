@@ -83,7 +83,6 @@ class WalJournal(OrderJournal):
         the decisions), which gathers what was logged for up to `commit_every_s` into one commit per table; a
         read or `close` commits at once."""
         super().__init__(lake)
-        self.commit_every_s = commit_every_s
         folder = folder or wal_folder(lake)
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / f"{hashlib.sha256(strategy.encode()).hexdigest()[:16]}.wal"
