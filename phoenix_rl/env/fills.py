@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from phoenix_assets.lib import calendar as cal
 from phoenix_assets.lib.schema import DECISION_BOOK_COLUMNS
 from phoenix_rl.config import EnvConfig
 
@@ -75,7 +76,7 @@ def touch_prices(features: pl.DataFrame, cfg: FillConfig) -> tuple[np.ndarray, n
         return nxt.copy(), nxt.copy()
     mid = features["mid_close"].cast(pl.Float64).fill_null(np.nan).to_numpy()
     half = features["spread_ticks_close"].cast(pl.Float64).fill_null(np.nan).to_numpy() * cfg.tick_size / 2.0
-    ts = features["ts"].cast(pl.Datetime("ns", "UTC")).cast(pl.Int64).to_numpy()
+    ts = cal.ts_ns(features["ts"])
     # a silent minute after bar i: the bar closes at the next record, whose book the order meets (the next open)
     adjacent = np.append(np.diff(ts) <= NS_PER_MINUTE, False)
     ok = adjacent & np.isfinite(mid) & np.isfinite(half) & (half > 0)

@@ -15,7 +15,7 @@ win_bonus / loss_penalty on the bar a round trip closes, hold_penalty beyond hol
 Sharpe/Sortino of that per-bar reward with `differential_reward`); every shaping term is OFF by default.
 
 Sessions and forced flattening (only what is scheduled is known in advance)
-    Scheduled: the CME halt (a trade date's session closes at 16:00 America/Chicago, `SESSION_CLOSE`) and a
+    Scheduled: the CME halt (a trade date's session closes at 16:00 America/Chicago, `calendar.session_close_ns`) and a
     roll (the calendar's, below). The position held
     through the session's last scheduled bar (15:59 CT) is forced to 0: a decision at the close of a bar
     whose next bar by the clock is that last bar, or at the last bar itself, is overridden to flat, so it
@@ -97,29 +97,24 @@ __all__ = [
 AGENT_STATE_DIM = 3
 REQUIRED_COLUMNS = ("ts", "trade_date", "instrument_id", "open", "close")
 _NS_PER_MINUTE = 60_000_000_000
-SESSION_TZ = "America/Chicago"
-SESSION_CLOSE = "16h"  # CME Globex equity futures: trade date D closes at 16:00 CT on D (halt to 17:00)
 
 
-def session_close_ns(trade_date: pl.Series) -> np.ndarray:
-    """UTC ns of each trade date's scheduled close (16:00 America/Chicago, DST-aware)."""
-    close = (
-        trade_date.cast(pl.Date)
-        .cast(pl.Datetime("ns"))
-        .dt.offset_by(SESSION_CLOSE)
-        .dt.replace_time_zone(SESSION_TZ)
-        .dt.convert_time_zone("UTC")
-    )
-    return close.dt.epoch("ns").to_numpy()
+def trade_days(features: pl.DataFrame) -> np.ndarray:
+    """The frame's trade dates as days since 1970 (a Datetime column is truncated to its date)."""
+    dates = features["trade_date"]
+    return cal.day_numbers(dates if dates.dtype == pl.Date else dates.cast(pl.Date))
 
 
 def observation_rows(features: pl.DataFrame, cfg: EnvConfig) -> tuple[np.ndarray, np.ndarray]:
     """(rows, warm) of every bar: its observed window row (feature columns, null/NaN -> 0, clipped to
     +-obs_clip, then the warm flag) and the warm flag itself. Shared by the env and the live path."""
-    feats = features.select(pl.col(list(cfg.feature_columns)).cast(pl.Float64)).to_numpy()
+    feats = np.empty((features.height, len(cfg.feature_columns)))
+    for k, c in enumerate(cfg.feature_columns):  # column by column: no query engine (the live path's every bar)
+        feats[:, k] = features[c].cast(pl.Float64).to_numpy()
     finite = np.isfinite(feats)
     if cfg.warm_column is not None and cfg.warm_column in features.columns:
-        warm = features[cfg.warm_column].fill_null(False).to_numpy().astype(bool)
+        flag = features[cfg.warm_column]
+        warm = (flag if not flag.null_count() else flag.fill_null(False)).to_numpy().astype(bool)
     else:
         warm = finite.all(axis=1)
     x = np.clip(np.where(finite, feats, 0.0), -cfg.obs_clip, cfg.obs_clip)
@@ -135,7 +130,7 @@ def warmup_rows(history: pl.DataFrame | None, first_ts_ns: int, width: int, cfg:
     if history is None or history.height == 0 or cfg.lookback == 1:
         return pad
     tail = history.sort("ts").tail(cfg.lookback - 1)
-    last = int(tail["ts"].cast(pl.Datetime("ns", "UTC")).cast(pl.Int64)[-1])
+    last = int(cal.ts_ns(tail["ts"])[-1])
     if last >= first_ts_ns:
         raise ValueError(
             f"MnqTradingEnv: history must end before the window's first bar (history's last ts {last} >= "
@@ -153,11 +148,12 @@ def forced_flat(
     hole. Scheduled halts and rolls are known in advance (the roll from the one roll calendar,
     `phoenix_assets.lib.calendar.roll_eve`, never from the data: paper cannot see a roll coming in its feed),
     holes only afterwards. `data_ends=False` is the live path: the newest bar is not the end of the data."""
-    ts = features["ts"].cast(pl.Datetime("ns", "UTC")).cast(pl.Int64).to_numpy()
+    ts = cal.ts_ns(features["ts"])
     iid = features["instrument_id"].to_numpy()
-    last_before_halt = ts + 2 * _NS_PER_MINUTE >= session_close_ns(features["trade_date"])
+    days = trade_days(features)
+    last_before_halt = ts + 2 * _NS_PER_MINUTE >= cal.session_close_ns(days)
     # a roll eve's session ends its contract: flat before its last scheduled bar (the halt's moment)
-    roll_eve = cal.roll_eve(features["trade_date"].cast(pl.Date).to_numpy())
+    roll_eve = cal.roll_eve(days.astype("datetime64[D]"))
     data_last = np.zeros(len(ts), dtype=bool)
     data_last[-1:] = data_ends
     contract_change = np.concatenate([[False], iid[1:] != iid[:-1]])  # seen only once it happened
@@ -210,7 +206,7 @@ class MnqTradingEnv(gym.Env):
         n = features.height
         if n < 2:
             raise ValueError(f"MnqTradingEnv: need at least 2 bars, got {n}")
-        ts = features["ts"].cast(pl.Datetime("ns", "UTC")).cast(pl.Int64).to_numpy()
+        ts = cal.ts_ns(features["ts"])
         if np.any(np.diff(ts) <= 0):
             raise ValueError(
                 "MnqTradingEnv: ts must be strictly increasing (one instrument per minute): sort by ts and keep "

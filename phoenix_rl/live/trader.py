@@ -364,11 +364,13 @@ class PaperTrader:
             if not self._tail.height and self._warmup is not None:  # the bars before the stream (docstring)
                 before = self._warmup.filter(pl.col("ts") < row["ts"][0]).tail(self.cfg.lookback)
                 self._tail = before.select([c for c in row.columns if c in before.columns])
-            self._tail = (
-                pl.concat([self._tail, row], how="diagonal_relaxed").tail(self.cfg.lookback + 1)
-                if self._tail.height
-                else row
-            )
+            if not self._tail.height:
+                self._tail = row
+            elif self._tail.schema == row.schema:  # every bar after the first: a plain append, no query engine
+                self._tail = pl.concat([self._tail, row]).tail(self.cfg.lookback + 1)
+            else:  # the warm-up's rows (stored, maybe other dtypes or columns) in the stream's schema
+                joined = pl.concat([self._tail, row], how="diagonal_relaxed").select(row.columns)
+                self._tail = joined.cast(dict(row.schema)).tail(self.cfg.lookback + 1)
             obs_rows, warm = observation_rows(self._tail, self.cfg)
             flat = bool(forced_flat(self._tail, warm, self.cfg, data_ends=final)[0][-1])
             window = np.zeros((self.cfg.lookback, obs_rows.shape[1]), dtype=np.float32)

@@ -93,10 +93,12 @@ assert set(_OPS) | {"hmm_regime"} == set(TRANSFORMS), "feature_specs.TRANSFORMS 
 def session_bars(bars: pl.DataFrame) -> pl.DataFrame:
     """Continuous-session bars sorted by (instrument_id, ts), ts as UTC datetime."""
     f = bars
-    if "in_session" in f.columns:
+    # the checks below spare the live path's one bar the query engine (~0.1 ms a call): nothing to filter, cast, sort
+    if "in_session" in f.columns and not f["in_session"].all(ignore_nulls=False):
         f = f.filter(pl.col("in_session"))
-    f = f.with_columns(pl.col("ts").cast(pl.Datetime("ns", "UTC")))
-    return f.sort("instrument_id", "ts") if f.height > 1 else f  # the live path's one bar: nothing to sort
+    if f.schema["ts"] != pl.Datetime("ns", "UTC"):
+        f = f.with_columns(pl.col("ts").cast(pl.Datetime("ns", "UTC")))
+    return f.sort("instrument_id", "ts") if f.height > 1 else f
 
 
 # --- the feature table --------------------------------------------------------------------------------
@@ -171,12 +173,12 @@ def feature_frame(
     if catalog is not None:
         for name, s in catalog.sets.items():
             flags[f"warm_{name}"] = _all([warm_of[d.name] for d in s.features], f.height)
-    out = pl.concat(
+    out = pl.DataFrame(
         [
-            f.select(*ID_COLUMNS, *PRICE_COLUMNS),
-            pl.DataFrame([*(cols[c] for c in fset.columns), *(pl.Series(n, v) for n, v in flags.items())]),
-        ],
-        how="horizontal",
+            *(f[c] for c in (*ID_COLUMNS, *PRICE_COLUMNS)),
+            *(cols[c] for c in fset.columns),
+            *(pl.Series(n, v) for n, v in flags.items()),
+        ]
     )
     return out.sort("ts", "instrument_id") if out.height > 1 else out
 

@@ -27,6 +27,7 @@ import polars as pl
 from numba import njit
 
 from feature_specs.spec import FeatureSpecError, HmmConfig
+from phoenix_assets.lib import calendar as cal
 from phoenix_assets.lib.features.compute import SESSION, raw_signals, session_bars
 from phoenix_assets.lib.features.kernel import FeatureKernel
 
@@ -278,7 +279,7 @@ class RegimeFilter:
         and the inputs' columns)."""
         raw, _ = self._inputs.run(rows)
         inst = rows["instrument_id"].to_numpy().astype(np.int64)
-        date = rows["trade_date"].cast(pl.Int32).to_numpy().astype(np.int64)
+        date = cal.day_numbers(rows["trade_date"])
         prev_inst, prev_date = np.r_[self._session[0], inst[:-1]], np.r_[self._session[1], date[:-1]]
         reset = (inst != prev_inst) | (date != prev_date)  # a session start or an instrument change
         m = self.model

@@ -31,7 +31,6 @@ from phoenix_assets.lib import calendar as cal
 __all__ = ["FeatureKernel", "rolling_zscore", "session_minutes"]
 
 NS_PER_MINUTE = 60 * 1_000_000_000
-EPOCH = dt.date(1970, 1, 1)
 _NONE = np.int64(-(2**62))  # no session yet
 
 # transforms (feature_specs.TRANSFORMS; hmm_regime is a join, not a transform of the bars)
@@ -384,7 +383,7 @@ def session_minutes(ts_ns: np.ndarray, trade_date: np.ndarray) -> np.ndarray:
     since 1970). A session never spans a DST change (they happen at 02:00 CT on a Sunday, with the market
     shut), so this is the wall-clock minute of the CT day minus 17:00."""
     dates, index = np.unique(trade_date, return_inverse=True)
-    opens = np.array([cal.session_open_ns(EPOCH + dt.timedelta(days=int(d))) for d in dates], dtype=np.int64)
+    opens = np.array([cal.session_open_ns(cal.EPOCH + dt.timedelta(days=int(d))) for d in dates], dtype=np.int64)
     return (ts_ns - opens[index]) // NS_PER_MINUTE
 
 
@@ -459,12 +458,12 @@ class FeatureKernel:
         """(values, warm), one row per bar of `rows` (continuous-session bars, (instrument_id, ts) order: ts,
         trade_date, instrument_id and the defs' inputs) and one column per def; NaN where there is no value."""
         n = rows.height
-        x = np.ascontiguousarray(  # nulls become NaN
-            rows.select(self.columns).to_numpy() if self.columns else np.empty((n, 0)), dtype=np.float64
-        )
-        ts = rows["ts"].dt.epoch("ns").to_numpy().astype(np.int64)
+        x = np.empty((n, len(self.columns)))
+        for k, c in enumerate(self.columns):  # column by column (nulls -> NaN): no query engine, as cheap at 1 row
+            x[:, k] = rows[c].cast(pl.Float64).to_numpy()
+        ts = cal.ts_ns(rows["ts"])
         inst = rows["instrument_id"].to_numpy().astype(np.int64)
-        date = rows["trade_date"].cast(pl.Int32).to_numpy().astype(np.int64)
+        date = cal.day_numbers(rows["trade_date"])
         minute = session_minutes(ts, date) if self._needs_minutes else np.zeros(n, dtype=np.int64)
         values = np.empty((n, len(self.defs)))
         warm = np.empty((n, len(self.defs)), dtype=np.bool_)

@@ -38,6 +38,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from phoenix_assets.lib import calendar as cal
 from phoenix_assets.lib.instrument import MNQ
 from phoenix_assets.lib.market.book_kernel import COUNT_COLUMNS, SECOND_COLUMNS
 from phoenix_assets.lib.schema import BAR_COLUMNS, N_LEVELS, level_columns
@@ -111,8 +112,8 @@ def seconds_arrays(frame_1s: pl.DataFrame) -> dict[str, np.ndarray]:
     sorted by (instrument_id, ts); `symbol` kept when the frame has it."""
     f = frame_1s.sort("instrument_id", "ts")
     out = {c: f[c].to_numpy() for c in SECOND_COLUMNS if c not in ("ts", "trade_date")}
-    out["ts"] = f["ts"].cast(pl.Datetime("ns", "UTC")).dt.epoch("ns").to_numpy()
-    out["trade_date"] = f["trade_date"].cast(pl.Int32).to_numpy()
+    out["ts"] = cal.ts_ns(f["ts"])
+    out["trade_date"] = cal.day_numbers(f["trade_date"]).astype(np.int32)
     if "symbol" in f.columns:
         out["symbol"] = f["symbol"].to_numpy()
     return out
@@ -242,16 +243,19 @@ def minute_bars(
         )
     keep = sums["n_records"] > 0
     order = np.lexsort((b["instrument_id"][keep], b["ts"][keep]))
-    columns = {}
+    columns = []
     for c in BAR_COLUMNS:
         if c == "symbol":
-            columns[c] = pl.Series(c, sym[keep][order], pl.String)
+            columns.append(pl.Series(c, sym[keep][order], pl.String))
         elif c in b:
             v = b[c][keep][order]
-            columns[c] = pl.Series(c, v, nan_to_null=True) if v.dtype.kind == "f" else pl.Series(c, v)
-    return pl.DataFrame(columns).with_columns(
-        pl.col("ts").cast(pl.Datetime("ns", "UTC")), pl.col("trade_date").cast(pl.Int32).cast(pl.Date)
-    )
+            v = v.astype(np.int32) if c == "trade_date" else v  # days since 1970: Date's physical type
+            series = pl.Series(c, v, nan_to_null=True) if v.dtype.kind == "f" else pl.Series(c, v)
+            columns.append(series.cast(_CAST[c]) if c in _CAST else series)
+    return pl.DataFrame(columns)  # Series casts, not a with_columns: the live path builds this frame every minute
+
+
+_CAST = {"ts": pl.Datetime("ns", "UTC"), "trade_date": pl.Date}
 
 
 # --- Stoikov (2018) micro-price -----------------------------------------------------------------------

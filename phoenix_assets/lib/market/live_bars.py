@@ -16,6 +16,7 @@ import polars as pl
 
 from feature_specs import FeatureCatalog
 from feature_specs.spec import FeatureSpecError
+from phoenix_assets.lib import calendar as cal
 from phoenix_assets.lib.features.compute import bar_features, feature_frame, session_bars
 from phoenix_assets.lib.features.hmm_regimes import RegimeFilter, RegimeModel
 from phoenix_assets.lib.features.kernel import FeatureKernel
@@ -55,12 +56,16 @@ class LiveBars:
         # which would otherwise concatenate the open minute's seconds at every record)
         if not self._pending or (minute_ns is not None and int(self._pending[0]["ts"].min()) >= minute_ns):
             return pl.DataFrame()
-        pending = {k: np.concatenate([p[k] for p in self._pending]) for k in SECOND_COLUMNS}
+        pieces = self._pending  # one piece (the usual close): no copy
+        pending = {k: np.concatenate([p[k] for p in pieces]) if pieces[1:] else pieces[0][k] for k in SECOND_COLUMNS}
         closed = np.ones(len(pending["ts"]), dtype=bool) if minute_ns is None else pending["ts"] < minute_ns
         if not closed.any():
             return pl.DataFrame()
-        self._pending = [{k: v[~closed] for k, v in pending.items()}] if not closed.all() else []
-        seconds = {k: v[closed] for k, v in pending.items()}  # the kernel's order: (instrument_id, ts) per call
+        if closed.all():  # the usual close: every pending second is the closing minute's
+            self._pending, seconds = [], pending
+        else:
+            self._pending = [{k: v[~closed] for k, v in pending.items()}]
+            seconds = {k: v[closed] for k, v in pending.items()}  # the kernel's order: (instrument_id, ts) per call
         return minute_bars(seconds, symbol=self._symbol, stoikov_table=self._stoikov)
 
 
@@ -91,10 +96,11 @@ class LiveFeatures:
 
     def _feed(self, rows: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         if rows.height:
-            first = (int(rows["instrument_id"][0]), int(rows["ts"].dt.epoch("ns")[0]))
+            ts = cal.ts_ns(rows["ts"])
+            first = (int(rows["instrument_id"][0]), int(ts[0]))
             if self._newest is not None and first[0] == self._newest[0] and first[1] <= self._newest[1]:
                 raise ValueError(f"bar {rows['ts'][0]} of instrument {first[0]} was fed already (or is out of order)")
-            self._newest = (int(rows["instrument_id"][-1]), int(rows["ts"].dt.epoch("ns")[-1]))
+            self._newest = (int(rows["instrument_id"][-1]), int(ts[-1]))
         values, warm = self._kernel.run(rows)
         labels = None
         if self._needs_regimes:
