@@ -164,7 +164,7 @@ def feature_frame(
         known = labels >= 0
         warm_of[d.name] = known
         if d.params["encoding"] == "label":
-            cols[d.outputs[0]] = pl.Series(d.outputs[0], labels, pl.Int8).replace(-1, None)
+            cols[d.outputs[0]] = pl.Series(d.outputs[0], np.ma.masked_array(labels, mask=~known), pl.Int8)
         else:
             for k, col in enumerate(d.outputs):
                 one_hot = np.where(known, (labels == k).astype(np.float64), np.nan)
