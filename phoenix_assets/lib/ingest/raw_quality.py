@@ -7,15 +7,26 @@ while the ingest streams the day (`RawBatchChecks.update`), so the staged files 
 same accumulators check a stored partition (`RawPartition.stored`, read `BATCH_ROWS` rows at a time with
 no read-ahead). Order-dependent figures (per-instrument `ts_recv` order, in-session gaps, crossed books)
 come from the streaming pass in `raw_ingest.IngestStats`. Memory stays flat in the day's size: the
-duplicate index spills to disk by hash bucket, great-expectations validates per-column value summaries.
+duplicate index spills to disk by hash bucket, great-expectations validates per-column value summaries
+(great-expectations loads in a worker process while the day streams: `ge_worker`).
 """
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
+import json
+import os
+import pickle
+import select
 import shutil
+import subprocess
+import sys
 import tempfile
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,8 +39,10 @@ import pyarrow.dataset as pads
 from numba import njit
 
 from phoenix_assets.lib.check_outcome import CheckOutcome
+from phoenix_assets.lib.ingest.ge_worker import build_suite
 from phoenix_assets.lib.ingest.raw_ingest import IngestStats
 from phoenix_assets.lib.io.lake import Lake
+from phoenix_assets.lib.process_lifetime import PARENT_PID_ENV
 from phoenix_assets.lib.schema import (
     PRICE_COLUMNS,
     PRICE_SCALE,
@@ -485,22 +498,30 @@ def check_session_gaps(stats: IngestStats, max_gap_minutes: float) -> CheckOutco
     )
 
 
-def _expectation_suite() -> list[Any]:
-    """The `raw_mbp10` expectations (great-expectations objects; validated one by one on summaries)."""
-    import great_expectations as gx  # ~2.5 s import: only when the check runs
+# The `raw_mbp10` suite as plain data: (expectation type, its kwargs). great-expectations builds its objects
+# from these entries in a worker process (`ge_worker`, started with the summary: its import takes ~2.5 s); the
+# per-batch summaries need only the columns, kinds and bounds, read from the same entries, and `validate`
+# checks that the objects great-expectations built say the same.
+SUITE: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("expect_table_columns_to_match_ordered_list", {"column_list": RAW_COLUMNS}),
+    *(
+        ("expect_column_values_to_not_be_null", {"column": col})
+        for col in ("ts_recv", "ts_event", "instrument_id", "action", "side", "flags", "sequence")
+    ),
+    ("expect_column_values_to_be_in_set", {"column": "rtype", "value_set": [10]}),
+    ("expect_column_values_to_be_in_set", {"column": "action", "value_set": ACTIONS}),
+    ("expect_column_values_to_be_in_set", {"column": "side", "value_set": SIDES}),
+    ("expect_column_values_to_be_between", {"column": "depth", "min_value": 0, "max_value": 9}),
+    ("expect_column_values_to_be_between", {"column": "flags", "min_value": 0, "max_value": 255}),
+    ("expect_column_values_to_be_between", {"column": "size", "min_value": 0}),
+    ("expect_column_values_to_be_between", {"column": "ts_recv", "min_value": 0}),
+)
+GE_TIMEOUT_S = 600.0  # `validate` waits at most this long for the worker's reply, then kills it and raises
 
-    e = gx.expectations
-    suite: list[Any] = [e.ExpectTableColumnsToMatchOrderedList(column_list=RAW_COLUMNS)]
-    for col in ("ts_recv", "ts_event", "instrument_id", "action", "side", "flags", "sequence"):
-        suite.append(e.ExpectColumnValuesToNotBeNull(column=col))
-    suite.append(e.ExpectColumnValuesToBeInSet(column="rtype", value_set=[10]))
-    suite.append(e.ExpectColumnValuesToBeInSet(column="action", value_set=ACTIONS))
-    suite.append(e.ExpectColumnValuesToBeInSet(column="side", value_set=SIDES))
-    suite.append(e.ExpectColumnValuesToBeBetween(column="depth", min_value=0, max_value=9))
-    suite.append(e.ExpectColumnValuesToBeBetween(column="flags", min_value=0, max_value=255))
-    suite.append(e.ExpectColumnValuesToBeBetween(column="size", min_value=0))
-    suite.append(e.ExpectColumnValuesToBeBetween(column="ts_recv", min_value=0))
-    return suite
+
+def _expectation_suite() -> list[Any]:
+    """The `raw_mbp10` expectations as great-expectations objects, in this process (imports great-expectations)."""
+    return build_suite(list(SUITE))
 
 
 def check_expectations(part: RawPartition) -> CheckOutcome:
@@ -600,29 +621,19 @@ class ExpectationSummary:
     values (one per class above, plus a null), and the records behind the values it reports unexpected
     are summed, so `unexpected_counts` count records exactly as validating every record would, in memory
     that does not grow with the day. Expectations other than the suite's kinds are refused, not guessed.
+
+    The summaries need only `SUITE`'s plain bounds; great-expectations runs in a worker process (`ge_worker`,
+    one per process, started by the first summary: its import overlaps the day's streaming on the other
+    core, without taking the GIL from the stream's threads), and `validate` sends it the summaries. A worker
+    that fails, dies or does not answer within `GE_TIMEOUT_S` is a clear error (and is replaced next time).
     """
 
     def __init__(self) -> None:
-        self.suite = _expectation_suite()
         self.batches = 0
         self.rows = 0
         self._dtypes: dict[str, pa.DataType] = {}
-        self._columns: dict[str, _ColumnValues] = {}
-        for exp in self.suite:
-            column = exp.configuration.kwargs.get("column")
-            if column is None:
-                continue
-            kind = exp.expectation_type
-            if kind not in _SUMMARISED:
-                raise ValueError(f"raw_mbp10 expectations: {kind} has no summary; add it to _SUMMARISED")
-            values = self._columns.setdefault(column, _ColumnValues(by_value=False, bounds=None))
-            if kind == "expect_column_values_to_be_in_set":
-                values.by_value = True
-            elif kind == "expect_column_values_to_be_between":
-                kw = exp.configuration.kwargs
-                if kw.get("strict_min") or kw.get("strict_max") or values.bounds is not None:
-                    raise ValueError(f"raw_mbp10 expectations: {column}: one non-strict between per column")
-                values.bounds = (kw.get("min_value"), kw.get("max_value"))
+        self._columns = _summary_plan(SUITE)
+        _worker()  # loading great-expectations from now on, if this process has no worker yet
 
     def update(self, batch: pa.RecordBatch) -> None:
         self.batches += 1
@@ -635,39 +646,33 @@ class ExpectationSummary:
 
     def validate(self, columns: list[str]) -> CheckOutcome:
         """Run the suite: the table expectation on the partition's columns, the others on the summaries."""
-        import great_expectations as gx
-        from great_expectations.data_context.types.base import ProgressBarsConfig
-
-        context = gx.get_context(mode="ephemeral")
-        context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
-        batch_def = (
-            context.data_sources.add_pandas("raw_mbp10")
-            .add_dataframe_asset("summary")
-            .add_batch_definition_whole_dataframe("batch")
-        )
-        unexpected: dict[str, int] = {}
-        failed: set[str] = set()
         frames: dict[str | None, Any] = {None: pl.DataFrame(schema=dict.fromkeys(columns, pl.Int64)).to_pandas()}
         weights: dict[str, np.ndarray] = {}
         for name, values in self._columns.items():
             if name in self._dtypes:
                 series, weights[name] = values.rows(self._dtypes[name])
                 frames[name] = series.alias(name).to_frame().to_pandas()
-        for exp in self.suite:
-            column = exp.configuration.kwargs.get("column")
-            key = f"{exp.expectation_type}({column or 'table'})"
-            frame = frames.get(column)
-            if frame is None:  # the column is missing from the partition
+        reply = _ask_worker(frames)
+        built = _plan_key(_summary_plan(reply["suite"]))
+        if built != _plan_key(self._columns):
+            raise ValueError(
+                f"raw_mbp10 expectations: the great-expectations suite {built} and the summaries "
+                f"{_plan_key(self._columns)} disagree"
+            )
+        unexpected: dict[str, int] = {}
+        failed: set[str] = set()
+        for (kind, kwargs), result in zip(reply["suite"], reply["results"], strict=True):
+            column = kwargs.get("column")
+            key = f"{kind}({column or 'table'})"
+            if result is None:  # the column is missing from the partition
                 failed.add(key)
                 unexpected[key] = 0
                 continue
-            batch = batch_def.get_batch(batch_parameters={"dataframe": frame})
-            result = batch.validate(exp, result_format={"result_format": "COMPLETE"})
-            rows = result.result.get("unexpected_index_list") or []
+            success, rows = result
             unexpected[key] = int(weights[column][np.asarray(rows, dtype=np.int64)].sum()) if column else 0
-            if not result.success:
+            if not success:
                 failed.add(key)
-        n = len(self.suite)
+        n = len(reply["suite"])
         return CheckOutcome(
             not failed and self.rows > 0,
             f"great-expectations: {n - len(failed)}/{n} expectations met",
@@ -677,9 +682,162 @@ class ExpectationSummary:
                 "unexpected_counts": unexpected,
                 "batches": self.batches,
                 "validated_on": f"per-column value summaries of {self.rows} records",
-                "great_expectations_version": gx.__version__,
+                "great_expectations_version": reply["version"],
             },
         )
+
+
+class _Worker:
+    """A `ge_worker` process: it loads great-expectations at once, then answers requests (length-prefixed
+    pickles on its stdin and stdout) until its stdin closes."""
+
+    def __init__(self, suite: str) -> None:
+        self.suite = suite
+        self.lock = threading.Lock()  # one request at a time
+        env = {**os.environ, PARENT_PID_ENV: str(os.getpid())}
+        self.proc = subprocess.Popen(self.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "phoenix_assets.lib.ingest.ge_worker", self.suite]
+
+    def ask(self, frames: dict[str | None, Any]) -> dict[str, Any]:
+        """The worker's reply to `frames` (see `ge_worker`); a clear error if it failed, died or hung (it is
+        then stopped)."""
+        deadline = time.monotonic() + GE_TIMEOUT_S
+        try:
+            self._send(pickle.dumps({"frames": frames}), deadline)
+            size = int.from_bytes(self._receive(8, deadline), "little")
+            reply = pickle.loads(self._receive(size, deadline))
+        except BaseException:
+            self.stop()
+            raise
+        if "error" in reply:
+            self.stop()
+            trace = str(reply["error"]).strip()
+            raise RuntimeError(
+                f"raw_mbp10 expectations: the great-expectations worker failed: {trace.splitlines()[-1]}\n"
+                f"the worker's traceback:\n{trace}"
+            )
+        return reply
+
+    def _wait(self, fd: int, write: bool, deadline: float) -> None:
+        left = deadline - time.monotonic()
+        ready = select.select([], [fd], [], max(left, 0))[1] if write else select.select([fd], [], [], max(left, 0))[0]
+        if not ready:
+            raise TimeoutError(
+                f"raw_mbp10 expectations: the great-expectations worker (pid {self.proc.pid}) did not answer "
+                f"within {GE_TIMEOUT_S:g} s; the expectations check cannot run"
+            )
+
+    def _send(self, payload: bytes, deadline: float) -> None:
+        assert self.proc.stdin is not None
+        data, fd = len(payload).to_bytes(8, "little") + payload, self.proc.stdin.fileno()
+        try:
+            while data:  # at most PIPE_BUF at a time once writable: never blocks past the deadline
+                self._wait(fd, True, deadline)
+                data = data[os.write(fd, data[: select.PIPE_BUF]) :]
+        except BrokenPipeError:
+            raise self._died() from None
+
+    def _receive(self, size: int, deadline: float) -> bytes:
+        assert self.proc.stdout is not None
+        fd, parts, got = self.proc.stdout.fileno(), [], 0
+        while got < size:
+            self._wait(fd, False, deadline)
+            part = os.read(fd, min(size - got, 1 << 20))
+            if not part:
+                raise self._died()
+            parts.append(part)
+            got += len(part)
+        return b"".join(parts)
+
+    def _died(self) -> RuntimeError:
+        code = self.proc.wait()
+        return RuntimeError(f"raw_mbp10 expectations: the great-expectations worker failed: no reply, exit code {code}")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        """Kill the worker (if still running), reap it and close its pipes."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                pipe.close()
+
+
+_shared: _Worker | None = None
+_shared_lock = threading.Lock()
+
+
+def _worker() -> _Worker:
+    """The process's great-expectations worker for the current `SUITE`, started if there is none (or it has
+    exited: e.g. the thread that started it ended, which fires its `PR_SET_PDEATHSIG`)."""
+    global _shared
+    suite = json.dumps(SUITE)
+    with _shared_lock:
+        if _shared is None or not _shared.alive() or _shared.suite != suite:
+            if _shared is not None:
+                _shared.stop()
+            _shared = _Worker(suite)
+        return _shared
+
+
+def _ask_worker(frames: dict[str | None, Any]) -> dict[str, Any]:
+    """One request to the shared worker; a worker that failed is dropped, the next call starts a new one."""
+    global _shared
+    worker = _worker()
+    with worker.lock:
+        try:
+            return worker.ask(frames)
+        except BaseException:
+            with _shared_lock:
+                if _shared is worker:
+                    _shared = None
+            raise
+
+
+def stop_worker() -> None:
+    """Stop the shared great-expectations worker, if any (also at interpreter exit)."""
+    global _shared
+    with _shared_lock:
+        if _shared is not None:
+            _shared.stop()
+            _shared = None
+
+
+atexit.register(stop_worker)
+
+
+def _summary_plan(entries: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, _ColumnValues]:
+    """What each column's summary keeps for the expectations `entries` (type, kwargs) make of it.
+
+    Expectations other than the `_SUMMARISED` kinds are refused, not guessed."""
+    columns: dict[str, _ColumnValues] = {}
+    for kind, kwargs in entries:
+        column = kwargs.get("column")
+        if column is None:
+            continue
+        if kind not in _SUMMARISED:
+            raise ValueError(f"raw_mbp10 expectations: {kind} has no summary; add it to _SUMMARISED")
+        values = columns.setdefault(column, _ColumnValues(by_value=False, bounds=None))
+        if kind == "expect_column_values_to_be_in_set":
+            values.by_value = True
+        elif kind == "expect_column_values_to_be_between":
+            if kwargs.get("strict_min") or kwargs.get("strict_max") or values.bounds is not None:
+                raise ValueError(f"raw_mbp10 expectations: {column}: one non-strict between per column")
+            values.bounds = (kwargs.get("min_value"), kwargs.get("max_value"))
+    return columns
+
+
+def _plan_key(plan: dict[str, _ColumnValues]) -> dict[str, tuple[bool, tuple[float | None, ...] | None]]:
+    """A plan's content, bounds as floats (great-expectations stores 0 as 0.0)."""
+    return {
+        column: (v.by_value, None if v.bounds is None else tuple(None if b is None else float(b) for b in v.bounds))
+        for column, v in plan.items()
+    }
 
 
 _SUMMARISED = {
@@ -705,11 +863,18 @@ class RawBatchChecks:
         self.expectations.update(batch)
 
     def outcomes(self, part: RawPartition, stats: IngestStats | None) -> dict[str, CheckOutcome]:
-        """`no_duplicates`, `prices_on_tick_grid` and `expectations` of what was streamed into `part`."""
+        """`no_duplicates`, `prices_on_tick_grid` and `expectations` of what was streamed into `part`.
+
+        The duplicate groups are formed in a thread (numba, polars and file reads: the GIL is mostly free)
+        while this one waits for great-expectations' verdicts from its worker process."""
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="raw_mbp10-duplicates") as pool:
+            groups = pool.submit(self.duplicates.groups)
+            expectations = self.expectations.validate([c for c in RAW_COLUMNS if c in part.schema().names])
+            duplicates = duplicates_outcome(groups.result(), stats)
         return {
-            "no_duplicates": duplicates_outcome(self.duplicates.groups(), stats),
+            "no_duplicates": duplicates,
             "prices_on_tick_grid": grid_outcome(self.bad_prices, self.tick_size),
-            "expectations": self.expectations.validate([c for c in RAW_COLUMNS if c in part.schema().names]),
+            "expectations": expectations,
         }
 
     def close(self) -> None:
