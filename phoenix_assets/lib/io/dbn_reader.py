@@ -178,7 +178,10 @@ class SymbolResolver:
     def resolve(self, instrument_id: np.ndarray, ts_recv: np.ndarray) -> pa.Array:
         days = (ts_recv.astype(np.int64) // 86_400_000_000_000).astype(np.int64)
         keys = instrument_id.astype(np.int64) * 1_000_000 + days  # a handful of distinct values a day
-        unique, inverse = np.unique(keys, return_inverse=True)
+        if len(keys) and (keys == keys[0]).all():  # the usual chunk: one instrument, one day (no sort)
+            unique, inverse = keys[:1], np.zeros(len(keys), dtype=np.int64)
+        else:
+            unique, inverse = np.unique(keys, return_inverse=True)
         resolved = self._map.resolve_many(
             (unique // 1_000_000).astype(np.uint32), (unique % 1_000_000).astype("datetime64[D]")
         )
