@@ -189,6 +189,7 @@ def replay(records: int, journal_kind: str, tmp: Path, chunk: int) -> dict:
     )
     session = LiveSession(trader, venue, settings, journal)
     cpu = _DecisionCpu(trader)
+    os.sync()  # the generated days' writeback (270 MB at 10M) would compete with the journal's syncs: live has none
     session.on_records(first.slice(0, 2_000))
     n, began, load_before = 2_000, time.perf_counter(), os.getloadavg()
     for part in _chain(first.slice(2_000, len(first.ts_recv)), live):
