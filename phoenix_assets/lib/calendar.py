@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -54,11 +55,21 @@ def pre_open_ns(trade_date: dt.date) -> int:
     return _ct_ns(trade_date - dt.timedelta(days=1), PRE_OPEN)
 
 
-def session_close_ns(trade_dates: np.ndarray) -> np.ndarray:
+def session_opens_ns(trade_dates: np.ndarray) -> np.ndarray:
+    """`session_open_ns` of each trade date (17:00 CT on D-1); `trade_dates` as `day_numbers`."""
+    return _per_trade_date(trade_dates, session_open_ns)
+
+
+def session_closes_ns(trade_dates: np.ndarray) -> np.ndarray:
     """UTC ns of each trade date's scheduled close, 16:00 CT on D (DST-aware); `trade_dates` as `day_numbers`."""
+    return _per_trade_date(trade_dates, lambda day: trade_date_window(day)[1])
+
+
+def _per_trade_date(trade_dates: np.ndarray, ns_of: Callable[[dt.date], int]) -> np.ndarray:
+    """`ns_of` of each trade date (days since 1970), computed once per distinct date."""
     days, index = np.unique(trade_dates, return_inverse=True)
-    closes = np.array([trade_date_window(EPOCH + dt.timedelta(days=int(d)))[1] for d in days], dtype=np.int64)
-    return closes[index.reshape(-1)]
+    values = np.array([ns_of(EPOCH + dt.timedelta(days=int(d))) for d in days], dtype=np.int64)
+    return values[index.reshape(-1)]
 
 
 def ts_ns(ts: pl.Series) -> np.ndarray:

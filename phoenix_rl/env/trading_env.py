@@ -15,7 +15,7 @@ win_bonus / loss_penalty on the bar a round trip closes, hold_penalty beyond hol
 Sharpe/Sortino of that per-bar reward with `differential_reward`); every shaping term is OFF by default.
 
 Sessions and forced flattening (only what is scheduled is known in advance)
-    Scheduled: the CME halt (a trade date's session closes at 16:00 America/Chicago, `calendar.session_close_ns`) and a
+    Scheduled: the CME halt (a trade date's session closes at 16:00 America/Chicago, `calendar.session_closes_ns`) and a
     roll (the calendar's, below). The position held
     through the session's last scheduled bar (15:59 CT) is forced to 0: a decision at the close of a bar
     whose next bar by the clock is that last bar, or at the last bar itself, is overridden to flat, so it
@@ -151,7 +151,7 @@ def forced_flat(
     ts = cal.ts_ns(features["ts"])
     iid = features["instrument_id"].to_numpy()
     days = trade_days(features)
-    last_before_halt = ts + 2 * _NS_PER_MINUTE >= cal.session_close_ns(days)
+    last_before_halt = ts + 2 * _NS_PER_MINUTE >= cal.session_closes_ns(days)
     # a roll eve's session ends its contract: flat before its last scheduled bar (the halt's moment)
     roll_eve = cal.roll_eve(days.astype("datetime64[D]"))
     data_last = np.zeros(len(ts), dtype=bool)

@@ -16,7 +16,6 @@ implementation beside the batch one would have to be kept equal by tests alone.
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -382,9 +381,7 @@ def session_minutes(ts_ns: np.ndarray, trade_date: np.ndarray) -> np.ndarray:
     """Minutes from the session open (17:00 CT on D-1) to each bar start of trade date D (`trade_date` in days
     since 1970). A session never spans a DST change (they happen at 02:00 CT on a Sunday, with the market
     shut), so this is the wall-clock minute of the CT day minus 17:00."""
-    dates, index = np.unique(trade_date, return_inverse=True)
-    opens = np.array([cal.session_open_ns(cal.EPOCH + dt.timedelta(days=int(d))) for d in dates], dtype=np.int64)
-    return (ts_ns - opens[index]) // NS_PER_MINUTE
+    return (ts_ns - cal.session_opens_ns(trade_date)) // NS_PER_MINUTE
 
 
 class FeatureKernel:
